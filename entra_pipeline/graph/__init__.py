@@ -1,0 +1,1 @@
+"""Talking to Microsoft Graph: tokens (msal), paging and retries (httpx), typed errors."""

@@ -1,0 +1,142 @@
+"""The Graph collections the sync reads, and the raw DuckDB tables they land in.
+
+This is the one list of Graph properties the pipeline selects: the staging models and the mapping
+read only these raw columns, and the `$select` of every call is built from here. Timestamps stay
+strings in raw (Graph sends `""` and `0001-01-01T00:00:00Z` for "never"); staging parses them.
+Nested objects (licences, manager, owners, extension attributes) are kept as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One Graph collection and the raw table it lands in."""
+
+    table: str  # raw table name, without schema
+    path: str  # Graph path under /v1.0
+    columns: dict[str, str]  # Graph property -> DuckDB type, in table order
+    expand: str | None = None  # $expand value, if any
+    permission: str = ""  # application permission the call needs
+    page_size: int = 999  # $top; Graph caps pages at 100 with $expand
+    extra_select: tuple[str, ...] = field(default=())  # selected but not a column of its own
+
+    @property
+    def select(self) -> str:
+        props = [c for c in self.columns if c not in _EXPANDED]
+        return ",".join([*props, *self.extra_select])
+
+
+# Properties that come from $expand rather than $select.
+_EXPANDED = {"manager", "registeredOwners"}
+
+USERS = Collection(
+    table="users",
+    path="/users",
+    columns={
+        "id": "VARCHAR",
+        "userPrincipalName": "VARCHAR",
+        "displayName": "VARCHAR",
+        "givenName": "VARCHAR",
+        "surname": "VARCHAR",
+        "mail": "VARCHAR",
+        "jobTitle": "VARCHAR",
+        "department": "VARCHAR",
+        "officeLocation": "VARCHAR",
+        "mobilePhone": "VARCHAR",
+        "businessPhones": "VARCHAR[]",
+        "employeeId": "VARCHAR",
+        "employeeType": "VARCHAR",
+        "accountEnabled": "BOOLEAN",
+        "userType": "VARCHAR",
+        "createdDateTime": "VARCHAR",
+        "onPremisesSyncEnabled": "BOOLEAN",
+        "onPremisesLastSyncDateTime": "VARCHAR",
+        "onPremisesExtensionAttributes": "JSON",
+        "city": "VARCHAR",
+        "state": "VARCHAR",
+        "country": "VARCHAR",
+        "usageLocation": "VARCHAR",
+        "companyName": "VARCHAR",
+        "assignedLicenses": "JSON",
+        "manager": "JSON",
+    },
+    expand="manager($select=id,userPrincipalName)",
+    permission="User.Read.All",
+    page_size=999,
+)
+
+SIGN_IN_ACTIVITY = Collection(
+    table="sign_in_activity",
+    path="/users",
+    columns={
+        "id": "VARCHAR",
+        "signInActivity": "JSON",
+    },
+    permission="AuditLog.Read.All",
+    page_size=500,
+)
+
+DEVICES = Collection(
+    table="devices",
+    path="/devices",
+    columns={
+        "id": "VARCHAR",
+        "deviceId": "VARCHAR",
+        "displayName": "VARCHAR",
+        "operatingSystem": "VARCHAR",
+        "operatingSystemVersion": "VARCHAR",
+        "trustType": "VARCHAR",
+        "accountEnabled": "BOOLEAN",
+        "isCompliant": "BOOLEAN",
+        "isManaged": "BOOLEAN",
+        "manufacturer": "VARCHAR",
+        "model": "VARCHAR",
+        "approximateLastSignInDateTime": "VARCHAR",
+        "registrationDateTime": "VARCHAR",
+        "onPremisesLastSyncDateTime": "VARCHAR",
+        "registeredOwners": "JSON",
+    },
+    expand="registeredOwners($select=id,userPrincipalName)",
+    permission="Device.Read.All",
+    page_size=999,
+)
+
+GROUPS = Collection(
+    table="groups",
+    path="/groups",
+    columns={
+        "id": "VARCHAR",
+        "displayName": "VARCHAR",
+        "description": "VARCHAR",
+        "mail": "VARCHAR",
+        "mailEnabled": "BOOLEAN",
+        "securityEnabled": "BOOLEAN",
+        "groupTypes": "VARCHAR[]",
+        "createdDateTime": "VARCHAR",
+    },
+    permission="Group.Read.All",
+)
+
+SUBSCRIBED_SKUS = Collection(
+    table="subscribed_skus",
+    path="/subscribedSkus",
+    columns={
+        "skuId": "VARCHAR",
+        "skuPartNumber": "VARCHAR",
+        "capabilityStatus": "VARCHAR",
+        "consumedUnits": "INTEGER",
+    },
+    permission="LicenseAssignment.Read.All",
+)
+
+# raw.group_members is built from /groups/{id}/transitiveMembers, one row per (group, member):
+#   group_id VARCHAR, member_id VARCHAR, member_type VARCHAR ('user' | 'device' | 'group')
+GROUP_MEMBERS_COLUMNS = {"group_id": "VARCHAR", "member_id": "VARCHAR", "member_type": "VARCHAR"}
+
+# Every raw table also carries these, first: the tenant and when the row was extracted (UTC).
+PROVENANCE_COLUMNS = {"tenant_id": "VARCHAR", "extracted_at": "TIMESTAMPTZ"}
+
+ALL = (USERS, SIGN_IN_ACTIVITY, DEVICES, GROUPS, SUBSCRIBED_SKUS)

@@ -1,0 +1,312 @@
+"""The one place that publishes tables into the DuckDB file analysts read.
+
+A run builds its tables in a private work copy of the published file. When the run ends with no
+failed step, the tables it built are copied into a fresh copy of the *current* published file,
+and that copy is renamed over it in one atomic step: a reader holding a read-only connection keeps
+the old file and is never refused, a new reader sees the new file, and nobody sees half a sync.
+A run that fails publishes nothing but its `ops.sync_runs` row and its notifications.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import duckdb
+from pydantic import PrivateAttr
+
+from entra_pipeline.secrets import redact
+
+Severity = Literal["info", "warning", "error"]
+SOURCE_BY_JOB = {"mdm_user_source_sync": "user_source"}
+
+# Work copies left by runs that were killed; older than this they are certainly not in use.
+_ABANDONED_AFTER_SECONDS = 24 * 3600
+
+OPS_DDL = (
+    "CREATE SCHEMA IF NOT EXISTS ops",
+    """CREATE TABLE IF NOT EXISTS ops.sync_runs (
+        tenant_id VARCHAR, run_id VARCHAR, job VARCHAR, source VARCHAR,
+        started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
+        rows_per_table JSON, graph_requests BIGINT, graph_retries BIGINT, error VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS ops.notifications (
+        tenant_id VARCHAR, notified_at TIMESTAMPTZ, run_id VARCHAR, source VARCHAR,
+        severity VARCHAR, code VARCHAR, message VARCHAR, details JSON)""",
+)
+
+
+@dataclass(frozen=True)
+class Notification:
+    notified_at: datetime
+    severity: Severity
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+@dataclass
+class RunOutcome:
+    """What a run did, as recorded in `ops.sync_runs`."""
+
+    run_id: str
+    job: str
+    source: str
+    started_at: datetime
+    rows_per_table: dict[str, int] = field(default_factory=dict)
+    graph_requests: int = 0
+    graph_retries: int = 0
+    notifications: list[Notification] = field(default_factory=list)
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The DuckDB warehouse: a run's work copy, and the atomic publication of what it built."""
+
+    path: str = "data/entra.duckdb"
+    tenant_id: str = ""
+
+    _work_path: Path | None = PrivateAttr(default=None)
+    _outcome: RunOutcome | None = PrivateAttr(default=None)
+    _log: Any = PrivateAttr(default=None)
+
+    # -- run lifecycle (Dagster calls these once per run with the in-process executor) --------
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run_id = context.run_id or uuid.uuid4().hex
+        job = context.dagster_run.job_name if context.dagster_run else "adhoc"
+        self._log = context.log
+        self._begin(run_id, job)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        error = _first_step_failure(context)
+        self._finish(error)
+
+    def _begin(self, run_id: str, job: str) -> None:
+        published = Path(self.path)
+        published.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_work_copies(published)
+        self._work_path = published.with_name(f"{published.name}.run-{run_id}")
+        with _publish_lock(published):
+            if published.exists():
+                shutil.copyfile(published, self._work_path)
+        with contextlib.closing(duckdb.connect(str(self._work_path))) as con:
+            for ddl in OPS_DDL:
+                con.execute(ddl)
+        self._outcome = RunOutcome(
+            run_id=run_id,
+            job=job,
+            source=SOURCE_BY_JOB.get(job, "connector"),
+            started_at=datetime.now(UTC),
+        )
+
+    def _finish(self, error: str | None) -> None:
+        outcome, work = self._require_run(), self._work_path
+        assert work is not None
+        tables = list(outcome.rows_per_table) if error is None else []
+        _publish(Path(self.path), work, tables, self._ops_rows(outcome, error))
+        work.unlink(missing_ok=True)
+        self._work_path, self._outcome = None, None
+
+    # -- what assets use -------------------------------------------------------------------
+
+    @property
+    def run(self) -> RunOutcome:
+        """The current run's outcome record (run id, start time, rows so far)."""
+        return self._require_run()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to this run's work copy, inside one transaction (a layer's writes)."""
+        self._require_run()
+        con = duckdb.connect(str(self._work_path))
+        try:
+            con.execute("BEGIN TRANSACTION")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to this run's work copy for reading (tables built so far, or published)."""
+        self._require_run()
+        con = duckdb.connect(str(self._work_path))
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def replace_table(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        select_sql: str,
+        params: list[Any] | dict[str, Any] | None = None,
+    ) -> int:
+        """Create or replace `schema.table` from a query in the work copy; returns its row count.
+
+        The table will be published when the run succeeds.
+        """
+        schema, _ = _split(table)
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS {select_sql}", params or [])
+        rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        count = int(rows[0]) if rows else 0
+        self.mark_built(table, count)
+        return count
+
+    def mark_built(self, table: str, rows: int) -> None:
+        """Record that this run built `table` (created by other means) with `rows` rows."""
+        _split(table)
+        self._require_run().rows_per_table[table] = rows
+
+    def add_graph_stats(self, requests: int, retries: int) -> None:
+        outcome = self._require_run()
+        outcome.graph_requests += requests
+        outcome.graph_retries += retries
+
+    def notify(
+        self, code: str, severity: Severity, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        """Queue a notification for `ops.notifications` (written whether the run succeeds or not)."""
+        message = redact(message)
+        clean_details = json.loads(redact(json.dumps(details or {}, default=str)))
+        self._require_run().notifications.append(
+            Notification(datetime.now(UTC), severity, code, message, clean_details)
+        )
+        if self._log is not None:
+            log = {"info": self._log.info, "warning": self._log.warning, "error": self._log.error}
+            log[severity](f"[{code}] {message}")
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _require_run(self) -> RunOutcome:
+        if self._outcome is None or self._work_path is None:
+            raise RuntimeError(
+                "The warehouse is used outside a Dagster run: materialize through a job or "
+                "dg.materialize so that it can open a work copy and publish at the end."
+            )
+        return self._outcome
+
+    def _ops_rows(self, outcome: RunOutcome, error: str | None) -> dict[str, list[tuple]]:
+        finished = datetime.now(UTC)
+        run_row = (
+            self.tenant_id,
+            outcome.run_id,
+            outcome.job,
+            outcome.source,
+            outcome.started_at,
+            finished,
+            "failure" if error else "success",
+            json.dumps(outcome.rows_per_table, sort_keys=True),
+            outcome.graph_requests,
+            outcome.graph_retries,
+            redact(error) if error else None,
+        )
+        notes = [
+            (
+                self.tenant_id,
+                n.notified_at,
+                outcome.run_id,
+                outcome.source,
+                n.severity,
+                n.code,
+                n.message,
+                json.dumps(n.details, sort_keys=True, default=str),
+            )
+            for n in outcome.notifications
+        ]
+        return {"ops.sync_runs": [run_row], "ops.notifications": notes}
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, _, name = table.partition(".")
+    if not name or not schema.isidentifier() or not name.isidentifier():
+        raise ValueError(f"table names are schema.table identifiers, got {table!r}")
+    return schema, name
+
+
+def _first_step_failure(context: dg.InitResourceContext) -> str | None:
+    """The error of the run's first failed step, if any (a failed blocking check counts)."""
+    if context.instance is None or not context.run_id:
+        return None
+    failures = context.instance.all_logs(
+        context.run_id, of_type={dg.DagsterEventType.STEP_FAILURE}
+    )
+    for entry in failures:
+        event = entry.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        while error is not None and error.cause is not None:
+            error = error.cause  # the user's exception, not Dagster's wrapper
+        step = event.step_key if event else "?"
+        message = error.message.strip() if error else "step failed"
+        return f"step {step} failed: {message}"
+    return None
+
+
+@contextlib.contextmanager
+def _publish_lock(published: Path) -> Iterator[None]:
+    """Serialise publications of one file across processes (two jobs may finish together)."""
+    lock_path = published.with_name(f"{published.name}.lock")
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _publish(
+    published: Path, work: Path, tables: list[str], ops_rows: dict[str, list[tuple]]
+) -> None:
+    """Copy `tables` from the work copy and append `ops_rows` into a new published file."""
+    with _publish_lock(published):
+        staged = published.with_name(f"{published.name}.publishing-{os.getpid()}")
+        if published.exists():
+            shutil.copyfile(published, staged)
+        else:
+            staged.unlink(missing_ok=True)
+        with contextlib.closing(duckdb.connect(str(staged))) as con:
+            for ddl in OPS_DDL:
+                con.execute(ddl)
+            con.execute(f"ATTACH '{_sql_path(work)}' AS work (READ_ONLY)")
+            con.execute("BEGIN TRANSACTION")
+            for table in tables:
+                schema, _ = _split(table)
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM work.{table}")
+            for table, rows in ops_rows.items():
+                if rows:
+                    marks = ",".join("?" * len(rows[0]))
+                    con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            con.execute("COMMIT")
+            con.execute("DETACH work")
+            con.execute("CHECKPOINT")
+        with open(staged, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staged, published)
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _remove_abandoned_work_copies(published: Path) -> None:
+    cutoff = time.time() - _ABANDONED_AFTER_SECONDS
+    for stale in published.parent.glob(f"{published.name}.run-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()

@@ -1,0 +1,379 @@
+"""The connector configuration (SPEC 1.2): one YAML file, `${ENV}` interpolation, strict validation.
+
+Everything is checked before any network call; errors name the key and what is allowed, and never
+echo a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zoneinfo
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from entra_pipeline.secrets import register_secret
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV_VAR = "ENTRA_CONNECTOR_CONFIG"
+DEFAULT_CONFIG_FILE = "connector.yaml"
+
+JoinType = Literal["entra_registered", "entra_joined", "hybrid_entra_joined"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
+TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A custom attribute: a top-level property, extensionAttribute1..15 or extension_<appId>_<name>.
+ATTRIBUTE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+TEMPLATE_VAR_RE = re.compile(r"\$\{([^}]*)\}")
+BUILTIN_TEMPLATE_VARIABLES = (
+    "userUPN",
+    "userEmail",
+    "userDisplayName",
+    "userFirstName",
+    "userLastName",
+)
+SECRET_KEYS = {"client_secret", "password"}
+# Template text is rendered per user later: `${attributeName}` there is not an environment variable.
+NOT_INTERPOLATED = {("user_source", "templates")}
+
+
+class ConfigError(ValueError):
+    """The connector configuration is missing or invalid; the message says where and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceOptions(_Strict):
+    stale_threshold_days: int | None = Field(default=90, ge=0)
+    join_types: list[JoinType] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+
+    @field_validator("join_types", "groups")
+    @classmethod
+    def _no_duplicates(cls, values: list[str]) -> list[str]:
+        return _unique(values)
+
+
+class UserOptions(_Strict):
+    stale_threshold_days: int | None = Field(default=90, ge=0)
+    groups: list[str] = Field(default_factory=list)
+    import_sign_in_activity: bool = True
+
+    @field_validator("groups")
+    @classmethod
+    def _no_duplicates(cls, values: list[str]) -> list[str]:
+        return _unique(values)
+
+
+class ScheduleOptions(_Strict):
+    repeats: Literal["hourly", "daily", "weekly"] = "daily"
+    start_time: str = "02:00"
+    day_of_week: Weekday = "sunday"
+    timezone: str = "UTC"
+    active: bool = True
+
+    @field_validator("start_time", mode="before")
+    @classmethod
+    def _time_of_day(cls, value: Any) -> str:
+        # YAML reads an unquoted 02:00 as the sexagesimal integer 120.
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value // 60:02d}:{value % 60:02d}"
+        if not isinstance(value, str) or not TIME_RE.match(value):
+            raise ValueError("must be a time of day HH:MM (24-hour clock), e.g. \"02:00\"")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {value!r}; use an IANA name such as UTC, Europe/Berlin, "
+                "America/New_York"
+            ) from None
+        return value
+
+    @property
+    def hour(self) -> int:
+        return int(self.start_time[:2])
+
+    @property
+    def minute(self) -> int:
+        return int(self.start_time[3:])
+
+
+class SmtpSettings(_Strict):
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    from_address: str = Field(alias="from")
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class UserSourceOptions(_Strict):
+    name: str = "Entra ID"
+    enabled: bool = True
+    sync_interval_minutes: int = Field(default=240, ge=5, le=10080)
+    auto_invite: bool = True
+    managed_apple_id: Literal["none", "email", "upn"] = "none"
+    appleid_subdomain: bool = False
+    custom_attributes: list[str] = Field(default_factory=list)
+    templates: dict[str, str] = Field(default_factory=dict)
+    smtp: SmtpSettings | None = None
+    # Accepted only to say clearly that a second identity provider is not supported.
+    tenant_id: str | None = None
+
+    @field_validator("custom_attributes")
+    @classmethod
+    def _attribute_names(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not ATTRIBUTE_RE.match(value):
+                raise ValueError(
+                    f"{value!r} is not an attribute name: use a user property (employeeId), "
+                    "extensionAttribute1..15, or extension_<appId>_<name>"
+                )
+        return _unique(values)
+
+    @model_validator(mode="after")
+    def _templates_use_known_variables(self) -> UserSourceOptions:
+        known = set(BUILTIN_TEMPLATE_VARIABLES) | set(self.custom_attributes)
+        for name, text in self.templates.items():
+            for variable in TEMPLATE_VAR_RE.findall(text):
+                if variable not in known:
+                    raise ValueError(
+                        f"template {name!r} uses ${{{variable}}}, which is not defined; defined "
+                        f"variables are the custom attributes and {', '.join(sorted(known))}"
+                    )
+        return self
+
+
+class ConnectorSettings(_Strict):
+    connector_name: str = "Entra ID"
+    tenant_id: str
+    client_id: str
+    client_secret: SecretStr
+    authority_host: str = "https://login.microsoftonline.com"
+    graph_url: str = "https://graph.microsoft.com"
+    ca_bundle: str | None = None
+    duckdb_path: str = "data/entra.duckdb"
+    mapping_path: str = "mappings/entra_id.csv"
+    devices: DeviceOptions = Field(default_factory=DeviceOptions)
+    users: UserOptions = Field(default_factory=UserOptions)
+    schedule: ScheduleOptions = Field(default_factory=ScheduleOptions)
+    user_source: UserSourceOptions = Field(default_factory=UserSourceOptions)
+
+    @field_validator("tenant_id", mode="before")
+    @classmethod
+    def _single_tenant(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            raise ValueError(_SINGLE_IDP)
+        return value
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        if not (GUID_RE.match(value) or DOMAIN_RE.match(value)):
+            raise ValueError(
+                f"{value!r} is neither a GUID (Directory (tenant) ID) nor a verified domain "
+                "name such as contoso.onmicrosoft.com"
+            )
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _client(cls, value: str) -> str:
+        if not GUID_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a GUID; use the Application (client) ID of the app registration"
+            )
+        return value
+
+    @field_validator("authority_host", "graph_url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not re.match(r"^https://[^/\s]+(:\d+)?/?$", value):
+            raise ValueError(
+                f"{value!r} must be an https:// URL of a host, without a path "
+                "(e.g. https://login.microsoftonline.com, https://graph.microsoft.com)"
+            )
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _bundle_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"CA bundle {value!r} does not exist or is not a file")
+        return value
+
+    @model_validator(mode="after")
+    def _one_identity_provider(self) -> ConnectorSettings:
+        other = self.user_source.tenant_id
+        if other is not None and other != self.tenant_id:
+            raise ValueError(_SINGLE_IDP)
+        return self
+
+    @property
+    def scope(self) -> str:
+        return f"{self.graph_url}/.default"
+
+
+_SINGLE_IDP = (
+    "one tenant per configuration: the MDM user source supports a single identity provider "
+    "(environments with multiple IdPs are not supported); run a second pipeline with its own "
+    "config and DuckDB file for another tenant"
+)
+
+
+def _unique(values: list[str]) -> list[str]:
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ValueError(f"{seen[0]!r} is listed twice")
+    return values
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to read: the argument, else $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml."""
+    return Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_FILE)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> ConnectorSettings:
+    """Read, interpolate and validate the connector config; raise ConfigError naming the problem."""
+    file = config_path(path)
+    if not file.is_file():
+        raise ConfigError(
+            f"connector config {str(file)!r} not found: set {CONFIG_ENV_VAR} to the YAML file "
+            "(see connector.example.yaml)"
+        )
+    try:
+        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file}: not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{file}: expected a mapping of keys at the top level")
+    return parse_settings(document, env=env, source=str(file))
+
+
+def parse_settings(
+    document: dict[str, Any], env: dict[str, str] | None = None, source: str = "config"
+) -> ConnectorSettings:
+    """Validate a config mapping (already read from YAML) after `${ENV}` interpolation."""
+    environment = os.environ if env is None else env
+    secret_literal = _literal_secret(document)
+    interpolated = _interpolate(document, environment, source, ())
+    try:
+        settings = ConnectorSettings.model_validate(interpolated)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+    register_secret(settings.client_secret.get_secret_value())
+    smtp = settings.user_source.smtp
+    if smtp and smtp.password:
+        register_secret(smtp.password.get_secret_value())
+    if secret_literal:
+        log.warning(
+            "%s: client_secret is written in the file; prefer client_secret: "
+            "${ENTRA_CLIENT_SECRET} and keep the secret in the environment",
+            source,
+        )
+    return settings
+
+
+def _literal_secret(document: dict[str, Any]) -> bool:
+    value = document.get("client_secret")
+    return isinstance(value, str) and not ENV_RE.search(value)
+
+
+def _interpolate(value: Any, env: Any, source: str, where: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        if where in NOT_INTERPOLATED:
+            return value
+        return {k: _interpolate(v, env, source, (*where, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, source, where) for v in value]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(
+                    f"{source}: {'.'.join(where)} refers to ${{{name}}}, but the environment "
+                    f"variable {name} is not set"
+                )
+            return env[name]
+
+        return ENV_RE.sub(substitute, value)
+    return value
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid connector configuration:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"  {key}: unknown key; allowed here: {_allowed_keys(item['loc'])}")
+        elif kind == "missing":
+            lines.append(f"  {key}: required key is missing")
+        elif kind == "literal_error":
+            allowed = item.get("ctx", {}).get("expected", "")
+            lines.append(f"  {key}: {item['input']!r} is not allowed; allowed: {allowed}")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            shown = "" if _is_secret(item["loc"]) else f" (got {item['input']!r})"
+            if "got" in message or "'" in message:
+                shown = ""
+            lines.append(f"  {key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def _is_secret(loc: tuple[Any, ...]) -> bool:
+    return any(str(part) in SECRET_KEYS for part in loc)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = ConnectorSettings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    names = [f.alias or name for name, f in model.model_fields.items()]
+    return ", ".join(names)
+
+
+class ConnectorResource(dg.ConfigurableResource):
+    """The connector configuration, read from the YAML named by ENTRA_CONNECTOR_CONFIG."""
+
+    config_path: str | None = None
+
+    @cached_property
+    def settings(self) -> ConnectorSettings:
+        return load_settings(self.config_path)

@@ -29,7 +29,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=500, help="synthetic users (default 500)")
     demo.add_argument("--devices", type=int, default=800, help="synthetic devices (default 800)")
     demo.add_argument(
-        "--db", default="data/demo.duckdb", help="DuckDB file to publish to (default data/demo.duckdb)"
+        "--db",
+        default="data/demo.duckdb",
+        help="DuckDB file to publish to (default data/demo.duckdb)",
     )
     demo.add_argument("--seed", type=int, default=42, help="tenant seed (default 42)")
 

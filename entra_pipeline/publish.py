@@ -243,9 +243,7 @@ def _first_step_failure(context: dg.InitResourceContext) -> str | None:
     """The error of the run's first failed step, if any (a failed blocking check counts)."""
     if context.instance is None or not context.run_id:
         return None
-    failures = context.instance.all_logs(
-        context.run_id, of_type={dg.DagsterEventType.STEP_FAILURE}
-    )
+    failures = context.instance.all_logs(context.run_id, of_type={dg.DagsterEventType.STEP_FAILURE})
     for entry in failures:
         event = entry.dagster_event
         error = getattr(event.event_specific_data, "error", None) if event else None

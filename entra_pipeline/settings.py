@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from entra_pipeline.secrets import register_secret
+from entra_pipeline.secrets import redact, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,12 @@ DEFAULT_CONFIG_FILE = "connector.yaml"
 JoinType = Literal["entra_registered", "entra_joined", "hybrid_entra_joined"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
-GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
+GUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$"
+)
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A custom attribute: a top-level property, extensionAttribute1..15 or extension_<appId>_<name>.
@@ -99,7 +103,7 @@ class ScheduleOptions(_Strict):
         if isinstance(value, int) and not isinstance(value, bool):
             value = f"{value // 60:02d}:{value % 60:02d}"
         if not isinstance(value, str) or not TIME_RE.match(value):
-            raise ValueError("must be a time of day HH:MM (24-hour clock), e.g. \"02:00\"")
+            raise ValueError('must be a time of day HH:MM (24-hour clock), e.g. "02:00"')
         return value
 
     @field_validator("timezone")
@@ -344,11 +348,13 @@ def _describe(error: ValidationError, source: str) -> str:
             lines.append(f"  {key}: {item['input']!r} is not allowed; allowed: {allowed}")
         else:
             message = item["msg"].removeprefix("Value error, ")
-            shown = "" if _is_secret(item["loc"]) else f" (got {item['input']!r})"
-            if "got" in message or "'" in message:
+            value = item["input"]
+            scalar = isinstance(value, str | int | float | bool)
+            shown = f" (got {value!r})" if scalar and not _is_secret(item["loc"]) else ""
+            if "'" in message:  # the message quotes the value already
                 shown = ""
-            lines.append(f"  {key}: {message}{shown}")
-    return "\n".join(lines)
+            lines.append(f"  {key or 'config'}: {message}{shown}")
+    return redact("\n".join(lines))
 
 
 def _is_secret(loc: tuple[Any, ...]) -> bool:

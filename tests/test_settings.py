@@ -1,0 +1,151 @@
+"""The connector config: interpolation, defaults, and every kind of bad value rejected by name."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from entra_pipeline.settings import ConfigError, load_settings, parse_settings
+
+TENANT = "8f0c1a52-3c1e-4d7a-9a57-2f1f8f9b0c11"
+CLIENT = "11111111-2222-3333-4444-555555555555"
+SECRET = "s3cr3t-value-never-printed"
+
+
+def _config(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "tenant_id": "${ENTRA_TENANT_ID}",
+        "client_id": "${ENTRA_CLIENT_ID}",
+        "client_secret": "${ENTRA_CLIENT_SECRET}",
+    }
+    base.update(overrides)
+    return base
+
+
+ENV = {"ENTRA_TENANT_ID": TENANT, "ENTRA_CLIENT_ID": CLIENT, "ENTRA_CLIENT_SECRET": SECRET}
+
+
+def _error(document: dict[str, object], env: dict[str, str] = ENV) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(document, env=env)
+    message = str(caught.value)
+    assert SECRET not in message
+    return message
+
+
+def test_env_interpolation_and_spec_defaults() -> None:
+    settings = parse_settings(_config(), env=ENV)
+    assert settings.tenant_id == TENANT
+    assert settings.client_id == CLIENT
+    assert settings.client_secret.get_secret_value() == SECRET
+    assert SECRET not in repr(settings)
+    assert settings.devices.stale_threshold_days == 90
+    assert settings.devices.join_types == []
+    assert settings.users.import_sign_in_activity is True
+    assert (settings.schedule.repeats, settings.schedule.hour, settings.schedule.minute) == (
+        "daily",
+        2,
+        0,
+    )
+    assert settings.scope == "https://graph.microsoft.com/.default"
+
+
+def test_missing_environment_variable_is_named() -> None:
+    env = {k: v for k, v in ENV.items() if k != "ENTRA_CLIENT_SECRET"}
+    message = _error(_config(), env=env)
+    assert "client_secret refers to ${ENTRA_CLIENT_SECRET}" in message
+    assert "ENTRA_CLIENT_SECRET is not set" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"tenant_id": "not a tenant"}, "tenant_id: 'not a tenant' is neither a GUID"),
+        ({"client_id": "abc"}, "client_id: 'abc' is not a GUID"),
+        (
+            {"devices": {"join_types": ["entra_joined", "azure"]}},
+            "devices.join_types.1: 'azure' is not allowed; allowed: 'entra_registered', "
+            "'entra_joined' or 'hybrid_entra_joined'",
+        ),
+        (
+            {"users": {"stale_threshold_days": -5}},
+            "users.stale_threshold_days: Input should be greater than or equal to 0",
+        ),
+        ({"schedule": {"start_time": "7pm"}}, "schedule.start_time: must be a time of day HH:MM"),
+        ({"schedule": {"timezone": "Mars/Olympus"}}, "unknown timezone 'Mars/Olympus'"),
+        (
+            {"schedule": {"repeats": "monthly"}},
+            "schedule.repeats: 'monthly' is not allowed; allowed: 'hourly', 'daily' or 'weekly'",
+        ),
+        ({"colour": "blue"}, "colour: unknown key; allowed here: connector_name, tenant_id"),
+        (
+            {"users": {"stale_days": 3}},
+            "users.stale_days: unknown key; allowed here: stale_threshold_days, groups, "
+            "import_sign_in_activity",
+        ),
+        (
+            {"user_source": {"managed_apple_id": "phone"}},
+            "user_source.managed_apple_id: 'phone' is not allowed; allowed: 'none', 'email' or 'upn'",
+        ),
+        ({"graph_url": "http://graph.microsoft.com"}, "graph_url: 'http://graph.microsoft.com'"),
+        ({"devices": {"groups": ["a", "a"]}}, "devices.groups: Value error, 'a' is listed twice"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_key(
+    override: dict[str, object], expected: str
+) -> None:
+    message = _error(_config(**override))
+    assert expected.replace("Value error, ", "") in message
+
+
+def test_a_second_tenant_is_rejected_with_the_single_idp_reason() -> None:
+    message = _error(_config(user_source={"tenant_id": "other.onmicrosoft.com"}))
+    assert "supports a single identity provider" in message
+    message = _error(_config(tenant_id=[TENANT, "other.onmicrosoft.com"]))
+    assert "supports a single identity provider" in message
+
+
+def test_templates_keep_their_variables_and_unknown_ones_are_errors() -> None:
+    settings = parse_settings(
+        _config(
+            user_source={
+                "custom_attributes": ["employeeId"],
+                "templates": {"vpn": "${userUPN}-${employeeId}"},
+            }
+        ),
+        env=ENV,
+    )
+    assert settings.user_source.templates == {"vpn": "${userUPN}-${employeeId}"}
+    message = _error(_config(user_source={"templates": {"vpn": "${costCenter}"}}))
+    assert "template 'vpn' uses ${costCenter}, which is not defined" in message
+
+
+def test_literal_secret_is_accepted_with_a_warning_that_does_not_print_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "connector.yaml"
+    config.write_text(f"tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret: {SECRET}\n")
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings(config, env={})
+    assert settings.client_secret.get_secret_value() == SECRET
+    assert "client_secret is written in the file" in caplog.text
+    assert SECRET not in caplog.text
+
+
+def test_unquoted_yaml_time_is_read_as_a_time(tmp_path: Path) -> None:
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        f"tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret: x\nschedule:\n  start_time: 02:30\n"
+    )
+    assert load_settings(config, env={}).schedule.start_time == "02:30"
+
+
+def test_missing_file_and_bad_yaml_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found: set ENTRA_CONNECTOR_CONFIG"):
+        load_settings(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tenant_id: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(broken)

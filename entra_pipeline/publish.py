@@ -82,7 +82,7 @@ class Warehouse(dg.ConfigurableResource):
     # -- run lifecycle (Dagster calls these once per run with the in-process executor) --------
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        run_id = context.run_id or uuid.uuid4().hex
+        run_id = context.run.run_id if context.run else uuid.uuid4().hex
         job = context.dagster_run.job_name if context.dagster_run else "adhoc"
         self._log = context.log
         self._begin(run_id, job)
@@ -241,9 +241,11 @@ def _split(table: str) -> tuple[str, str]:
 
 def _first_step_failure(context: dg.InitResourceContext) -> str | None:
     """The error of the run's first failed step, if any (a failed blocking check counts)."""
-    if context.instance is None or not context.run_id:
+    if context.instance is None or context.run is None:
         return None
-    failures = context.instance.all_logs(context.run_id, of_type={dg.DagsterEventType.STEP_FAILURE})
+    failures = context.instance.all_logs(
+        context.run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE}
+    )
     for entry in failures:
         event = entry.dagster_event
         error = getattr(event.event_specific_data, "error", None) if event else None

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Quick start 2: set up .venv/ with the test extras, lint, and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev,fidelity
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+# pytest exits 5 when it collected no test: that is a failure here, and set -e makes it one.
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,121 @@
+"""Publication: a run's tables appear all at once, a failed run publishes only its ops rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from entra_pipeline.publish import Warehouse
+
+FAIL_AT_SECOND_ASSET = {"value": False}
+
+
+@dg.asset(key=["raw", "numbers"])
+def numbers(warehouse: Warehouse) -> dg.MaterializeResult:
+    with warehouse.transaction() as con:
+        rows = warehouse.replace_table(con, "raw.numbers", "SELECT range AS n FROM range(?)", [5])
+    warehouse.notify("demo_note", "info", "numbers written", {"rows": rows})
+    return dg.MaterializeResult(metadata={"rows": rows})
+
+
+@dg.asset(key=["staging", "doubled"], deps=[numbers])
+def doubled(warehouse: Warehouse) -> None:
+    with warehouse.transaction() as con:
+        warehouse.replace_table(con, "staging.doubled", "SELECT n * 2 AS d FROM raw.numbers")
+    if FAIL_AT_SECOND_ASSET["value"]:
+        raise RuntimeError("boom in doubled")
+
+
+def _run(path: Path, fail: bool) -> dg.ExecuteInProcessResult:
+    FAIL_AT_SECOND_ASSET["value"] = fail
+    return dg.materialize(
+        [numbers, doubled],
+        resources={"warehouse": Warehouse(path=str(path), tenant_id="tenant-a")},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def test_successful_run_publishes_tables_and_records_the_run(tmp_path: Path) -> None:
+    db = tmp_path / "entra.duckdb"
+    assert _run(db, fail=False).success
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT sum(d) FROM staging.doubled").fetchone() == (20,)
+        run = con.execute(
+            "SELECT tenant_id, status, rows_per_table::VARCHAR, error FROM ops.sync_runs"
+        ).fetchall()
+        assert [(t, s, json.loads(rows), e) for t, s, rows, e in run] == [
+            ("tenant-a", "success", {"raw.numbers": 5, "staging.doubled": 5}, None)
+        ]
+        assert con.execute(
+            "SELECT code, severity, details->>'$.rows' FROM ops.notifications"
+        ).fetchall() == [("demo_note", "info", "5")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entra.duckdb", "entra.duckdb.lock"]
+
+
+def test_failed_run_keeps_previous_tables_and_records_the_error(tmp_path: Path) -> None:
+    db = tmp_path / "entra.duckdb"
+    assert _run(db, fail=False).success
+    with duckdb.connect(str(db)) as con:  # make the previous data recognisable
+        con.execute("UPDATE raw.numbers SET n = n + 100")
+    assert not _run(db, fail=True).success
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT min(n) FROM raw.numbers").fetchone() == (100,)
+        statuses = con.execute(
+            "SELECT status, error FROM ops.sync_runs ORDER BY started_at"
+        ).fetchall()
+        assert statuses == [
+            ("success", None),
+            ("failure", "step staging__doubled failed: RuntimeError: boom in doubled"),
+        ]
+        assert con.execute("SELECT count(*) FROM ops.notifications").fetchone() == (2,)
+    assert not list(tmp_path.glob("entra.duckdb.run-*"))
+
+
+READER = textwrap.dedent(
+    """
+    import sys, duckdb
+    con = duckdb.connect(sys.argv[1], read_only=True)
+    before = con.execute("SELECT count(*) FROM raw.numbers").fetchone()[0]
+    print("open", before, flush=True)
+    sys.stdin.readline()
+    after = con.execute("SELECT count(*) FROM raw.numbers").fetchone()[0]
+    print("still", after, flush=True)
+    """
+)
+
+
+def test_reader_holding_the_file_is_never_refused_and_sees_complete_data(tmp_path: Path) -> None:
+    db = tmp_path / "entra.duckdb"
+    assert _run(db, fail=False).success
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdin is not None
+        assert reader.stdout.readline().strip() == "open 5"
+        result = _run(db, fail=False)  # publishes while the reader holds its connection
+        assert result.success
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline().strip() == "still 5"
+    finally:
+        reader.wait(timeout=30)
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM ops.sync_runs").fetchone() == (2,)
+
+
+def test_warehouse_outside_a_run_says_how_to_use_it(tmp_path: Path) -> None:
+    warehouse = Warehouse(path=str(tmp_path / "x.duckdb"))
+    with pytest.raises(RuntimeError, match="used outside a Dagster run"), warehouse.transaction():
+        pass

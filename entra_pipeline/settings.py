@@ -141,7 +141,7 @@ class SmtpSettings(_Strict):
 class UserSourceOptions(_Strict):
     name: str = "Entra ID"
     enabled: bool = True
-    sync_interval_minutes: int = Field(default=240, ge=5, le=10080)
+    sync_interval_minutes: int = Field(default=240, ge=5, le=1440)
     auto_invite: bool = True
     managed_apple_id: Literal["none", "email", "upn"] = "none"
     appleid_subdomain: bool = False
@@ -150,6 +150,18 @@ class UserSourceOptions(_Strict):
     smtp: SmtpSettings | None = None
     # Accepted only to say clearly that a second identity provider is not supported.
     tenant_id: str | None = None
+
+    @field_validator("sync_interval_minutes")
+    @classmethod
+    def _divides_a_day(cls, value: int) -> int:
+        # The schedule fires at fixed times of day, so the interval must divide a day evenly.
+        if 1440 % value:
+            allowed = [m for m in range(5, 1441) if 1440 % m == 0]
+            raise ValueError(
+                f"{value} does not divide a day (1440 minutes) evenly; allowed: "
+                + ", ".join(map(str, allowed))
+            )
+        return value
 
     @field_validator("custom_attributes")
     @classmethod

@@ -149,3 +149,10 @@ def test_missing_file_and_bad_yaml_are_clear(tmp_path: Path) -> None:
     broken.write_text("tenant_id: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(broken)
+
+
+def test_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[1] / "connector.example.yaml"
+    settings = load_settings(example, env=ENV)
+    assert settings.connector_name == "Contoso Entra ID"
+    assert settings.user_source.templates == {}

@@ -1,0 +1,167 @@
+"""Graph access tokens for the app registration (client-credentials flow) through MSAL.
+
+`TokenProvider` keeps one token in a private MSAL cache until shortly before it expires, drops it
+when Graph rejects it, and turns AADSTS errors into typed errors that say what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import msal
+from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+from msal.exceptions import MsalServiceError
+
+from entra_pipeline.graph.client import tls_verify
+from entra_pipeline.graph.errors import (
+    InvalidClientSecretError,
+    TokenError,
+    TokenRequestError,
+    TokenServiceUnreachableError,
+    UnknownClientError,
+    UnknownTenantError,
+)
+from entra_pipeline.secrets import redact, register_secret
+
+logger = logging.getLogger(__name__)
+
+# AADSTS codes with a fix the operator can apply; the rest are reported as Microsoft words them.
+_BAD_SECRET = {7000215, 7000222}  # invalid secret, expired secret
+_UNKNOWN_CLIENT = {700016}
+_UNKNOWN_TENANT = {90002}
+
+
+class TokenProvider:
+    """Access tokens for `{graph_url}/.default`, acquired with the app's client secret."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        client_id: str,
+        client_secret: str,
+        authority_host: str = "https://login.microsoftonline.com",
+        graph_url: str = "https://graph.microsoft.com",
+        ca_bundle: str | None = None,
+        timeout: float = 30.0,
+        connect_retries: int = 2,
+    ) -> None:
+        register_secret(client_secret)
+        self.tenant_id = tenant_id
+        self.client_id = client_id
+        self.authority = f"{authority_host.rstrip('/')}/{tenant_id}"
+        self.scopes = [f"{graph_url.rstrip('/')}/.default"]
+        self._secret = client_secret
+        # MSAL's default requests session ignores `verify` when REQUESTS_CA_BUNDLE is set; an
+        # httpx client of our own honours the bundle. Connect failures get a couple of retries
+        # from the transport; MSAL itself never retries.
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(verify=tls_verify(ca_bundle), retries=connect_retries),
+            timeout=timeout,
+        )
+        # The emulator (or any host MSAL does not know) has no instance discovery endpoint, and
+        # MSAL would ask login.microsoftonline.com about it; Microsoft clouds keep the default.
+        host = urlsplit(authority_host).hostname or ""
+        self._instance_discovery = None if host in WELL_KNOWN_AUTHORITY_HOSTS else False
+        self._app: msal.ConfidentialClientApplication | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TokenProvider(authority={self.authority!r}, client_id={self.client_id!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def token(self) -> str:
+        """A valid access token: MSAL's cached one unless it is within 5 minutes of expiry."""
+        # One thread at a time, so that threads finding the cache empty ask for one token, not N.
+        with self._lock:
+            try:
+                result = self._application().acquire_token_for_client(scopes=self.scopes)
+            except (httpx.TransportError, MsalServiceError) as exc:
+                raise self._unreachable(exc) from None
+        if "access_token" not in result:
+            raise self._token_error(result)
+        if result.get("token_source") == "identity_provider":
+            logger.info("Acquired a Graph access token from %s", self.authority)
+        return result["access_token"]
+
+    def invalidate(self, token: str | None = None) -> None:
+        """Drop `token` (or every token) from the cache, so the next `token()` asks for a new one.
+
+        Passing the rejected token keeps two threads that both saw a 401 from throwing away
+        the fresh token the first one already got.
+        """
+        with self._lock:
+            if self._app is None:
+                return
+            cache = self._app.token_cache
+            for entry in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+                if token is None or entry.get("secret") == token:
+                    cache.remove_at(entry)
+
+    def _application(self) -> msal.ConfidentialClientApplication:
+        # Built on first use: the constructor already talks to the token service (discovery).
+        if self._app is None:
+            try:
+                self._app = msal.ConfidentialClientApplication(
+                    self.client_id,
+                    client_credential=self._secret,
+                    authority=self.authority,
+                    http_client=self._http,
+                    instance_discovery=self._instance_discovery,
+                    token_cache=msal.TokenCache(),
+                )
+            except (httpx.TransportError, MsalServiceError) as exc:
+                raise self._unreachable(exc) from None
+            except ValueError as exc:
+                raise UnknownTenantError(
+                    f"The token service at {self.authority} does not know tenant "
+                    f"{self.tenant_id!r} ({_first_line(exc)}); check tenant_id / ENTRA_TENANT_ID "
+                    "(the directory's GUID or a verified domain such as contoso.onmicrosoft.com) "
+                    "and authority_host (national clouds have their own)"
+                ) from None
+        return self._app
+
+    def _unreachable(self, exc: Exception) -> TokenServiceUnreachableError:
+        return TokenServiceUnreachableError(
+            f"The token service at {self.authority} is unreachable ({type(exc).__name__}: "
+            f"{_first_line(exc)}); check authority_host, the network or proxy, and ca_bundle"
+        )
+
+    def _token_error(self, result: dict[str, Any]) -> TokenError:
+        codes = set(result.get("error_codes") or [])
+        description = _first_line(result.get("error_description") or result.get("error", ""))
+        trace = f"trace id {result.get('trace_id')}, correlation id {result.get('correlation_id')}"
+        who = f"client id {self.client_id} in tenant {self.tenant_id}"
+        if codes & _BAD_SECRET:
+            code = min(codes & _BAD_SECRET)
+            return InvalidClientSecretError(
+                f"The token service rejected the client secret of {who} (AADSTS{code}): "
+                f"check client_secret / ENTRA_CLIENT_SECRET; it may have expired ({trace})"
+            )
+        if codes & _UNKNOWN_CLIENT:
+            return UnknownClientError(
+                f"The token service knows no application with {who} (AADSTS700016): check "
+                f"client_id / ENTRA_CLIENT_ID and that the app is registered in this tenant "
+                f"({trace})"
+            )
+        if codes & _UNKNOWN_TENANT:
+            return UnknownTenantError(
+                f"The token service at {self.authority} does not know tenant "
+                f"{self.tenant_id!r} (AADSTS90002): check tenant_id / ENTRA_TENANT_ID and "
+                f"authority_host ({trace})"
+            )
+        return TokenRequestError(
+            f"The token service refused a token to {who}: {result.get('error')}: "
+            f"{description} ({trace})"
+        )
+
+
+def _first_line(value: object) -> str:
+    # AADSTS descriptions run on with a trace block; the first line says what happened.
+    return redact(str(value)).strip().splitlines()[0] if str(value).strip() else ""

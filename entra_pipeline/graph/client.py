@@ -1,0 +1,454 @@
+"""Microsoft Graph over httpx: paging, retries and throttling, so callers only see pages of rows.
+
+One `GraphClient` is shared by every extraction thread; it owns the retries (callers never retry),
+turns Graph's error answers into the typed errors of `errors.py`, and counts what it did per label.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from entra_pipeline.graph.errors import (
+    GraphError,
+    GraphPermissionError,
+    GraphPremiumRequiredError,
+    GraphRequestError,
+    GraphUnreachableError,
+    display_path,
+    required_permission,
+)
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "v1.0"
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=120.0)
+
+# Graph asks clients to wait Retry-After on these; other 5xx get exponential backoff.
+_RETRY_AFTER_STATUSES = frozenset({429, 503, 504})
+_EXPIRED_PAGE_TOKEN = "Directory_ExpiredPageToken"
+_PERMISSION_DENIED = "Authorization_RequestDenied"
+_NON_PREMIUM = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+
+Row = dict[str, Any]
+
+
+class TokenSource(Protocol):
+    """What the client needs from `auth.TokenProvider`."""
+
+    def token(self) -> str: ...
+
+    def invalidate(self, token: str | None = None) -> None: ...
+
+
+def tls_verify(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """httpx's `verify=` for a PEM bundle (emulator, TLS proxy), or the default trust store."""
+    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard the client tries before a failure becomes `GraphUnreachableError`."""
+
+    max_retries: int = 6  # re-sends of one request after throttling or a transient failure
+    backoff_base: float = 1.0  # seconds; retry n waits uniform(0, min(max, base * 2**n))
+    backoff_max: float = 60.0
+    retry_after_max: float = 300.0  # a longer Retry-After is capped to this
+    max_restarts: int = 3  # restarts of one listing after Directory_ExpiredPageToken
+
+    def backoff(self, retry: int) -> float:
+        # Full jitter: concurrent threads that failed together do not retry together.
+        return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2**retry))
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """What the client did for one label (a collection): published as Dagster metadata."""
+
+    requests: int = 0  # HTTP requests sent, retries included
+    retries: int = 0  # requests re-sent after throttling, a failure or a 401
+    throttled: int = 0  # 429 answers
+    pages: int = 0  # pages of rows received
+    restarts: int = 0  # listings restarted after an expired page token
+
+    def __add__(self, other: RequestStats) -> RequestStats:
+        return RequestStats(
+            self.requests + other.requests,
+            self.retries + other.retries,
+            self.throttled + other.throttled,
+            self.pages + other.pages,
+            self.restarts + other.restarts,
+        )
+
+
+class _ExpiredPageToken(GraphRequestError):
+    """Graph forgot the listing's page token; the listing restarts from its first page."""
+
+
+class GraphClient:
+    """A thread-safe Microsoft Graph v1.0 client: `iter_pages` and `get_json`, retried inside."""
+
+    def __init__(
+        self,
+        graph_url: str,
+        tokens: TokenSource,
+        *,
+        ca_bundle: str | None = None,
+        max_connections: int = 8,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = f"{graph_url.rstrip('/')}/{API_VERSION}"
+        self.retry = retry or RetryPolicy()
+        self._origin = urlsplit(self.base_url)[:2]
+        self._tokens = tokens
+        self._sleep = sleep
+        self._http = httpx.Client(
+            verify=tls_verify(ca_bundle),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            timeout=timeout,
+            headers={"Accept": "application/json"},
+        )
+        self._stats: dict[str, RequestStats] = {}
+        self._stats_lock = threading.Lock()
+
+    def __enter__(self) -> GraphClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GraphClient(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def stats(self) -> dict[str, RequestStats]:
+        """A snapshot of the counters, per label."""
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def total_stats(self) -> RequestStats:
+        return sum(self.stats.values(), RequestStats())
+
+    def get_json(
+        self,
+        path_or_url: str,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        """GET one Graph resource and return its JSON body."""
+        url = self._absolute(path_or_url)
+        label = label or display_path(url)
+        return self._get(url, params, headers, label, _described(url, params))
+
+    def iter_pages(
+        self,
+        path_or_url: str,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        label: str | None = None,
+        on_restart: Callable[[], None] | None = None,
+    ) -> Iterator[list[Row]]:
+        """Yield the `value` rows of each page of a Graph listing, following `@odata.nextLink`.
+
+        `params` (`$select`, `$top`, ...) go on the first request only: the next link carries
+        them. `headers` (e.g. `ConsistencyLevel: eventual`) go on every page, since Graph does not
+        carry them over. When Graph answers `Directory_ExpiredPageToken` the listing restarts
+        from its first page. With `on_restart`, the caller is told and discards what it has
+        (nothing is remembered here, so a million rows cost no memory); without it, the ids
+        already yielded are remembered and not yielded again.
+        """
+        first_url = self._absolute(path_or_url)
+        label = label or display_path(first_url)
+        described = _described(first_url, params)
+        seen: set[str] | None = None if on_restart else set()
+        restarts = 0
+        while True:
+            url: str | None = first_url
+            page_params = params
+            try:
+                while url is not None:
+                    body = self._get(url, page_params, headers, label, described)
+                    self._count(label, pages=1)
+                    rows: list[Row] = body.get("value", [])
+                    if seen is not None:
+                        if restarts:
+                            rows = [row for row in rows if row.get("id") not in seen]
+                        seen.update(row["id"] for row in rows if "id" in row)
+                    yield rows
+                    url = self._next_link(body, described)
+                    page_params = None
+                return
+            except _ExpiredPageToken as expired:
+                if restarts >= self.retry.max_restarts:
+                    raise GraphRequestError(
+                        f"Graph kept expiring the page token of GET {display_path(first_url)}: "
+                        f"restarted {restarts} times without finishing the listing; retry the "
+                        f"run when the directory is less busy ({_ids(expired)})",
+                        **_fields(expired),
+                    ) from expired
+                restarts += 1
+                self._count(label, restarts=1)
+                logger.warning(
+                    "Graph expired the page token of GET %s; restarting the listing from its "
+                    "first page (restart %d/%d, %s)",
+                    display_path(first_url),
+                    restarts,
+                    self.retry.max_restarts,
+                    _ids(expired),
+                )
+                if on_restart is not None:
+                    on_restart()
+
+    def _absolute(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("https://", "http://")):
+            return path_or_url
+        return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    def _next_link(self, body: dict[str, Any], described: str) -> str | None:
+        link = body.get("@odata.nextLink")
+        if link is None:
+            return None
+        # The bearer token goes wherever the link points: only ever to the Graph we were given.
+        if urlsplit(link)[:2] != self._origin:
+            raise GraphRequestError(
+                f"Graph's next link for GET {display_path(described)} points to another host "
+                f"({urlsplit(link).netloc}); refusing to send the access token there",
+                url=described,
+            )
+        return link
+
+    def _count(self, label: str, **increments: int) -> None:
+        with self._stats_lock:
+            current = self._stats.get(label, RequestStats())
+            self._stats[label] = replace(
+                current, **{k: getattr(current, k) + v for k, v in increments.items()}
+            )
+
+    def _get(
+        self,
+        url: str,
+        params: Mapping[str, str | int] | None,
+        headers: Mapping[str, str] | None,
+        label: str,
+        described: str,
+    ) -> dict[str, Any]:
+        """One GET with every retry: throttling, 5xx, transport failures, one 401 refresh."""
+        retries = 0
+        token_refreshed = False
+        while True:
+            token = self._tokens.token()
+            client_request_id = str(uuid.uuid4())
+            request_headers = {
+                **(headers or {}),
+                "Authorization": f"Bearer {token}",
+                "client-request-id": client_request_id,
+                "return-client-request-id": "true",
+            }
+            self._count(label, requests=1)
+            try:
+                response = self._http.get(url, params=params, headers=request_headers)
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError):
+                raise
+            except httpx.TransportError as exc:
+                if _tls_not_trusted(exc):
+                    raise GraphUnreachableError(
+                        f"Microsoft Graph at {self.base_url} presented a TLS certificate this "
+                        f"machine does not trust ({exc}); set ca_bundle to the PEM of the CA "
+                        "(TLS-inspecting proxy, emulator)",
+                        url=described,
+                        client_request_id=client_request_id,
+                    ) from exc
+                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                delay = self.retry.backoff(retries)
+                last: GraphError = GraphUnreachableError(
+                    failure, url=described, client_request_id=client_request_id
+                )
+            else:
+                if response.is_success:
+                    return _json_body(response, described)
+                error = self._error(response, described, client_request_id)
+                status = response.status_code
+                if status == 401 and not token_refreshed:
+                    # The token expired or was revoked server side: one fresh token, one retry.
+                    self._tokens.invalidate(token)
+                    token_refreshed = True
+                    self._count(label, retries=1)
+                    logger.info(
+                        "Graph rejected the access token for GET %s; retrying with a new one (%s)",
+                        display_path(url),
+                        _ids(error),
+                    )
+                    continue
+                if status in _RETRY_AFTER_STATUSES:
+                    if status == 429:
+                        self._count(label, throttled=1)
+                    retry_after = _retry_after(response)
+                    delay = (
+                        min(retry_after, self.retry.retry_after_max)
+                        if retry_after is not None
+                        else self.retry.backoff(retries)
+                    )
+                elif status >= 500:
+                    delay = self.retry.backoff(retries)
+                else:
+                    raise error
+                failure = f"{status} {error.code or response.reason_phrase}"
+                last = error
+            if retries >= self.retry.max_retries:
+                raise GraphUnreachableError(
+                    f"Microsoft Graph did not answer GET {display_path(described)} after "
+                    f"{retries + 1} attempts (last: {failure}; {_ids(last)}); check graph_url "
+                    "and the network or proxy, or retry later",
+                    **_fields(last),
+                ) from last
+            retries += 1
+            self._count(label, retries=1)
+            logger.warning(
+                "GET %s failed (%s; %s); retry %d/%d in %.2fs",
+                display_path(url),
+                failure,
+                _ids(last),
+                retries,
+                self.retry.max_retries,
+                delay,
+            )
+            self._sleep(delay)
+
+    def _error(
+        self, response: httpx.Response, described: str, client_request_id: str
+    ) -> GraphError:
+        """The typed error for a Graph error answer, with Graph's code, message and ids."""
+        try:
+            body = response.json().get("error", {})
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        inner = body.get("innerError") or body.get("innererror") or {}
+        code = body.get("code")
+        graph_message = body.get("message")
+        fields: dict[str, Any] = {
+            "method": "GET",
+            "url": described,
+            "status": response.status_code,
+            "code": code,
+            "graph_message": graph_message,
+            "request_id": response.headers.get("request-id") or inner.get("request-id"),
+            "client_request_id": response.headers.get("client-request-id") or client_request_id,
+        }
+        path = display_path(described)
+        ids = _ids_of(fields["request_id"], fields["client_request_id"])
+        if code == _PERMISSION_DENIED:
+            return GraphPermissionError(
+                f"Graph denied GET {path}: the app registration lacks the application "
+                f"permission {required_permission(described)}; grant it with admin consent "
+                f"({ids})",
+                **fields,
+            )
+        if code == _NON_PREMIUM:
+            return GraphPremiumRequiredError(
+                f"Graph denied GET {path} with signInActivity: sign-in activity needs a "
+                "Microsoft Entra ID P1 or P2 licence in the tenant; license the tenant or set "
+                f"users.import_sign_in_activity to false ({ids})",
+                **fields,
+            )
+        if code == _EXPIRED_PAGE_TOKEN:
+            return _ExpiredPageToken(
+                f"Graph expired the page token of GET {path} ({ids})", **fields
+            )
+        if response.status_code == 401:
+            return GraphRequestError(
+                f"Graph rejected a freshly issued access token for GET {path} ({code}: "
+                f"{graph_message}); check that graph_url and authority_host belong to the same "
+                f"cloud ({ids})",
+                **fields,
+            )
+        return GraphRequestError(
+            f"Graph answered {response.status_code} {code or response.reason_phrase} to GET "
+            f"{path}: {graph_message or response.text[:200]} ({ids})",
+            **fields,
+        )
+
+
+def _described(url: str, params: Mapping[str, str | int] | None) -> str:
+    """The first request's URL with its query: what errors name and permissions are read from."""
+    return str(httpx.URL(url, params=params)) if params else url
+
+
+def _json_body(response: httpx.Response, described: str) -> dict[str, Any]:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise GraphRequestError(
+            f"Graph answered GET {display_path(described)} with a body that is not JSON "
+            f"({response.headers.get('content-type')}): {response.text[:200]!r}",
+            url=described,
+            status=response.status_code,
+            request_id=response.headers.get("request-id"),
+        ) from exc
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds: Graph sends an integer; an HTTP date is accepted too."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _tls_not_trusted(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _ids_of(request_id: str | None, client_request_id: str | None) -> str:
+    return f"request-id {request_id or 'none'}, client-request-id {client_request_id or 'none'}"
+
+
+def _ids(error: GraphError) -> str:
+    return _ids_of(error.request_id, error.client_request_id)
+
+
+def _fields(error: GraphError) -> dict[str, Any]:
+    return {
+        "method": error.method,
+        "url": error.url,
+        "status": error.status,
+        "code": error.code,
+        "graph_message": error.graph_message,
+        "request_id": error.request_id,
+        "client_request_id": error.client_request_id,
+    }

@@ -1,0 +1,148 @@
+"""The errors talking to Microsoft can raise, each with a message an operator can act on.
+
+Every error names what failed and what to do, carries the ids Microsoft support asks for, and its
+`notification_code` is the `ops.notifications` code the run writes for it; none holds a secret.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from entra_pipeline.graph.collections import ALL as COLLECTIONS
+from entra_pipeline.graph.collections import SIGN_IN_ACTIVITY
+from entra_pipeline.secrets import redact
+
+
+class EntraError(Exception):
+    """Base of everything this package raises about Entra ID or Graph."""
+
+    notification_code = "graph_request_failed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+# --- the token service (MSAL) ---
+
+
+class TokenError(EntraError):
+    """The token service would not issue a Graph access token."""
+
+    notification_code = "authentication_failed"
+
+
+class InvalidClientSecretError(TokenError):
+    """AADSTS7000215 / 7000222: the client secret is wrong or expired."""
+
+
+class UnknownClientError(TokenError):
+    """AADSTS700016: no app registration with this client id in the tenant."""
+
+
+class UnknownTenantError(TokenError):
+    """AADSTS90002, or OpenID discovery failing for the authority: no such tenant."""
+
+
+class TokenServiceUnreachableError(TokenError):
+    """The token service could not be reached, or answered with a server error."""
+
+    notification_code = "service_unreachable"
+
+
+class TokenRequestError(TokenError):
+    """Any other AADSTS error."""
+
+
+# --- Microsoft Graph ---
+
+
+class GraphError(EntraError):
+    """A Graph call failed; carries Graph's ids so the failure can be traced on both sides."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "GET",
+        url: str = "",
+        status: int | None = None,
+        code: str | None = None,
+        graph_message: str | None = None,
+        request_id: str | None = None,
+        client_request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+        self.status = status
+        self.code = code
+        self.graph_message = graph_message
+        self.request_id = request_id
+        self.client_request_id = client_request_id
+
+
+class GraphPermissionError(GraphError):
+    """403 Authorization_RequestDenied: the app lacks an application permission."""
+
+    notification_code = "permission_missing"
+
+    @property
+    def permission(self) -> str:
+        return required_permission(self.url)
+
+
+class GraphPremiumRequiredError(GraphError):
+    """403 Authentication_RequestFromNonPremiumTenantOrB2CTenant: sign-in activity needs P1/P2."""
+
+    notification_code = "sign_in_activity_unavailable"
+
+
+class GraphUnreachableError(GraphError):
+    """Graph could not be reached, or kept failing, after every retry."""
+
+    notification_code = "service_unreachable"
+
+
+class GraphRequestError(GraphError):
+    """Any other error answer from Graph (4xx, an expired page token that kept expiring, ...)."""
+
+
+class GroupNotFoundError(EntraError):
+    """A group named in the connector options does not exist in the tenant."""
+
+    notification_code = "group_not_found"
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+# The permission each call needs, from the one registry of collections; the member listings read a
+# relationship rather than a collection, and sign-in activity shares its path with the users.
+_MEMBERS_PERMISSION = "GroupMember.Read.All"
+_PERMISSION_BY_PATH = {c.path: c.permission for c in COLLECTIONS if c is not SIGN_IN_ACTIVITY}
+
+
+def required_permission(url: str) -> str:
+    """The application permission a Graph GET of `url` needs, e.g. `Device.Read.All`."""
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if segments and segments[0] in ("v1.0", "beta"):
+        segments = segments[1:]
+    if not segments:
+        return "Directory.Read.All"
+    if segments[0] == "groups" and len(segments) >= 3:
+        return _MEMBERS_PERMISSION
+    selected = ",".join(parse_qs(parts.query).get("$select", [])).split(",")
+    if segments[0] == "users" and "signInActivity" in selected:
+        return SIGN_IN_ACTIVITY.permission
+    return _PERMISSION_BY_PATH.get("/" + segments[0], "Directory.Read.All")
+
+
+def display_path(url: str) -> str:
+    """`url` without scheme, host and query, as it appears in messages: `/v1.0/devices`."""
+    return urlsplit(url).path or "/"

@@ -1,0 +1,414 @@
+"""Graph collections streamed page by page to NDJSON files, then loaded into the `raw.*` tables.
+
+get (`extract_*`: Graph -> files, never a whole collection in memory) -> load (`load_raw_table`:
+files -> DuckDB with the registry's column types); `extract_all` runs the collections concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Literal
+
+import duckdb
+
+from entra_pipeline.graph.client import GraphClient, RequestStats, Row
+from entra_pipeline.graph.collections import ALL as COLLECTIONS
+from entra_pipeline.graph.collections import (
+    DEVICES,
+    GROUP_MEMBERS_COLUMNS,
+    GROUPS,
+    PROVENANCE_COLUMNS,
+    SIGN_IN_ACTIVITY,
+    SUBSCRIBED_SKUS,
+    USERS,
+    Collection,
+)
+from entra_pipeline.graph.errors import (
+    GraphError,
+    GraphPermissionError,
+    GraphPremiumRequiredError,
+    GraphRequestError,
+    GroupNotFoundError,
+)
+
+logger = logging.getLogger(__name__)
+
+GROUP_MEMBERS = "group_members"
+
+# Columns and de-duplication key of every raw table.
+RAW_COLUMNS: dict[str, dict[str, str]] = {
+    **{c.table: c.columns for c in COLLECTIONS},
+    GROUP_MEMBERS: GROUP_MEMBERS_COLUMNS,
+}
+_KEYS: dict[str, tuple[str, ...]] = {
+    SUBSCRIBED_SKUS.table: ("skuId",),
+    GROUP_MEMBERS: ("group_id", "member_id"),
+}
+_MEMBER_PAGE_SIZE = 999
+_ODATA_TYPE_PREFIX = "#microsoft.graph."
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One raw table's rows, written to NDJSON files in the work folder."""
+
+    table: str
+    files: tuple[Path, ...]
+    rows: int  # rows written (a listing restarted after an expired page token counts once)
+
+
+@dataclass(frozen=True)
+class CollectionReport:
+    """How extracting one raw table went: what `ops.sync_runs` and Dagster metadata show."""
+
+    table: str
+    status: Literal["ok", "unavailable"]
+    files: tuple[Path, ...]
+    rows: int
+    pages: int
+    requests: int
+    retries: int
+    throttled: int
+    restarts: int
+    seconds: float
+    reason: str | None = None  # why an "unavailable" table could not be read
+    error: GraphError | None = None  # the soft failure behind "unavailable"
+
+
+class _Cancelled(Exception):
+    """Another collection failed; this one stops at its next page."""
+
+
+class _NdjsonWriter:
+    """Rows appended as JSON lines; a listing that restarts is cut back to where it began."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._file: IO[bytes] = path.open("wb")
+        self._listing_offset = 0
+        self._listing_rows = 0
+
+    def begin_listing(self) -> None:
+        self._listing_offset = self._file.tell()
+        self._listing_rows = self.rows
+
+    def restart_listing(self) -> None:
+        self._file.seek(self._listing_offset)
+        self._file.truncate()
+        self.rows = self._listing_rows
+
+    def write(self, rows: Iterable[Row]) -> None:
+        lines = [json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in rows]
+        if lines:
+            self._file.write(("\n".join(lines) + "\n").encode("utf-8"))
+            self.rows += len(lines)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def collection_params(collection: Collection) -> dict[str, str | int]:
+    """The query of a collection's first page, straight from the registry."""
+    params: dict[str, str | int] = {"$select": collection.select, "$top": collection.page_size}
+    if collection.expand:
+        params["$expand"] = collection.expand
+    return params
+
+
+def extract_collection(
+    client: GraphClient,
+    collection: Collection,
+    workdir: Path,
+    *,
+    cancel: threading.Event | None = None,
+) -> Extracted:
+    """Stream every page of `collection` into `<workdir>/<table>.ndjson`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    writer = _NdjsonWriter(workdir / f"{collection.table}.ndjson")
+    try:
+        writer.begin_listing()
+        pages = client.iter_pages(
+            collection.path,
+            collection_params(collection),
+            label=collection.table,
+            on_restart=writer.restart_listing,
+        )
+        for rows in _unless_cancelled(pages, cancel):
+            writer.write(rows)
+    finally:
+        writer.close()
+    return Extracted(collection.table, (writer.path,), writer.rows)
+
+
+def member_rows(group_id: str, members: Iterable[Row]) -> Iterator[Row]:
+    """`raw.group_members` rows for one page of a group's transitive members."""
+    for member in members:
+        odata_type = member.get("@odata.type", "")
+        yield {
+            "group_id": group_id,
+            "member_id": member["id"],
+            "member_type": odata_type.removeprefix(_ODATA_TYPE_PREFIX) or None,
+        }
+
+
+def extract_group_members(
+    client: GraphClient,
+    group_ids: Sequence[str],
+    workdir: Path,
+    *,
+    max_workers: int = 4,
+    cancel: threading.Event | None = None,
+) -> Extracted:
+    """Stream the transitive members of each group into `<workdir>/group_members/*.ndjson`.
+
+    Up to `max_workers` groups are listed at a time, each worker appending to its own file.
+    """
+    cancel = cancel or threading.Event()
+    folder = workdir / GROUP_MEMBERS
+    folder.mkdir(parents=True, exist_ok=True)
+    queue = iter(dict.fromkeys(group_ids))  # each group once, in the given order
+    queue_lock = threading.Lock()
+    params: dict[str, str | int] = {"$select": "id", "$top": _MEMBER_PAGE_SIZE}
+
+    def next_group() -> str | None:
+        with queue_lock:
+            return next(queue, None)
+
+    def work(writer: _NdjsonWriter) -> None:
+        while (group_id := next_group()) is not None:
+            writer.begin_listing()
+            pages = client.iter_pages(
+                f"/groups/{group_id}/transitiveMembers",
+                params,
+                label=GROUP_MEMBERS,
+                on_restart=writer.restart_listing,
+            )
+            for members in _unless_cancelled(pages, cancel):
+                writer.write(member_rows(group_id, members))
+
+    workers = max(1, min(max_workers, len(group_ids)))
+    writers = [_NdjsonWriter(folder / f"part-{n}.ndjson") for n in range(workers)]
+    try:
+        _run_all([lambda w=w: work(w) for w in writers], workers, cancel)
+    finally:
+        for writer in writers:
+            writer.close()
+    return Extracted(GROUP_MEMBERS, tuple(w.path for w in writers), sum(w.rows for w in writers))
+
+
+def load_raw_table(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    files: Sequence[Path],
+    tenant_id: str,
+    extracted_at: datetime,
+) -> int:
+    """CREATE OR REPLACE `raw.<table>` from NDJSON files, typed and de-duplicated; row count.
+
+    Runs in the caller's transaction. Columns and types come from the registry, so a property no
+    row carries is still a typed, null column; no files gives an empty table of that shape.
+    """
+    columns = RAW_COLUMNS[table]
+    key = ", ".join(_quoted(c) for c in _KEYS.get(table, ("id",)))
+    provenance = ", ".join(f"?::{t} AS {_quoted(c)}" for c, t in PROVENANCE_COLUMNS.items())
+    selected = ", ".join(_quoted(c) for c in columns)
+    struct = ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in columns.items())
+    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    if files:
+        # The query is built from the registry (trusted names); values arrive as parameters.
+        con.execute(
+            f"CREATE OR REPLACE TABLE raw.{_quoted(table)} AS "
+            f"SELECT DISTINCT ON ({key}) {provenance}, {selected} "
+            f"FROM read_json(?, format = 'newline_delimited', columns = {{{struct}}}) "
+            f"ORDER BY {key}",
+            [tenant_id, extracted_at, [str(f) for f in files]],
+        )
+    else:
+        typed = ", ".join(f"{_quoted(c)} {t}" for c, t in {**PROVENANCE_COLUMNS, **columns}.items())
+        con.execute(f"CREATE OR REPLACE TABLE raw.{_quoted(table)} ({typed})")
+    count = con.execute(f"SELECT count(*) FROM raw.{_quoted(table)}").fetchone()
+    return int(count[0]) if count else 0
+
+
+def resolve_groups(client: GraphClient, refs: Iterable[str]) -> dict[str, str]:
+    """Map each configured group (object id or exact display name) to its object id.
+
+    Raises `GroupNotFoundError` naming every group that does not exist, or whose name is shared.
+    """
+    resolved: dict[str, str] = {}
+    missing: list[str] = []
+    ambiguous: dict[str, list[str]] = {}
+    for ref in dict.fromkeys(refs):
+        if _GUID.fullmatch(ref):
+            try:
+                group = client.get_json(
+                    f"/groups/{ref}", {"$select": "id,displayName"}, label="group_resolution"
+                )
+            except GraphRequestError as error:
+                if error.status != 404:
+                    raise
+            else:
+                resolved[ref] = group["id"]
+                continue
+        # Not an id of an existing group: a display name (a group may be named like a GUID).
+        params = {"$filter": f"displayName eq {odata_string(ref)}", "$select": "id,displayName"}
+        ids = [
+            row["id"]
+            for page in client.iter_pages("/groups", params, label="group_resolution")
+            for row in page
+        ]
+        if len(ids) == 1:
+            resolved[ref] = ids[0]
+        elif ids:
+            ambiguous[ref] = ids
+        else:
+            missing.append(ref)
+    if missing or ambiguous:
+        raise GroupNotFoundError(_group_problem(missing, ambiguous), missing + list(ambiguous))
+    return resolved
+
+
+def odata_string(value: str) -> str:
+    """An OData string literal: single-quoted, a quote inside doubled (`O'Brien` -> `'O''Brien'`)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def extract_all(
+    client: GraphClient,
+    workdir: Path,
+    *,
+    sign_in_activity: bool = True,
+    group_ids: Sequence[str] = (),
+    max_workers: int = 5,
+) -> dict[str, CollectionReport]:
+    """Extract the independent collections concurrently, sharing `client`; a report per table.
+
+    Users, devices, groups, subscribed SKUs, sign-in activity (when asked) and the members of
+    `group_ids` (when any) run in a pool of `max_workers` threads. Sign-in activity fails soft: a
+    tenant without P1/P2, or an app without AuditLog.Read.All, gives an "unavailable" report.
+    Any other failure stops the other collections at their next page and is raised.
+    """
+    cancel = threading.Event()
+    tasks: dict[str, Callable[[], Extracted]] = {
+        c.table: (lambda c=c: extract_collection(client, c, workdir, cancel=cancel))
+        for c in (USERS, DEVICES, GROUPS, SUBSCRIBED_SKUS)
+    }
+    if sign_in_activity:
+        tasks[SIGN_IN_ACTIVITY.table] = lambda: extract_collection(
+            client, SIGN_IN_ACTIVITY, workdir, cancel=cancel
+        )
+    if group_ids:
+        tasks[GROUP_MEMBERS] = lambda: extract_group_members(
+            client, group_ids, workdir, max_workers=max_workers, cancel=cancel
+        )
+    reports: dict[str, CollectionReport] = {}
+    reports_lock = threading.Lock()
+
+    def run(table: str, task: Callable[[], Extracted]) -> None:
+        before = client.stats.get(table, RequestStats())
+        started = time.monotonic()
+        try:
+            extracted: Extracted | None = task()
+            error: GraphError | None = None
+        except (GraphPremiumRequiredError, GraphPermissionError) as soft:
+            if table != SIGN_IN_ACTIVITY.table:
+                raise
+            extracted, error = None, soft
+            logger.warning("Sign-in activity is unavailable: %s", soft)
+        report = _report(
+            table,
+            extracted,
+            error,
+            client.stats.get(table, RequestStats()),
+            before,
+            time.monotonic() - started,
+        )
+        with reports_lock:
+            reports[table] = report
+
+    _run_all(
+        [lambda t=t, task=task: run(t, task) for t, task in tasks.items()], max_workers, cancel
+    )
+    return {table: reports[table] for table in tasks}
+
+
+def _report(
+    table: str,
+    extracted: Extracted | None,
+    error: GraphError | None,
+    after: RequestStats,
+    before: RequestStats,
+    seconds: float,
+) -> CollectionReport:
+    return CollectionReport(
+        table=table,
+        status="ok" if extracted else "unavailable",
+        files=extracted.files if extracted else (),
+        rows=extracted.rows if extracted else 0,
+        pages=after.pages - before.pages,
+        requests=after.requests - before.requests,
+        retries=after.retries - before.retries,
+        throttled=after.throttled - before.throttled,
+        restarts=after.restarts - before.restarts,
+        seconds=round(seconds, 3),
+        reason=str(error) if error else None,
+        error=error,
+    )
+
+
+def _run_all(jobs: Sequence[Callable[[], None]], max_workers: int, cancel: threading.Event) -> None:
+    """Run `jobs` in a bounded pool; on the first failure, stop the others and raise it."""
+    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="graph") as pool:
+        futures = [pool.submit(job) for job in jobs]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() for f in done):
+            cancel.set()
+            for future in futures:
+                future.cancel()
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+    # The failure that set off the cancellation matters, not the jobs it stopped.
+    first = next((e for e in errors if not isinstance(e, _Cancelled)), None)
+    if first is not None or errors:
+        raise first or errors[0]
+
+
+def _unless_cancelled(
+    pages: Iterator[list[Row]], cancel: threading.Event | None
+) -> Iterator[list[Row]]:
+    for rows in pages:
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
+        yield rows
+
+
+def _group_problem(missing: list[str], ambiguous: dict[str, list[str]]) -> str:
+    problems = []
+    if missing:
+        names = ", ".join(repr(m) for m in missing)
+        problems.append(f"no group has the object id or exact display name {names}")
+    for ref, ids in ambiguous.items():
+        problems.append(f"{len(ids)} groups are named {ref!r} ({', '.join(ids)})")
+    return (
+        "Groups in devices.groups / users.groups could not be resolved: "
+        + "; ".join(problems)
+        + ". Use the group's object id, or its display name exactly as Entra shows it."
+    )
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,43 @@
+-- Devices the connector imports (SPEC 3): the stale threshold AND the join types AND the device
+-- group filter.
+--
+-- group: filtered
+--
+-- Stale threshold ($device_stale_days, NULL = off): a device is kept when last_activity_at
+-- >= $now - N days; a device with no activity at all is dropped. Join types ($join_types, option
+-- values): an empty list keeps every device, those without a trustType included; otherwise only the
+-- listed types. The group filter keeps transitive members of any group in raw.group_filters
+-- (applies_to 'devices'); an empty list is no filter.
+WITH filter_groups AS (
+    SELECT group_id
+    FROM {{ ref('raw.group_filters') }}
+    WHERE applies_to = 'devices'
+),
+
+-- transitiveMembers already lists the members of nested groups under the filter group.
+group_members AS (
+    SELECT DISTINCT m.member_id
+    FROM {{ ref('raw.group_members') }} AS m
+    JOIN filter_groups AS g ON g.group_id = m.group_id
+    WHERE m.member_type = 'device'
+)
+
+SELECT d.*
+FROM {{ ref('staging.devices') }} AS d
+WHERE
+    (
+        CAST($device_stale_days AS INTEGER) IS NULL
+        OR coalesce(
+            d.last_activity_at
+                >= CAST($now AS TIMESTAMPTZ) - INTERVAL (CAST($device_stale_days AS INTEGER)) DAY,
+            false
+        )
+    )
+    AND (
+        len(CAST($join_types AS VARCHAR[])) = 0
+        OR coalesce(list_contains(CAST($join_types AS VARCHAR[]), d.join_type), false)
+    )
+    AND (
+        NOT EXISTS (SELECT 1 FROM filter_groups)
+        OR d.id IN (SELECT member_id FROM group_members)
+    )

@@ -1,0 +1,105 @@
+-- Users flattened from Graph: typed timestamps, licence names, manager, first business phone,
+-- sign-in activity (null unless it was imported this run) and the activity the stale threshold reads.
+--
+-- Graph properties keep their Graph names; derived columns are snake_case. Graph writes "" and
+-- 0001-01-01T00:00:00Z for "never": both become NULL here, and a malformed timestamp fails the run
+-- rather than silently turning into "never" (which would make the object look stale).
+WITH sign_in_imported AS (
+    SELECT count(*) > 0 AS imported
+    FROM {{ ref('raw.extraction_status') }}
+    WHERE collection = 'sign_in_activity' AND status = 'complete'
+),
+
+-- raw.sign_in_activity is read only when this run imported it: a table left from an earlier run
+-- must not make users look active.
+sign_ins AS (
+    SELECT
+        id,
+        nullif(CAST(nullif(signInActivity ->> 'lastSignInDateTime', '') AS TIMESTAMPTZ),
+            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS lastSignInDateTime,
+        nullif(CAST(nullif(signInActivity ->> 'lastNonInteractiveSignInDateTime', '') AS TIMESTAMPTZ),
+            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS lastNonInteractiveSignInDateTime,
+        nullif(CAST(nullif(signInActivity ->> 'lastSuccessfulSignInDateTime', '') AS TIMESTAMPTZ),
+            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS lastSuccessfulSignInDateTime
+    FROM {{ ref('raw.sign_in_activity') }}
+    WHERE (SELECT imported FROM sign_in_imported)
+),
+
+-- A licence whose SKU is not in subscribedSkus (e.g. that call was not permitted) keeps its skuId,
+-- so the user still shows as licensed and the name says what is unknown.
+licences AS (
+    SELECT
+        u.id,
+        string_agg(coalesce(sku.skuPartNumber, l.skuId), ',' ORDER BY coalesce(sku.skuPartNumber, l.skuId))
+            AS license_names
+    FROM {{ ref('raw.users') }} AS u,
+        unnest(from_json(u.assignedLicenses, '[{"skuId": "VARCHAR"}]')) AS t(l)
+    LEFT JOIN {{ ref('raw.subscribed_skus') }} AS sku ON sku.skuId = l.skuId
+    GROUP BY u.id
+),
+
+users AS (
+    SELECT
+        u.tenant_id,
+        u.id,
+        u.userPrincipalName,
+        u.displayName,
+        u.givenName,
+        u.surname,
+        u.mail,
+        u.jobTitle,
+        u.department,
+        u.officeLocation,
+        u.mobilePhone,
+        u.businessPhones[1] AS business_phone,
+        u.employeeId,
+        u.employeeType,
+        u.accountEnabled,
+        u.userType,
+        coalesce(u.userType = 'Guest', false) AS is_guest,
+        nullif(CAST(nullif(u.createdDateTime, '') AS TIMESTAMPTZ),
+            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS createdDateTime,
+        u.onPremisesSyncEnabled,
+        nullif(CAST(nullif(u.onPremisesLastSyncDateTime, '') AS TIMESTAMPTZ),
+            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS onPremisesLastSyncDateTime,
+        u.city,
+        u.state,
+        u.country,
+        u.usageLocation,
+        u.companyName,
+        coalesce(json_array_length(u.assignedLicenses), 0) AS license_count,
+        lic.license_names,
+        u.manager ->> 'id' AS manager_id,
+        u.manager ->> 'userPrincipalName' AS manager_upn,
+        s.lastSignInDateTime,
+        s.lastNonInteractiveSignInDateTime,
+        s.lastSuccessfulSignInDateTime,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute1' AS extensionAttribute1,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute2' AS extensionAttribute2,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute3' AS extensionAttribute3,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute4' AS extensionAttribute4,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute5' AS extensionAttribute5,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute6' AS extensionAttribute6,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute7' AS extensionAttribute7,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute8' AS extensionAttribute8,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute9' AS extensionAttribute9,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute10' AS extensionAttribute10,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute11' AS extensionAttribute11,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute12' AS extensionAttribute12,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute13' AS extensionAttribute13,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute14' AS extensionAttribute14,
+        u.onPremisesExtensionAttributes ->> 'extensionAttribute15' AS extensionAttribute15
+    FROM {{ ref('raw.users') }} AS u
+    LEFT JOIN licences AS lic ON lic.id = u.id
+    LEFT JOIN sign_ins AS s ON s.id = u.id
+)
+
+SELECT
+    *,
+    -- The latest sign-in of any kind (User.LastLogon).
+    greatest(lastSignInDateTime, lastNonInteractiveSignInDateTime, lastSuccessfulSignInDateTime)
+        AS last_sign_in_at,
+    -- SPEC 3: what the user stale threshold compares; greatest() ignores NULLs.
+    greatest(lastSignInDateTime, lastNonInteractiveSignInDateTime, createdDateTime,
+        onPremisesLastSyncDateTime) AS last_activity_at
+FROM users

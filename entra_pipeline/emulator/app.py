@@ -1,0 +1,319 @@
+"""Request dispatch: token service or Graph, faults first, request ids, the request log, `$batch`.
+
+Transport-free: the server hands in a `Request` and writes back the `Response`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from entra_pipeline.emulator import faults as fault_kinds
+from entra_pipeline.emulator.delta import resync_required
+from entra_pipeline.emulator.errors import (
+    GraphError,
+    StsError,
+    expired_page_token,
+    graph_error_body,
+    too_many_requests,
+)
+from entra_pipeline.emulator.faults import Fault, Faults
+from entra_pipeline.emulator.handlers import GraphContext, GraphResources
+from entra_pipeline.emulator.query import QueryOptions
+from entra_pipeline.emulator.tokens import TokenService
+
+MAX_BATCH = 20
+_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+_STS_JSON = "application/json; charset=utf-8"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # URL path, percent-decoded
+    query: dict[str, str]  # last value wins, as Graph reads options
+    headers: dict[str, str]  # names lower-cased
+    body: bytes = b""
+    in_batch: bool = False
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the connection instead of answering
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One handled request, for tests to assert on (`emu.requests`)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int  # 0 when the connection was dropped
+    client_request_id: str
+    request_id: str
+    in_batch: bool
+    at: float  # time.time() when handled
+
+
+def parse_target(target: str) -> tuple[str, dict[str, str]]:
+    """Split a request target into its decoded path and query dict."""
+    parts = urllib.parse.urlsplit(target)
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.unquote(parts.path), query
+
+
+class EmulatorApp:
+    """Routes requests to the token service or Graph, after faults and before logging."""
+
+    def __init__(
+        self,
+        *,
+        tokens: TokenService,
+        resources: GraphResources,
+        faults: Faults,
+        log_limit: int = 100_000,
+    ) -> None:
+        self.tokens = tokens
+        self.resources = resources
+        self.faults = faults
+        self._log: deque[RequestRecord] = deque(maxlen=log_limit)
+        self._log_lock = threading.Lock()
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._log_lock:
+            return list(self._log)
+
+    def clear_requests(self) -> None:
+        with self._log_lock:
+            self._log.clear()
+
+    def handle(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        client_request_id = request.headers.get("client-request-id") or str(uuid.uuid4())
+        graph = request.path.startswith("/v1.0/")
+        response = self._faulted(request, graph)
+        if response is None:
+            try:
+                response = self._route(request, graph)
+            except GraphError as error:
+                response = _graph_error(error, request_id, client_request_id)
+            except StsError as error:
+                response = Response(error.status, _dump(error.body()), {"Content-Type": _STS_JSON})
+        if graph:
+            response.headers.setdefault("Content-Type", _JSON)
+            response.headers["request-id"] = request_id
+            response.headers["client-request-id"] = client_request_id
+            response.headers["x-ms-ags-diagnostic"] = '{"ServerInfo":{"DataCenter":"Loopback"}}'
+        with self._log_lock:
+            self._log.append(
+                RequestRecord(
+                    method=request.method,
+                    path=request.path,
+                    query=dict(request.query),
+                    status=0 if response.drop else response.status,
+                    client_request_id=client_request_id,
+                    request_id=request_id,
+                    in_batch=request.in_batch,
+                    at=time.time(),
+                )
+            )
+        return response
+
+    # ---- faults -----------------------------------------------------------------------------
+
+    def _faulted(self, request: Request, graph: bool) -> Response | None:
+        lowered = {k.lower() for k in request.query}
+        fault = self.faults.decide(
+            request.path,
+            page_follow="$skiptoken" in lowered,
+            delta_follow="$deltatoken" in lowered,
+            in_batch=request.in_batch,
+        )
+        if fault is None:
+            return None
+        if fault.kind == fault_kinds.SLOW:
+            time.sleep(fault.seconds)
+            return None
+        if fault.kind == fault_kinds.DROP:
+            return Response(0, drop=True)
+        error = _fault_error(fault)
+        if graph:
+            client_request_id = request.headers.get("client-request-id") or ""
+            return _graph_error(error, str(uuid.uuid4()), client_request_id)
+        # The token service answers throttling/outages in its own AADSTS shape.
+        sts = StsError(
+            error.status,
+            "temporarily_unavailable",
+            90033,
+            "A transient error has occurred. Please try again.",
+        )
+        headers = {"Content-Type": _STS_JSON, **error.headers}
+        return Response(error.status, _dump(sts.body()), headers)
+
+    # ---- routing ----------------------------------------------------------------------------
+
+    def _route(self, request: Request, graph: bool) -> Response:
+        segments = [s for s in request.path.split("/") if s]
+        if graph:
+            return self._graph(request, segments[1:])
+        if request.method == "GET" and segments == ["common", "discovery", "instance"]:
+            body = self.tokens.instance_discovery(request.query.get("authorization_endpoint"))
+            return Response(200, _dump(body), {"Content-Type": _STS_JSON})
+        if (
+            request.method == "GET"
+            and len(segments) == 4
+            and segments[1:] == ["v2.0", ".well-known", "openid-configuration"]
+        ):
+            body = self.tokens.openid_configuration(segments[0])
+            return Response(200, _dump(body), {"Content-Type": _STS_JSON})
+        if (
+            request.method == "POST"
+            and len(segments) == 4
+            and segments[1:] == ["oauth2", "v2.0", "token"]
+        ):
+            form = dict(urllib.parse.parse_qsl(request.body.decode("utf-8", "replace")))
+            body = self.tokens.issue(segments[0], form, _basic_auth(request.headers))
+            return Response(
+                200, _dump(body), {"Content-Type": _STS_JSON, "Cache-Control": "no-store, no-cache"}
+            )
+        raise GraphError(404, "NotFound", f"No emulator route for {request.method} {request.path}.")
+
+    def _graph(self, request: Request, segments: list[str]) -> Response:
+        if not request.in_batch:
+            check = self.tokens.check(request.headers.get("authorization"))
+            if check.error is not None:
+                raise GraphError(
+                    401,
+                    "InvalidAuthenticationToken",
+                    check.error,
+                    {
+                        "WWW-Authenticate": 'Bearer realm="", authorization_uri='
+                        '"https://login.microsoftonline.com/common/oauth2/authorize", '
+                        'client_id="00000003-0000-0000-c000-000000000000"'
+                    },
+                )
+        if not segments:
+            raise GraphError(400, "BadRequest", "Resource not found for the segment ''.")
+        if segments == ["$batch"]:
+            if request.method != "POST":
+                raise GraphError(405, "Request_BadRequest", "Use POST for $batch.")
+            return Response(200, _dump(self._batch(request)))
+        if request.method != "GET":
+            raise GraphError(
+                405, "Request_BadRequest", f"The emulator serves reads only, not {request.method}."
+            )
+        ctx = GraphContext(
+            query=request.query,
+            options=QueryOptions.parse(request.query),
+            eventual=request.headers.get("consistencylevel", "").lower() == "eventual",
+            max_page_size=_max_page_size(request.headers.get("prefer")),
+        )
+        return Response(200, _dump(self.resources.get(segments, ctx)))
+
+    # ---- $batch -----------------------------------------------------------------------------
+
+    def _batch(self, request: Request) -> dict[str, Any]:
+        try:
+            payload = json.loads(request.body or b"{}")
+            items = payload["requests"]
+            if not isinstance(items, list):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise GraphError(400, "BadRequest", "Invalid batch payload format.") from None
+        if len(items) > MAX_BATCH:
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"The number of batch requests exceeds the maximum of {MAX_BATCH}.",
+            )
+        ids = [str(item.get("id")) for item in items]
+        if len(set(ids)) != len(ids):
+            raise GraphError(400, "BadRequest", "Batch request contains duplicate ids.")
+        responses = []
+        for item in items:
+            url = str(item.get("url", ""))
+            path, query = parse_target(url if url.startswith("/") else "/" + url)
+            if path.startswith("/v1.0/"):
+                path = path[len("/v1.0") :]
+            headers = {k.lower(): str(v) for k, v in (item.get("headers") or {}).items()}
+            inner = Request(
+                method=str(item.get("method", "GET")).upper(),
+                path="/v1.0" + path,
+                query=query,
+                headers=headers,
+                in_batch=True,
+            )
+            answer = self.handle(inner)
+            body = json.loads(answer.body) if answer.body else None
+            kept = {
+                k: v
+                for k, v in answer.headers.items()
+                if k.lower() in ("content-type", "retry-after", "location")
+            }
+            responses.append(
+                {"id": str(item.get("id")), "status": answer.status, "headers": kept, "body": body}
+            )
+        # Graph answers batch items in no particular order; a stable shuffle keeps tests exact.
+        responses.sort(key=lambda r: hashlib.sha256(r["id"].encode()).digest())
+        return {"responses": responses}
+
+
+def _fault_error(fault: Fault) -> GraphError:
+    if fault.kind == fault_kinds.THROTTLE:
+        return too_many_requests(fault.retry_after)
+    if fault.kind == fault_kinds.UNAVAILABLE:
+        return GraphError(
+            503,
+            "serviceNotAvailable",
+            "The service is temporarily unavailable. Please retry after the specified time.",
+            {"Retry-After": str(fault.retry_after)},
+        )
+    if fault.kind == fault_kinds.GATEWAY_TIMEOUT:
+        return GraphError(504, "UnknownError", "The gateway did not receive a timely response.")
+    if fault.kind == fault_kinds.EXPIRE_PAGE_TOKEN:
+        return expired_page_token()
+    return resync_required()
+
+
+def _graph_error(error: GraphError, request_id: str, client_request_id: str) -> Response:
+    body = graph_error_body(error.code, error.message, request_id, client_request_id)
+    return Response(error.status, _dump(body), {"Content-Type": _JSON, **error.headers})
+
+
+def _dump(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _basic_auth(headers: dict[str, str]) -> tuple[str, str] | None:
+    value = headers.get("authorization", "")
+    if not value.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(value[6:]).decode()
+    except ValueError:
+        return None
+    user, _, password = decoded.partition(":")
+    return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password)
+
+
+def _max_page_size(prefer: str | None) -> int | None:
+    if not prefer:
+        return None
+    for part in prefer.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "odata.maxpagesize" and value.strip().isdigit():
+            return max(1, min(int(value), 999))
+    return None

@@ -1,0 +1,195 @@
+"""Error answers shaped exactly like Microsoft Graph's and Entra's token service's.
+
+Handlers raise `GraphError` / `StsError`; the app turns them into the JSON bodies clients parse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+
+class GraphError(Exception):
+    """A Graph error answer: HTTP status, Graph error code and message, optional extra headers."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def graph_error_body(
+    code: str, message: str, request_id: str, client_request_id: str
+) -> dict[str, Any]:
+    """Graph's error body: {"error": {"code", "message", "innerError": {...}}}."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                "request-id": request_id,
+                "client-request-id": client_request_id,
+            },
+        }
+    }
+
+
+def unsupported_query(message: str = "Unsupported Query.") -> GraphError:
+    return GraphError(400, "Request_UnsupportedQuery", message)
+
+
+def bad_request(message: str) -> GraphError:
+    return GraphError(400, "Request_BadRequest", message)
+
+
+def not_found(object_id: str) -> GraphError:
+    return GraphError(
+        404,
+        "Request_ResourceNotFound",
+        f"Resource '{object_id}' does not exist or one of its queried reference-property objects "
+        "are not present.",
+    )
+
+
+def insufficient_privileges() -> GraphError:
+    return GraphError(
+        403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+    )
+
+
+def non_premium_tenant() -> GraphError:
+    return GraphError(
+        403,
+        "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+        "Neither tenant is B2C or tenant doesn't have premium license",
+    )
+
+
+def expired_page_token() -> GraphError:
+    return GraphError(
+        400,
+        "Directory_ExpiredPageToken",
+        "The specified page token value has expired and can no longer be included in your request.",
+    )
+
+
+def too_many_requests(retry_after: int) -> GraphError:
+    return GraphError(
+        429,
+        "TooManyRequests",
+        "Too many requests. Please retry after the time specified in the Retry-After header.",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+class StsError(Exception):
+    """An Entra token-service (AADSTS) error answer."""
+
+    def __init__(self, status: int, error: str, code: int, description: str) -> None:
+        super().__init__(f"AADSTS{code}: {description}")
+        self.status = status
+        self.error = error
+        self.code = code
+        self.description = description
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body Entra sends: error, error_description with trace lines, error_codes..."""
+        now = dt.datetime.now(dt.UTC)
+        trace_id = str(uuid.uuid4())
+        correlation_id = str(uuid.uuid4())
+        stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
+        description = (
+            f"AADSTS{self.code}: {self.description}\r\nTrace ID: {trace_id}\r\n"
+            f"Correlation ID: {correlation_id}\r\nTimestamp: {stamp}"
+        )
+        return {
+            "error": self.error,
+            "error_description": description,
+            "error_codes": [self.code],
+            "timestamp": stamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "error_uri": f"https://login.microsoftonline.com/error?code={self.code}",
+        }
+
+
+def sts_unknown_tenant(tenant: str, *, discovery: bool = False) -> StsError:
+    # The OpenID discovery document answers `invalid_tenant`, the token endpoint `invalid_request`.
+    return StsError(
+        400,
+        "invalid_tenant" if discovery else "invalid_request",
+        90002,
+        f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are "
+        "signing into the correct cloud. Check with your subscription administrator, this may "
+        "happen if there are no active subscriptions for the tenant.",
+    )
+
+
+def sts_bad_secret(client_id: str) -> StsError:
+    return StsError(
+        401,
+        "invalid_client",
+        7000215,
+        "Invalid client secret provided. Ensure the secret being sent in the request is the "
+        "client secret value, not the client secret ID, for a secret added to app "
+        f"'{client_id}'.",
+    )
+
+
+def sts_missing_secret() -> StsError:
+    return StsError(
+        401,
+        "invalid_client",
+        7000218,
+        "The request body must contain the following parameter: 'client_assertion' or "
+        "'client_secret'.",
+    )
+
+
+def sts_unknown_client(client_id: str, tenant_name: str) -> StsError:
+    return StsError(
+        400,
+        "unauthorized_client",
+        700016,
+        f"Application with identifier '{client_id}' was not found in the directory "
+        f"'{tenant_name}'. This can happen if the application has not been installed by the "
+        "administrator of the tenant or consented to by any user in the tenant. You may have sent "
+        "your authentication request to the wrong tenant.",
+    )
+
+
+def sts_bad_scope(scope: str) -> StsError:
+    return StsError(
+        400,
+        "invalid_scope",
+        1002012,
+        f"The provided value for scope {scope} is not valid. Client credential flows must have a "
+        "scope value with /.default suffixed to the resource identifier (application ID URI).",
+    )
+
+
+def sts_unknown_resource(resource: str, tenant_name: str) -> StsError:
+    return StsError(
+        400,
+        "invalid_resource",
+        500011,
+        f"The resource principal named {resource} was not found in the tenant named "
+        f"{tenant_name}. This can happen if the application has not been installed by the "
+        "administrator of the tenant or consented to by any user in the tenant. You might have "
+        "sent your authentication request to the wrong tenant.",
+    )
+
+
+def sts_unsupported_grant(grant_type: str) -> StsError:
+    return StsError(
+        400,
+        "unsupported_grant_type",
+        70003,
+        f"The app requested an unsupported grant type '{grant_type}'.",
+    )

@@ -1,0 +1,213 @@
+"""Faults the emulator injects: scripted ones for tests, seeded random ones for runs and benchmarks.
+
+Also the token-lifetime and sign-in-activity-throttle knobs, since they are switched per run too.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+# Fault kinds: what the emulator does instead of (or before) answering normally.
+THROTTLE = "throttle"  # 429 TooManyRequests + Retry-After
+UNAVAILABLE = "unavailable"  # 503 serviceNotAvailable + Retry-After
+GATEWAY_TIMEOUT = "gateway_timeout"  # 504
+DROP = "drop"  # close the connection without an answer
+SLOW = "slow"  # sleep, then answer normally
+EXPIRE_PAGE_TOKEN = "expire_page_token"  # 400 Directory_ExpiredPageToken on a $skiptoken follow
+EXPIRE_DELTA_TOKEN = "expire_delta_token"  # 410 Gone (resyncRequired) on a $deltatoken follow
+KINDS = (THROTTLE, UNAVAILABLE, GATEWAY_TIMEOUT, DROP, SLOW, EXPIRE_PAGE_TOKEN, EXPIRE_DELTA_TOKEN)
+
+
+@dataclass
+class FaultRule:
+    """A scripted fault: the next `count` requests whose path starts with `path` get `kind`.
+
+    `path` is matched against the URL path with and without the `/v1.0` prefix, so "/users"
+    and "/v1.0/users" both match `/v1.0/users?$top=5` (and `/v1.0/users/delta`); "" matches
+    every Graph request. Token-service paths (e.g. "/{tenant}/oauth2") match as given.
+    """
+
+    kind: str
+    path: str = ""
+    count: int = 1
+    retry_after: int = 1
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+
+    def matches(self, path: str) -> bool:
+        if not self.path:
+            return path.startswith("/v1.0/")
+        return path.startswith(self.path) or path.startswith("/v1.0" + self.path)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do with one request."""
+
+    kind: str
+    retry_after: int = 1
+    seconds: float = 0.0
+
+
+class Faults:
+    """Per-run fault settings; safe to change while the emulator serves (tests do).
+
+    Random faults (rates in 0..1, drawn from `random.Random(seed)`, Graph paths only):
+    `throttle`, `unavailable`, `gateway_timeout`, `drop`, `slow` (sleeps `slow_seconds`).
+    `retry_after` is the Retry-After seconds of random 429/503 answers.
+    `expire_page_token_after=N`: the Nth `$skiptoken` follow of the run answers
+    Directory_ExpiredPageToken (once).
+    Tokens: `token_expires_in` is what the token response claims (and, unless `token_ttl` is set,
+    the real lifetime); `token_ttl` makes tokens die server-side after that many seconds while the
+    response still claims `token_expires_in`, to exercise refresh-on-401.
+    `sign_in_per_minute=N`: requests reading signInActivity beyond N per minute get 429.
+    Scripted faults: `throttle_next(...)`, `unavailable_next(...)`, `drop_next(...)`, ... or `add`.
+    """
+
+    def __init__(
+        self,
+        *,
+        throttle: float = 0.0,
+        unavailable: float = 0.0,
+        gateway_timeout: float = 0.0,
+        drop: float = 0.0,
+        slow: float = 0.0,
+        slow_seconds: float = 2.0,
+        retry_after: int = 1,
+        seed: int = 0,
+        expire_page_token_after: int | None = None,
+        token_expires_in: int = 3599,
+        token_ttl: float | None = None,
+        sign_in_per_minute: int | None = None,
+        rules: list[FaultRule] | tuple[FaultRule, ...] = (),
+    ) -> None:
+        self.throttle = throttle
+        self.unavailable = unavailable
+        self.gateway_timeout = gateway_timeout
+        self.drop = drop
+        self.slow = slow
+        self.slow_seconds = slow_seconds
+        self.retry_after = retry_after
+        self.expire_page_token_after = expire_page_token_after
+        self.token_expires_in = token_expires_in
+        self.token_ttl = token_ttl
+        self.sign_in_per_minute = sign_in_per_minute
+        self.injected: Counter[str] = Counter()  # kind -> how many times it was applied
+        self._rules: list[FaultRule] = list(rules)
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._page_follows = 0
+        self._sign_ins: deque[float] = deque()
+
+    # ---- scripting (tests) ------------------------------------------------------------------
+
+    def add(self, rule: FaultRule) -> Faults:
+        with self._lock:
+            self._rules.append(rule)
+        return self
+
+    def throttle_next(self, path: str = "", count: int = 1, retry_after: int = 1) -> Faults:
+        return self.add(FaultRule(THROTTLE, path, count, retry_after=retry_after))
+
+    def unavailable_next(self, path: str = "", count: int = 1, retry_after: int = 1) -> Faults:
+        return self.add(FaultRule(UNAVAILABLE, path, count, retry_after=retry_after))
+
+    def gateway_timeout_next(self, path: str = "", count: int = 1) -> Faults:
+        return self.add(FaultRule(GATEWAY_TIMEOUT, path, count))
+
+    def drop_next(self, path: str = "", count: int = 1) -> Faults:
+        return self.add(FaultRule(DROP, path, count))
+
+    def slow_next(self, path: str = "", count: int = 1, seconds: float = 1.0) -> Faults:
+        return self.add(FaultRule(SLOW, path, count, seconds=seconds))
+
+    def expire_page_token_next(self, path: str = "", count: int = 1) -> Faults:
+        return self.add(FaultRule(EXPIRE_PAGE_TOKEN, path, count))
+
+    def expire_delta_token_next(self, path: str = "", count: int = 1) -> Faults:
+        return self.add(FaultRule(EXPIRE_DELTA_TOKEN, path, count))
+
+    def clear(self) -> None:
+        """Drop every scripted fault and zero every rate."""
+        with self._lock:
+            self._rules.clear()
+            self.throttle = self.unavailable = self.gateway_timeout = self.drop = self.slow = 0.0
+
+    @property
+    def pending(self) -> list[FaultRule]:
+        with self._lock:
+            return [rule for rule in self._rules if rule.count > 0]
+
+    # ---- deciding (the server) --------------------------------------------------------------
+
+    def token_lifetime(self) -> float:
+        """Seconds an access token really lives, server side."""
+        return self.token_ttl if self.token_ttl is not None else float(self.token_expires_in)
+
+    def decide(
+        self,
+        path: str,
+        *,
+        page_follow: bool = False,
+        delta_follow: bool = False,
+        in_batch: bool = False,
+    ) -> Fault | None:
+        """The fault for this request, if any (each call consumes scripted counts)."""
+        with self._lock:
+            if page_follow:
+                self._page_follows += 1
+            for rule in self._rules:
+                if rule.count <= 0 or not rule.matches(path):
+                    continue
+                if rule.kind == EXPIRE_PAGE_TOKEN and not page_follow:
+                    continue
+                if rule.kind == EXPIRE_DELTA_TOKEN and not delta_follow:
+                    continue
+                if rule.kind == DROP and in_batch:
+                    continue
+                rule.count -= 1
+                return self._apply(Fault(rule.kind, rule.retry_after, rule.seconds))
+            self._rules = [rule for rule in self._rules if rule.count > 0]
+            if page_follow and self._page_follows == self.expire_page_token_after:
+                return self._apply(Fault(EXPIRE_PAGE_TOKEN))
+            if not path.startswith("/v1.0/"):
+                return None
+            roll = self._random.random()
+            for kind, rate in (
+                (THROTTLE, self.throttle),
+                (UNAVAILABLE, self.unavailable),
+                (GATEWAY_TIMEOUT, self.gateway_timeout),
+                (DROP, 0.0 if in_batch else self.drop),
+            ):
+                if roll < rate:
+                    return self._apply(Fault(kind, self.retry_after))
+                roll -= rate
+            if self.slow and self._random.random() < self.slow:
+                return self._apply(Fault(SLOW, seconds=self.slow_seconds))
+            return None
+
+    def _apply(self, fault: Fault) -> Fault:
+        self.injected[fault.kind] += 1
+        return fault
+
+    def sign_in_throttle(self) -> int | None:
+        """Seconds to wait when a signInActivity read exceeds the per-minute budget, else None."""
+        if not self.sign_in_per_minute:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            while self._sign_ins and self._sign_ins[0] <= now - 60:
+                self._sign_ins.popleft()
+            if len(self._sign_ins) >= self.sign_in_per_minute:
+                self.injected[THROTTLE] += 1
+                return max(1, math.ceil(self._sign_ins[0] + 60 - now))
+            self._sign_ins.append(now)
+            return None

@@ -1,0 +1,270 @@
+"""The HTTPS server and the `Emulator` handle: start on loopback, expose URLs and knobs, stop.
+
+A threaded stdlib server (HTTP/1.1 keep-alive, TLS handshakes in worker threads) is enough here
+and lets a fault drop a connection on demand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from entra_pipeline.emulator.app import EmulatorApp, Request, RequestRecord, parse_target
+from entra_pipeline.emulator.faults import Faults
+from entra_pipeline.emulator.handlers import GraphResources
+from entra_pipeline.emulator.query import TokenCodec
+from entra_pipeline.emulator.synthetic import SyntheticTenant
+from entra_pipeline.emulator.tenant import Tenant
+from entra_pipeline.emulator.tls import server_context, write_certificates
+from entra_pipeline.emulator.tokens import TokenService
+
+
+@dataclass
+class EmulatorConfig:
+    """How to start an emulator. `tenant=None` builds a `SyntheticTenant(users, devices, seed, now)`.
+
+    `permissions=None` grants every read permission; otherwise only the names given (e.g.
+    {"User.Read.All", "Device.Read.All"}). `premium=False` makes signInActivity answer 403.
+    `client_secret=None` draws a fresh secret per start; `port=0` picks a free port.
+    """
+
+    users: int = 50
+    devices: int = 50
+    seed: int = 42
+    tenant: Tenant | None = None
+    premium: bool = True
+    permissions: set[str] | None = None
+    faults: Faults = field(default_factory=Faults)
+    host: str = "127.0.0.1"
+    port: int = 0
+    client_id: str | None = None
+    client_secret: str | None = None
+    now: dt.datetime | None = None
+    cert_dir: Path | None = None  # where the CA bundle is written (default: a temp dir)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "entra-pipeline-emulator"
+    sys_version = ""
+    timeout = 120  # idle keep-alive connections end after this long
+
+    server: _Server
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path, query = parse_target(self.path)
+        request = Request(
+            method=self.command,
+            path=path,
+            query=query,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+        )
+        response = self.server.app.handle(request)
+        if response.drop:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Quiet: the request log (`emu.requests`) is the record, not stderr.
+        return
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], context: ssl.SSLContext) -> None:
+        super().__init__(address, _Handler)
+        self.context = context
+        self.app: EmulatorApp
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = self.socket.accept()
+        # The TLS handshake runs in the worker thread (finish_request), never in the accept loop.
+        wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return wrapped, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            request.settimeout(30)
+            request.do_handshake()
+            request.settimeout(None)
+            super().finish_request(request, client_address)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # client hang-ups are normal (dropped-connection faults, killed benchmarks)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class Emulator:
+    """A running emulator. URLs and credentials to configure the pipeline with, the tenant it
+    serves, and knobs tests flip at run time (`faults`, `permissions`, `premium`)."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.tenant: Tenant = config.tenant or SyntheticTenant(
+            users=config.users, devices=config.devices, seed=config.seed, now=config.now
+        )
+        self.faults = config.faults
+        self.client_id = config.client_id or str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"entra-pipeline-emulator/client/{config.seed}")
+        )
+        self.client_secret = config.client_secret or _new_secret()
+        self._own_cert_dir = config.cert_dir is None
+        cert_dir = config.cert_dir or Path(tempfile.mkdtemp(prefix="entra-emulator-"))
+        url_host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
+        certs = write_certificates(
+            cert_dir, tuple(dict.fromkeys((url_host, "127.0.0.1", "localhost")))
+        )
+        self.ca_bundle = str(certs.ca_bundle)
+        self._cert_dir = cert_dir
+        self._server = _Server((config.host, config.port), server_context(certs))
+        self.host = url_host
+        self.port = self._server.server_address[1]
+        self.authority_host = f"https://{url_host}:{self.port}"
+        self.graph_url = self.authority_host
+        self.tenant_id = self.tenant.tenant_id
+        self.tokens = TokenService(
+            base_url=self.authority_host,
+            graph_url=self.graph_url,
+            tenant=self.tenant,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            faults=self.faults,
+        )
+        self.resources = GraphResources(
+            tenant=self.tenant,
+            graph_url=self.graph_url,
+            codec=TokenCodec(secrets.token_bytes(32)),
+            permissions=set(config.permissions) if config.permissions is not None else None,
+            premium=config.premium,
+            sign_in_throttle=self.faults.sign_in_throttle,
+        )
+        self.app = EmulatorApp(tokens=self.tokens, resources=self.resources, faults=self.faults)
+        self._server.app = self.app
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+        self._stopped = False
+
+    @property
+    def authority(self) -> str:
+        """`{authority_host}/{tenant_id}`, what MSAL's `authority=` takes."""
+        return f"{self.authority_host}/{self.tenant_id}"
+
+    @property
+    def permissions(self) -> set[str] | None:
+        return self.resources.permissions
+
+    @permissions.setter
+    def permissions(self, value: set[str] | None) -> None:
+        self.resources.permissions = set(value) if value is not None else None
+
+    @property
+    def premium(self) -> bool:
+        return self.resources.premium
+
+    @premium.setter
+    def premium(self, value: bool) -> None:
+        self.resources.premium = value
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every handled request so far (oldest first), `$batch` items included."""
+        return self.app.requests
+
+    def clear_requests(self) -> None:
+        self.app.clear_requests()
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context trusting the emulator's CA (httpx's `verify=`)."""
+        return ssl.create_default_context(cafile=self.ca_bundle)
+
+    def env(self) -> dict[str, str]:
+        """The ENTRA_* variables a connector config reads to talk to this emulator."""
+        return {
+            "ENTRA_AUTHORITY_HOST": self.authority_host,
+            "ENTRA_GRAPH_URL": self.graph_url,
+            "ENTRA_TENANT_ID": self.tenant_id,
+            "ENTRA_CLIENT_ID": self.client_id,
+            "ENTRA_CLIENT_SECRET": self.client_secret,
+            "ENTRA_CA_BUNDLE": self.ca_bundle,
+        }
+
+    def stop(self) -> None:
+        """Stop serving, end open connections and remove the generated certificates."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._server.close_connections()
+        self._thread.join(timeout=5)
+        if self._own_cert_dir:
+            shutil.rmtree(self._cert_dir, ignore_errors=True)
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running_emulator(config: EmulatorConfig | None = None) -> Iterator[Emulator]:
+    """Start an emulator for the `with` block and stop it afterwards."""
+    emulator = Emulator(config or EmulatorConfig())
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+def _new_secret() -> str:
+    # Shaped like an Entra client secret value (3 chars, "8Q~", 34 chars), shell-safe.
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    head = "".join(secrets.choice(alphabet) for _ in range(3))
+    tail = "".join(secrets.choice(alphabet) for _ in range(34))
+    return f"{head}8Q~{tail}"

@@ -77,9 +77,7 @@ def identity_schema(
     for column in present.intersection(columns.emails):
         rules[column] = pa.Column(pl.String, _matches(EMAIL_PATTERN, "email_shape"), nullable=True)
     for column in present.intersection(columns.join_types):
-        rules[column] = pa.Column(
-            pl.String, pa.Check.isin(JOIN_TYPE_LABELS, name="join_type_known"), nullable=True
-        )
+        rules[column] = pa.Column(pl.String, _join_type_known(), nullable=True)
     for column, dtype in frame_schema.items():
         if isinstance(dtype, pl.Datetime):
             rules[column] = pa.Column(checks=_not_after(now + CLOCK_SKEW), nullable=True)
@@ -92,6 +90,16 @@ def _matches(pattern: str, name: str) -> pa.Check:
             pl.col(data.key).str.contains(pattern) | pl.col(data.key).is_null()
         ),
         name=name,
+    )
+
+
+def _join_type_known() -> pa.Check:
+    # A named custom check: pandera reports a built-in isin under its arguments, not a name.
+    return pa.Check(
+        lambda data: data.lazyframe.select(
+            pl.col(data.key).is_in(JOIN_TYPE_LABELS) | pl.col(data.key).is_null()
+        ),
+        name="join_type_known",
     )
 
 
@@ -111,8 +119,12 @@ class CheckReport:
     """The outcome of validating one table: pandera's failure cases and the rows they point at."""
 
     table: str
-    rows_checked: int
-    failures: pl.DataFrame  # key columns, column, check, value; one line per failure case
+    frame: pl.DataFrame  # the table as checked
+    failures: pl.DataFrame  # row_index, key columns, column, check, value; one per failure case
+
+    @property
+    def rows_checked(self) -> int:
+        return self.frame.height
 
     @property
     def passed(self) -> bool:
@@ -128,10 +140,17 @@ def validate_identity_table(
     try:
         schema.validate(frame, lazy=True)
     except SchemaErrors as errors:
-        failures = _failures_with_keys(errors.failure_cases, frame, key_columns)
+        cases = errors.failure_cases
     else:
-        failures = pl.DataFrame()
-    return CheckReport(table, frame.height, failures)
+        cases = pl.DataFrame(
+            schema={
+                "failure_case": pl.String,
+                "column": pl.String,
+                "check": pl.String,
+                "index": pl.Int32,
+            }
+        )
+    return CheckReport(table, frame, _failures_with_keys(cases, frame, key_columns))
 
 
 def _failures_with_keys(cases: pl.DataFrame, frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -145,7 +164,11 @@ def _failures_with_keys(cases: pl.DataFrame, frame: pl.DataFrame, keys: list[str
         .select(
             pl.col("index").alias("row_index"),
             *keys,
-            pl.col("column"),
+            # A missing column is reported against the table, naming the column as its value.
+            pl.when(pl.col("check") == "column_in_dataframe")
+            .then(pl.col("failure_case"))
+            .otherwise(pl.col("column"))
+            .alias("column"),
             pl.col("check"),
             pl.col("failure_case").alias("value"),
         )
@@ -159,19 +182,25 @@ def check_result(warehouse: Warehouse, report: CheckReport) -> dg.AssetCheckResu
         return dg.AssetCheckResult(passed=True, metadata={"rows_checked": report.rows_checked})
     failures = report.failures
     counts = {
-        f"{column or '(table)'}: {check}": count
+        f"{column}: {check}": count
         for column, check, count in failures.group_by("column", "check", maintain_order=True)
         .len()
         .iter_rows()
     }
-    failing_rows = failures["row_index"].drop_nulls().n_unique()
+    failing_indexes = failures["row_index"].drop_nulls().unique(maintain_order=True)
     shown = failures.head(FAILURES_SHOWN)
+    more = (
+        f"\n\nFirst {FAILURES_SHOWN} of {failures.height}."
+        if failures.height > FAILURES_SHOWN
+        else ""
+    )
+    rows = report.frame[failing_indexes.head(FAILURES_SHOWN).to_list()]
     warehouse.notify(
         "data_check_failed",
         "error",
-        f"{report.table} failed its checks: {failing_rows} of {report.rows_checked} rows "
-        f"({', '.join(f'{name} x{count}' for name, count in counts.items())}); the previously "
-        "published tables were kept.",
+        f"{report.table} failed its checks: {failing_indexes.len()} of {report.rows_checked} "
+        f"rows ({', '.join(f'{name} x{count}' for name, count in counts.items())}); the "
+        "previously published tables were kept.",
         {
             "table": report.table,
             "failure_counts": counts,
@@ -183,16 +212,10 @@ def check_result(warehouse: Warehouse, report: CheckReport) -> dg.AssetCheckResu
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "rows_checked": report.rows_checked,
-            "failing_rows": failing_rows,
+            "failing_row_count": failing_indexes.len(),
             "failure_counts": dg.MetadataValue.json(counts),
-            "failures": dg.MetadataValue.md(
-                markdown_table(shown.columns, shown.rows())
-                + (
-                    f"\n\n(first {FAILURES_SHOWN} of {failures.height})"
-                    if failures.height > FAILURES_SHOWN
-                    else ""
-                )
-            ),
+            "failures": dg.MetadataValue.md(markdown_table(shown.columns, shown.rows()) + more),
+            "failing_rows": dg.MetadataValue.md(markdown_table(rows.columns, rows.rows())),
         },
     )
 

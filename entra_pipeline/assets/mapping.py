@@ -188,6 +188,8 @@ def _describe(case: dict, frame: pl.DataFrame) -> str:
 def _nearest(value: str, valid: list[str]) -> str:
     """`did you mean ...` from the closest valid names, case-insensitively."""
     by_lower = {name.lower(): name for name in valid}
+    if value.lower() in by_lower:
+        return f"nearest valid: {by_lower[value.lower()]} (names are case-sensitive)"
     close = difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)
     if not close:
         return f"no similar name; valid names: {', '.join(valid)}"

@@ -1,0 +1,165 @@
+"""`entra-pipeline emulator`: serve the Graph emulator until Ctrl-C / SIGTERM.
+
+Prints `export ENTRA_...=...` lines on stdout (for `eval` or a config) and a human line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from entra_pipeline.emulator.faults import Faults
+from entra_pipeline.emulator.server import Emulator, EmulatorConfig
+from entra_pipeline.emulator.tenant import FileTenant
+
+# --fault NAME=VALUE: Faults keyword, value parser, help text.
+_FAULTS: dict[str, tuple[str, type, str]] = {
+    "throttle": ("throttle", float, "share of Graph requests answered 429 + Retry-After (0..1)"),
+    "unavailable": ("unavailable", float, "share answered 503 + Retry-After (0..1)"),
+    "gateway-timeout": ("gateway_timeout", float, "share answered 504 (0..1)"),
+    "drop": ("drop", float, "share whose connection is closed without an answer (0..1)"),
+    "slow": ("slow", float, "share delayed by slow-seconds before answering (0..1)"),
+    "slow-seconds": ("slow_seconds", float, "delay of a slow answer, seconds (default 2)"),
+    "retry-after": ("retry_after", int, "Retry-After of random 429/503 answers, seconds (default 1)"),
+    "expire-page-token": ("expire_page_token_after", int, "the Nth $skiptoken follow answers Directory_ExpiredPageToken (once)"),
+    "token-ttl": ("token_ttl", float, "access tokens die server-side after N seconds while claiming expires_in"),
+    "token-expires-in": ("token_expires_in", int, "expires_in the token response claims, honestly (default 3599)"),
+    "signin-throttle": ("sign_in_per_minute", int, "signInActivity reads allowed per minute before 429"),
+    "seed": ("seed", int, "seed of the fault RNG (default: the tenant seed)"),
+}  # fmt: skip
+_RATES = {"throttle", "unavailable", "gateway-timeout", "drop", "slow"}
+
+
+def fault_spec(text: str) -> tuple[str, Any]:
+    """Parse one `--fault NAME=VALUE` into (Faults keyword, value); argparse shows the error."""
+    name, sep, raw = text.partition("=")
+    name = name.strip().lower()
+    allowed = ", ".join(_FAULTS)
+    if not sep or name not in _FAULTS:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault {text!r}: expected NAME=VALUE with NAME one of {allowed}"
+        )
+    keyword, parse, _ = _FAULTS[name]
+    try:
+        value = parse(raw.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"fault {name} needs a {parse.__name__} value, got {raw!r}"
+        ) from None
+    if name in _RATES and not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"fault {name} is a rate between 0 and 1, got {raw!r}")
+    if name not in _RATES and value < 0:
+        raise argparse.ArgumentTypeError(f"fault {name} must be >= 0, got {raw!r}")
+    return keyword, value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `emulator` subcommand's options."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "faults (--fault NAME=VALUE, repeatable):\n" + "\n".join(
+        f"  {name:<18} {help_text}" for name, (_, _, help_text) in _FAULTS.items()
+    )
+    parser.epilog += (
+        "\n\nexample: entra-pipeline emulator --users 5000 --fault throttle=0.05 "
+        "--fault drop=0.01 > emulator.env &\n         . ./emulator.env"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
+    parser.add_argument("--users", type=int, default=500, help="synthetic users (default 500)")
+    parser.add_argument("--devices", type=int, default=800, help="synthetic devices (default 800)")
+    parser.add_argument("--seed", type=int, default=42, help="synthetic tenant seed (default 42)")
+    parser.add_argument(
+        "--now",
+        default=None,
+        help="tenant clock, ISO 8601 (default: now); generated dates are relative to it",
+    )
+    parser.add_argument(
+        "--tenant-file", default=None, help="serve a hand-built tenant from this JSON file"
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        type=fault_spec,
+        metavar="NAME=VALUE",
+        help="inject faults (see below)",
+    )
+    parser.add_argument(
+        "--no-premium",
+        action="store_true",
+        help="a tenant without Entra ID P1: signInActivity answers 403",
+    )
+    parser.add_argument(
+        "--permissions",
+        default=None,
+        help="comma-separated application permissions granted (default: all reads)",
+    )
+    parser.add_argument("--client-id", default=None, help="app (client) id to accept")
+    parser.add_argument(
+        "--client-secret", default=None, help="client secret to accept (default: a random one)"
+    )
+
+
+def build_config(args: argparse.Namespace) -> EmulatorConfig:
+    """An EmulatorConfig from parsed arguments."""
+    fault_options = {"seed": args.seed, **dict(args.fault)}
+    now = dt.datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
+    if now is not None and now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    permissions = (
+        {p.strip() for p in args.permissions.split(",") if p.strip()}
+        if args.permissions is not None
+        else None
+    )
+    return EmulatorConfig(
+        users=args.users,
+        devices=args.devices,
+        seed=args.seed,
+        tenant=FileTenant.from_file(Path(args.tenant_file)) if args.tenant_file else None,
+        premium=not args.no_premium,
+        permissions=permissions,
+        faults=Faults(**fault_options),
+        host=args.host,
+        port=args.port,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        now=now,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the emulator until SIGINT/SIGTERM; 0 on a clean stop, 2 on a bad tenant file."""
+    try:
+        config = build_config(args)
+    except (OSError, ValueError) as error:
+        print(f"entra-pipeline emulator: {error}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    emulator = Emulator(config)
+    try:
+        for name, value in emulator.env().items():
+            print(f"export {name}={shlex.quote(value)}")
+        sys.stdout.flush()
+        tenant = emulator.tenant
+        print(
+            f"Graph emulator at {emulator.authority_host} serving tenant {tenant.tenant_id} "
+            f"({tenant.domain}: {tenant.user_count} users, {tenant.device_count} devices, "
+            f"{tenant.group_count} groups); Ctrl-C to stop.",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+    return 0

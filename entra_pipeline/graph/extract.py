@@ -237,8 +237,8 @@ def load_raw_table(
     else:
         typed = ", ".join(f"{_quoted(c)} {t}" for c, t in {**PROVENANCE_COLUMNS, **columns}.items())
         con.execute(f"CREATE OR REPLACE TABLE raw.{_quoted(table)} ({typed})")
-    count = con.execute(f"SELECT count(*) FROM raw.{_quoted(table)}").fetchone()
-    return int(count[0]) if count else 0
+    [(count,)] = con.execute(f"SELECT count(*) FROM raw.{_quoted(table)}").fetchall()
+    return int(count)
 
 
 def resolve_groups(client: GraphClient, refs: Iterable[str]) -> dict[str, str]:

@@ -30,9 +30,13 @@ CONNECTOR_GROUPS = (RAW_GROUP, "staging", "filtered", "mapping", "neurons")
 
 
 def build_definitions(
-    settings: ConnectorSettings | None, config_path: str | None = None
+    settings: ConnectorSettings | None,
+    config_path: str | None = None,
+    connector: ConnectorResource | None = None,
 ) -> dg.Definitions:
-    """Everything Dagster serves, for one connector configuration (None: not configured yet)."""
+    """Everything Dagster serves, for one connector configuration (None: not configured yet).
+
+    `connector` overrides the connector resource (tests shorten its retry backoff)."""
     connector_job = dg.define_asset_job(
         CONNECTOR_JOB,
         selection=dg.AssetSelection.groups(*CONNECTOR_GROUPS),
@@ -49,7 +53,7 @@ def build_definitions(
                 path=settings.duckdb_path if settings else "data/entra.duckdb",
                 tenant_id=settings.tenant_id if settings else "",
             ),
-            "connector": ConnectorResource(config_path=config_path),
+            "connector": connector or ConnectorResource(config_path=config_path),
         },
         executor=dg.in_process_executor,
     )
@@ -64,5 +68,8 @@ def _settings_if_configured() -> ConnectorSettings | None:
         return None
 
 
-logging.getLogger("dagster").addFilter(RedactingFilter())
-defs = build_definitions(_settings_if_configured())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What `dagster dev`, `dg` and `dagster job execute` load (built when they load it)."""
+    logging.getLogger("dagster").addFilter(RedactingFilter())
+    return build_definitions(_settings_if_configured())

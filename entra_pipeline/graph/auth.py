@@ -16,7 +16,7 @@ import msal
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from msal.exceptions import MsalServiceError
 
-from entra_pipeline.graph.client import tls_verify
+from entra_pipeline.graph.client import tls_not_trusted, tls_verify
 from entra_pipeline.graph.errors import (
     InvalidClientSecretError,
     TokenError,
@@ -100,7 +100,7 @@ class TokenProvider:
             if self._app is None:
                 return
             cache = self._app.token_cache
-            for entry in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+            for entry in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
                 if token is None or entry.get("secret") == token:
                     cache.remove_at(entry)
 
@@ -118,16 +118,23 @@ class TokenProvider:
                 )
             except (httpx.TransportError, MsalServiceError) as exc:
                 raise self._unreachable(exc) from None
-            except ValueError as exc:
+            except ValueError:
+                # MSAL's text is the whole discovery answer; the fix is what the operator needs.
                 raise UnknownTenantError(
                     f"The token service at {self.authority} does not know tenant "
-                    f"{self.tenant_id!r} ({_first_line(exc)}); check tenant_id / ENTRA_TENANT_ID "
-                    "(the directory's GUID or a verified domain such as contoso.onmicrosoft.com) "
-                    "and authority_host (national clouds have their own)"
+                    f"{self.tenant_id!r}: check tenant_id / ENTRA_TENANT_ID (the directory's GUID "
+                    "or a verified domain such as contoso.onmicrosoft.com) and authority_host "
+                    "(national clouds have their own)"
                 ) from None
         return self._app
 
     def _unreachable(self, exc: Exception) -> TokenServiceUnreachableError:
+        if tls_not_trusted(exc):
+            return TokenServiceUnreachableError(
+                f"The token service at {self.authority} presented a TLS certificate this machine "
+                "does not trust; set ca_bundle to the PEM of its CA (TLS-inspecting proxy, "
+                "emulator)"
+            )
         return TokenServiceUnreachableError(
             f"The token service at {self.authority} is unreachable ({type(exc).__name__}: "
             f"{_first_line(exc)}); check authority_host, the network or proxy, and ca_bundle"

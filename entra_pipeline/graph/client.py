@@ -272,7 +272,7 @@ class GraphClient:
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError):
                 raise
             except httpx.TransportError as exc:
-                if _tls_not_trusted(exc):
+                if tls_not_trusted(exc):
                     raise GraphUnreachableError(
                         f"Microsoft Graph at {self.base_url} presented a TLS certificate this "
                         f"machine does not trust ({exc}); set ca_bundle to the PEM of the CA "
@@ -425,7 +425,8 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _tls_not_trusted(exc: BaseException) -> bool:
+def tls_not_trusted(exc: BaseException) -> bool:
+    """Whether a connection failed because the server's certificate is not trusted."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):

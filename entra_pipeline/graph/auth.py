@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 _BAD_SECRET = {7000215, 7000222}  # invalid secret, expired secret
 _UNKNOWN_CLIENT = {700016}
 _UNKNOWN_TENANT = {90002}
+_TRANSIENT = "temporarily_unavailable"  # the token service's 429 / outage answer
 
 
 class TokenProvider:
@@ -49,6 +51,8 @@ class TokenProvider:
         ca_bundle: str | None = None,
         timeout: float = 30.0,
         connect_retries: int = 2,
+        transient_retries: int = 2,
+        transient_wait: float = 5.0,
     ) -> None:
         register_secret(client_secret)
         self.tenant_id = tenant_id
@@ -56,6 +60,8 @@ class TokenProvider:
         self.authority = f"{authority_host.rstrip('/')}/{tenant_id}"
         self.scopes = [f"{graph_url.rstrip('/')}/.default"]
         self._secret = client_secret
+        self._transient_retries = transient_retries
+        self._transient_wait = transient_wait
         # MSAL's default requests session ignores `verify` when REQUESTS_CA_BUNDLE is set; an
         # httpx client of our own honours the bundle. Connect failures get a couple of retries
         # from the transport; MSAL itself never retries.
@@ -80,15 +86,33 @@ class TokenProvider:
         """A valid access token: MSAL's cached one unless it is within 5 minutes of expiry."""
         # One thread at a time, so that threads finding the cache empty ask for one token, not N.
         with self._lock:
-            try:
-                result = self._application().acquire_token_for_client(scopes=self.scopes)
-            except (httpx.TransportError, MsalServiceError) as exc:
-                raise self._unreachable(exc) from None
-        if "access_token" not in result:
-            raise self._token_error(result)
-        if result.get("token_source") == "identity_provider":
-            logger.info("Acquired a Graph access token from %s", self.authority)
-        return result["access_token"]
+            for attempt in range(self._transient_retries + 1):
+                try:
+                    result = self._application().acquire_token_for_client(scopes=self.scopes)
+                except (httpx.TransportError, MsalServiceError) as exc:
+                    failure: Exception | dict[str, Any] = exc
+                else:
+                    if "access_token" in result:
+                        if result.get("token_source") == "identity_provider":
+                            logger.info("Acquired a Graph access token from %s", self.authority)
+                        return result["access_token"]
+                    if result.get("error") != _TRANSIENT:
+                        raise self._token_error(result)
+                    failure = result
+                if attempt < self._transient_retries:
+                    # MSAL replays a 429/5xx answer for its Retry-After (5 s when there is none)
+                    # without asking again: waiting less would only retry the replay.
+                    wait = self._transient_wait * 2**attempt
+                    logger.warning(
+                        "The token service at %s failed (%s); retry %d/%d in %.1fs",
+                        self.authority,
+                        _describe(failure),
+                        attempt + 1,
+                        self._transient_retries,
+                        wait,
+                    )
+                    time.sleep(wait)
+        raise self._unreachable(failure)
 
     def invalidate(self, token: str | None = None) -> None:
         """Drop `token` (or every token) from the cache, so the next `token()` asks for a new one.
@@ -128,16 +152,16 @@ class TokenProvider:
                 ) from None
         return self._app
 
-    def _unreachable(self, exc: Exception) -> TokenServiceUnreachableError:
-        if tls_not_trusted(exc):
+    def _unreachable(self, failure: Exception | dict[str, Any]) -> TokenServiceUnreachableError:
+        if isinstance(failure, Exception) and tls_not_trusted(failure):
             return TokenServiceUnreachableError(
                 f"The token service at {self.authority} presented a TLS certificate this machine "
                 "does not trust; set ca_bundle to the PEM of its CA (TLS-inspecting proxy, "
                 "emulator)"
             )
         return TokenServiceUnreachableError(
-            f"The token service at {self.authority} is unreachable ({type(exc).__name__}: "
-            f"{_first_line(exc)}); check authority_host, the network or proxy, and ca_bundle"
+            f"The token service at {self.authority} is unreachable ({_describe(failure)}); "
+            "check authority_host, the network or proxy, and ca_bundle"
         )
 
     def _token_error(self, result: dict[str, Any]) -> TokenError:
@@ -167,6 +191,12 @@ class TokenProvider:
             f"The token service refused a token to {who}: {result.get('error')}: "
             f"{description} ({trace})"
         )
+
+
+def _describe(failure: Exception | dict[str, Any]) -> str:
+    if isinstance(failure, dict):
+        return f"{failure.get('error')}: {_first_line(failure.get('error_description', ''))}"
+    return f"{type(failure).__name__}: {_first_line(failure)}"
 
 
 def _first_line(value: object) -> str:

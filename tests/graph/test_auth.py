@@ -194,3 +194,28 @@ def test_untrusted_certificate_asks_for_ca_bundle(emulator: Emulator) -> None:
         "does not trust; set ca_bundle to the PEM of its CA (TLS-inspecting proxy, emulator)"
     )
     tokens.close()
+
+
+def test_token_service_outage_is_retried_after_msal_replay_window(
+    emulator: Emulator,
+) -> None:
+    # MSAL replays the 503 for its Retry-After (1 s here); the retry waits that out and succeeds.
+    emulator.faults.unavailable_next(f"/{emulator.tenant_id}/oauth2", count=1, retry_after=1)
+    tokens = provider_for(emulator, transient_wait=1.1)
+    assert tokens.token()
+    assert token_requests(emulator) == 2
+    tokens.close()
+
+
+def test_token_service_throttling_that_lasts_is_unreachable(emulator: Emulator) -> None:
+    emulator.faults.throttle_next(f"/{emulator.tenant_id}/oauth2", count=5, retry_after=1)
+    tokens = provider_for(emulator, transient_retries=1, transient_wait=1.1)
+    with pytest.raises(TokenServiceUnreachableError) as raised:
+        tokens.token()
+    assert str(raised.value) == (
+        f"The token service at {emulator.authority} is unreachable (temporarily_unavailable: "
+        "AADSTS90033: A transient error has occurred. Please try again.); check "
+        "authority_host, the network or proxy, and ca_bundle"
+    )
+    assert token_requests(emulator) == 2
+    tokens.close()

@@ -8,7 +8,8 @@ Nested objects (licences, manager, owners, extension attributes) are kept as JSO
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class Collection:
     def select(self) -> str:
         props = [c for c in self.columns if c not in _EXPANDED]
         return ",".join([*props, *self.extra_select])
+
+    def with_properties(self, properties: Iterable[str]) -> Collection:
+        """This collection also selecting `properties` (e.g. directory extension attributes), each
+        kept as a JSON column: such a property may hold a string, a number, a list or an object."""
+        extra = {name: "JSON" for name in properties if name not in self.columns}
+        return replace(self, columns={**self.columns, **extra})
 
 
 # Properties that come from $expand rather than $select.
@@ -130,6 +137,28 @@ SUBSCRIBED_SKUS = Collection(
         "consumedUnits": "INTEGER",
     },
     permission="LicenseAssignment.Read.All",
+)
+
+# The MDM user source (SPEC 4) reads every user without the manager expand, which would cap its
+# pages at 100; the configured custom attributes are added with `with_properties`. Not part of ALL:
+# the connector does not extract it.
+DIRECTORY_USERS = Collection(
+    table="directory_users",
+    path="/users",
+    columns={
+        "id": "VARCHAR",
+        "userPrincipalName": "VARCHAR",
+        "displayName": "VARCHAR",
+        "givenName": "VARCHAR",
+        "surname": "VARCHAR",
+        "mail": "VARCHAR",
+        "accountEnabled": "BOOLEAN",
+        "userType": "VARCHAR",
+        "createdDateTime": "VARCHAR",
+        "onPremisesSyncEnabled": "BOOLEAN",
+        "onPremisesExtensionAttributes": "JSON",
+    },
+    permission="User.Read.All",
 )
 
 # raw.group_members is built from /groups/{id}/transitiveMembers, one row per (group, member):

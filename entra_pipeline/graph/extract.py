@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
@@ -213,22 +213,26 @@ def load_raw_table(
     files: Sequence[Path],
     tenant_id: str,
     extracted_at: datetime,
+    *,
+    columns: Mapping[str, str] | None = None,
+    schema: str = "raw",
 ) -> int:
-    """CREATE OR REPLACE `raw.<table>` from NDJSON files, typed and de-duplicated; row count.
+    """CREATE OR REPLACE `<schema>.<table>` from NDJSON files, typed and de-duplicated; row count.
 
-    Runs in the caller's transaction. Columns and types come from the registry, so a property no
-    row carries is still a typed, null column; no files gives an empty table of that shape.
+    Runs in the caller's transaction. Columns and types come from the registry (or `columns`, for
+    a collection outside it), so a property no row carries is still a typed, null column; no files
+    gives an empty table of that shape.
     """
-    columns = RAW_COLUMNS[table]
+    columns = columns or RAW_COLUMNS[table]
     key = ", ".join(_quoted(c) for c in _KEYS.get(table, ("id",)))
     provenance = ", ".join(f"?::{t} AS {_quoted(c)}" for c, t in PROVENANCE_COLUMNS.items())
     selected = ", ".join(_quoted(c) for c in columns)
     struct = ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in columns.items())
-    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(schema)}")
     if files:
         # The query is built from the registry (trusted names); values arrive as parameters.
         con.execute(
-            f"CREATE OR REPLACE TABLE raw.{_quoted(table)} AS "
+            f"CREATE OR REPLACE TABLE {_quoted(schema)}.{_quoted(table)} AS "
             f"SELECT DISTINCT ON ({key}) {provenance}, {selected} "
             f"FROM read_json(?, format = 'newline_delimited', columns = {{{struct}}}) "
             f"ORDER BY {key}",
@@ -236,8 +240,8 @@ def load_raw_table(
         )
     else:
         typed = ", ".join(f"{_quoted(c)} {t}" for c, t in {**PROVENANCE_COLUMNS, **columns}.items())
-        con.execute(f"CREATE OR REPLACE TABLE raw.{_quoted(table)} ({typed})")
-    [(count,)] = con.execute(f"SELECT count(*) FROM raw.{_quoted(table)}").fetchall()
+        con.execute(f"CREATE OR REPLACE TABLE {_quoted(schema)}.{_quoted(table)} ({typed})")
+    [(count,)] = con.execute(f"SELECT count(*) FROM {_quoted(schema)}.{_quoted(table)}").fetchall()
     return int(count)
 
 

@@ -32,7 +32,12 @@ from entra_pipeline.emulator.tenant import ODATA_TYPES, Tenant
 DEFAULT_PAGE = 100
 EXPANDED_MEMBERS_CAP = 20  # Graph returns at most 20 objects of an expanded member collection
 COLLECTIONS = {"users": "user", "devices": "device", "groups": "group"}
-CASTS = {f"microsoft.graph.{kind}": kind for kind in ("user", "device", "group")}
+# Graph accepts a cast with its namespace or with the `graph.` alias the SDKs send.
+CASTS = {
+    f"{namespace}.{kind}": kind
+    for kind in ("user", "device", "group")
+    for namespace in ("microsoft.graph", "graph")
+}
 
 # Application permissions that grant each kind of read (any one of them is enough).
 READ_USERS = (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from entra_pipeline.emulator import catalog
 from entra_pipeline.emulator.schema import empty_extension_attributes
 from entra_pipeline.emulator.tenant import Tenant
 
+_UPN_INDEX = re.compile(r"^.*?(\d+)$")
 _KIND_NIBBLE = {"user": 0xA, "device": 0xB, "group": 0xC}
 _NEVER = "0001-01-01T00:00:00Z"  # what Graph sends inside signInActivity for "never"
 
@@ -169,6 +171,16 @@ class SyntheticTenant(Tenant):
         if index >= self._base_count(kind) or self.object_id(kind, index) != object_id:
             return None
         return index
+
+    def locate_user_by_upn(self, upn: str) -> tuple[str, int] | None:
+        # Generated UPNs end their nickname with the user's index; added users need the scan.
+        match = _UPN_INDEX.match(upn.split("@")[0].split("_")[0])
+        if match is not None:
+            index = int(match.group(1))
+            user = self.user(index) if index < self._users else None
+            if user is not None and user["userPrincipalName"].lower() == upn.lower():
+                return ("user", index)
+        return super().locate_user_by_upn(upn) if self._added["user"] or self._overrides else None
 
     def _base_count(self, kind: str) -> int:
         return {"user": self._users, "device": self._devices, "group": len(self._group_specs)}[kind]

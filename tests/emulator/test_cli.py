@@ -1,0 +1,78 @@
+"""`entra-pipeline emulator` as a user runs it: a subprocess printing evalable exports, then serving."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import msal
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _exports(process: subprocess.Popen[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    assert process.stdout is not None
+    while len(env) < 6:
+        line = process.stdout.readline()
+        assert line, "emulator exited before printing its exports"
+        (assignment,) = shlex.split(line.removeprefix("export "))
+        name, _, value = assignment.partition("=")
+        env[name] = value
+    return env
+
+
+def test_cli_prints_evalable_exports_and_serves_until_sigterm(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entra_pipeline.cli", "emulator", "--users", "12", "--devices", "3",
+         "--seed", "5", "--fault", "throttle=0", "--permissions", "User.Read.All"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        env = _exports(process)
+        assert sorted(env) == [
+            "ENTRA_AUTHORITY_HOST", "ENTRA_CA_BUNDLE", "ENTRA_CLIENT_ID", "ENTRA_CLIENT_SECRET",
+            "ENTRA_GRAPH_URL", "ENTRA_TENANT_ID",
+        ]  # fmt: skip
+        assert process.stderr is not None
+        assert "Graph emulator at https://127.0.0.1:" in process.stderr.readline()
+        http = httpx.Client(verify=ssl.create_default_context(cafile=env["ENTRA_CA_BUNDLE"]))
+        app = msal.ConfidentialClientApplication(
+            env["ENTRA_CLIENT_ID"],
+            client_credential=env["ENTRA_CLIENT_SECRET"],
+            authority=f"{env['ENTRA_AUTHORITY_HOST']}/{env['ENTRA_TENANT_ID']}",
+            http_client=http,
+            instance_discovery=False,
+        )
+        token = app.acquire_token_for_client([f"{env['ENTRA_GRAPH_URL']}/.default"])["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        users = http.get(f"{env['ENTRA_GRAPH_URL']}/v1.0/users?$top=999", headers=headers).json()
+        assert len(users["value"]) == 12
+        assert (
+            http.get(f"{env['ENTRA_GRAPH_URL']}/v1.0/devices", headers=headers).status_code == 403
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+
+
+def test_cli_rejects_a_bad_fault_with_the_allowed_names() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "entra_pipeline.cli", "emulator", "--fault", "meteor=1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "unknown fault 'meteor=1'" in result.stderr
+    assert "throttle, unavailable, gateway-timeout, drop, slow" in result.stderr

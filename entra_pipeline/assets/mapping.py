@@ -230,10 +230,9 @@ def attribute_mapping(warehouse: Warehouse, connector: ConnectorResource) -> dg.
     filtered tables; an invalid mapping fails the run before any mapped table is built."""
     started = time.perf_counter()
     path = Path(connector.settings.mapping_path)
-    frame = read_mapping(path)
     with warehouse.transaction() as con:
         columns = {table.data_type: table_columns(con, table.source) for table in MAPPED_TABLES}
-        problems = mapping_problems(frame, columns)
+        frame, problems = _validated_mapping(path, columns)
         if problems:
             error = MappingInvalid(path, problems)
             warehouse.notify(
@@ -255,6 +254,18 @@ def attribute_mapping(warehouse: Warehouse, connector: ConnectorResource) -> dg.
     metadata["path"] = dg.MetadataValue.path(str(path))
     metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _validated_mapping(path: Path, columns: dict[str, list[str]]) -> tuple[pl.DataFrame, list[str]]:
+    """The mapping frame and its problems; an unreadable file is a problem, not a crash."""
+    try:
+        frame = read_mapping(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        return pl.DataFrame(), [
+            f"the mapping CSV cannot be read ({error}); mapping_path in the connector config "
+            "names it"
+        ]
+    return frame, mapping_problems(frame, columns)
 
 
 def mapping_rows(con: duckdb.DuckDBPyConnection, data_type: str) -> list[tuple[str, str]]:

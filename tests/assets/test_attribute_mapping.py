@@ -223,3 +223,16 @@ def test_mapping_cells_are_trimmed_and_blank_lines_skipped(tmp_path: Path) -> No
         (2, "User", "id", "User.Id", None),
         (4, "Device", "id", "Device.Id", "x"),
     ]
+
+
+def test_missing_mapping_file_is_a_mapping_invalid_error(tmp_path: Path) -> None:
+    transform = Transform(db=tmp_path / "entra.duckdb", tmp_path=tmp_path)
+    write_raw(transform.db, contoso())
+    missing = tmp_path / "nowhere.csv"
+    result = transform.run(connector(tmp_path, mapping=missing), raise_on_error=False)
+    assert not result.success
+    [(_, _, details)] = transform.notifications("mapping_invalid")
+    assert details["problems"] == [
+        f"the mapping CSV cannot be read ([Errno 2] No such file or directory: '{missing}'); "
+        "mapping_path in the connector config names it"
+    ]

@@ -10,6 +10,7 @@ import pytest
 from transform_fixtures import CUTOFF, NOW, Transform, connector, contoso, write_raw
 
 from entra_pipeline.assets.models import bind_parameters, discover_models, read_model
+from entra_pipeline.assets.transform import transform_definitions
 from entra_pipeline.settings import parse_settings
 
 CUTOFF_AT = datetime.fromisoformat(CUTOFF)
@@ -193,3 +194,30 @@ def test_parameters_are_bound_from_the_settings_not_formatted_into_sql() -> None
         "join_types": ["entra_joined"],
     }
     assert "$device_stale_days" in model.sql
+
+
+def test_transform_definitions_expose_every_table_and_blocking_check() -> None:
+    definitions = transform_definitions()
+    groups = {
+        key.to_user_string(): group
+        for assets in definitions.assets  # type: ignore[union-attr]
+        for key, group in assets.group_names_by_key.items()
+    }
+    assert groups == {
+        "staging/users": "staging",
+        "staging/devices": "staging",
+        "staging/filtered_users": "filtered",
+        "staging/filtered_devices": "filtered",
+        "ops/attribute_mapping": "mapping",
+        "neurons/users": "neurons",
+        "neurons/devices": "neurons",
+    }
+    checks = {
+        (key.asset_key.to_user_string(), key.name, spec.blocking)
+        for check in definitions.asset_checks  # type: ignore[union-attr]
+        for key, spec in zip(check.check_keys, check.check_specs, strict=True)
+    }
+    assert checks == {
+        ("neurons/users", "neurons_users_valid", True),
+        ("neurons/devices", "neurons_devices_valid", True),
+    }

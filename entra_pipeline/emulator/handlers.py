@@ -181,9 +181,10 @@ class GraphResources:
         predicate = parsed.predicate if parsed else None
         path = f"/{_COLLECTION_OF[kind]}"
         start = self._start(ctx, path)
+        needed = frozenset(select) | (parsed.properties if parsed else frozenset())
         objects = (
             (pos, obj)
-            for pos, obj in self.tenant.scan(kind, start)
+            for pos, obj in self.tenant.scan(kind, start, properties=needed)
             if predicate is None or predicate(obj)
         )
         page, next_position = _take(objects, page_size)

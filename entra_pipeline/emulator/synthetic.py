@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import re
 import unicodedata
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -124,11 +123,11 @@ class SyntheticTenant(Tenant):
         self._devices = devices
         self._name = name
         super().__init__(
-            tenant_id=str(self._guid(b"tenant", 0)),
+            tenant_id=(self._guid(b"tenant", 0)),
             domain=f"{name}.com",
             display_name=name.capitalize(),
             now=now or dt.datetime.now(dt.UTC),
-            extension_app_id=str(self._guid(b"extension-app", 0)),
+            extension_app_id=(self._guid(b"extension-app", 0)),
         )
         self.initial_domain = f"{name}.onmicrosoft.com"
         self.domains = (self.domain, self.initial_domain)
@@ -144,9 +143,13 @@ class SyntheticTenant(Tenant):
 
     # ---- ids and randomness -----------------------------------------------------------------
 
-    def _guid(self, tag: bytes, index: int) -> uuid.UUID:
-        digest = hashlib.blake2b(self._seed + tag + index.to_bytes(8, "little"), digest_size=16)
-        return uuid.UUID(bytes=digest.digest(), version=4)
+    def _guid(self, tag: bytes, index: int) -> str:
+        """A version-4-shaped GUID string from (seed, tag, index); formatted by hand (hot path)."""
+        h = hashlib.blake2b(
+            self._seed + tag + index.to_bytes(8, "little"), digest_size=16
+        ).hexdigest()
+        variant = "89ab"[int(h[16], 16) & 3]
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
     def _draw(self, tag: bytes, index: int) -> _Draw:
         return _Draw(self._seed + tag + index.to_bytes(8, "little"))
@@ -185,9 +188,11 @@ class SyntheticTenant(Tenant):
     def _base_count(self, kind: str) -> int:
         return {"user": self._users, "device": self._devices, "group": len(self._group_specs)}[kind]
 
-    def _base_object(self, kind: str, index: int) -> dict[str, Any]:
+    def _base_object(
+        self, kind: str, index: int, properties: frozenset[str] | None = None
+    ) -> dict[str, Any]:
         if kind == "user":
-            return self._build_user(index)
+            return self._build_user(index, properties is None or "signInActivity" in properties)
         if kind == "device":
             return self._build_device(index)
         return self._build_group(index)
@@ -212,7 +217,7 @@ class SyntheticTenant(Tenant):
             project_phoenix=draw.percent() < 2,
         )
 
-    def _build_user(self, index: int) -> dict[str, Any]:
+    def _build_user(self, index: int, sign_in: bool = True) -> dict[str, Any]:
         traits = self._user_traits(index)
         draw = self._draw(b"user", index)
         if draw.percent() < 4:
@@ -257,7 +262,11 @@ class SyntheticTenant(Tenant):
                 department=None,
                 companyName=home.split(".")[0].capitalize() if draw.percent() < 50 else None,
                 usageLocation=None,
-                signInActivity=self._sign_in_activity(draw, created_days, never=pending),
+                signInActivity=(
+                    self._sign_in_activity(index, created_days, guest_pending=pending)
+                    if sign_in
+                    else None
+                ),
             )
             return user
 
@@ -295,7 +304,11 @@ class SyntheticTenant(Tenant):
             if draw.percent() < 50
             else None,
             preferredLanguage=draw.pick(("en-US", "de-DE", "fr-FR", "ja-JP", None)),
-            signInActivity=self._sign_in_activity(draw, created_days, never=draw.percent() < 12),
+            signInActivity=(
+                self._sign_in_activity(index, created_days, guest_pending=False)
+                if sign_in
+                else None
+            ),
         )
         if licensed:
             user["assignedLicenses"] = self._licenses(draw)
@@ -323,7 +336,12 @@ class SyntheticTenant(Tenant):
             for part in parts
         ]
 
-    def _sign_in_activity(self, draw: _Draw, created_days: float, *, never: bool) -> dict | None:
+    def _sign_in_activity(
+        self, index: int, created_days: float, *, guest_pending: bool
+    ) -> dict[str, Any] | None:
+        # A stream of its own, so that users can be built without it when it is not selected.
+        draw = self._draw(b"sign-in", index)
+        never = guest_pending or draw.percent() < 12
         if never:
             # Real payloads disagree on "never": the whole object null, nulls, "" or year 1.
             style = draw.below(4)
@@ -346,7 +364,7 @@ class SyntheticTenant(Tenant):
         else:
             age = 91 + draw.below(800 * 86400) / 86400
         age = min(age, created_days)
-        request = str(self._guid(b"sign-in", draw.below(1 << 30)))
+        request = self._guid(b"sign-in-request", index)
         # Non-interactive sign-ins (token refreshes) usually trail the interactive one closely.
         non_interactive = (
             max(0.0, age - draw.below(5 * 86400) / 86400) if draw.percent() < 80 else None
@@ -379,7 +397,7 @@ class SyntheticTenant(Tenant):
             onPremisesLastSyncDateTime=self._ago(
                 120 + draw.below(300) if stale_sync else draw.below(7200) / 86400
             ),
-            onPremisesImmutableId=str(self._guid(b"immutable", index)).replace("-", "")[:22] + "==",
+            onPremisesImmutableId=(self._guid(b"immutable", index)).replace("-", "")[:22] + "==",
             onPremisesSamAccountName=sam,
             onPremisesDomainName=f"corp.{self.domain}",
             onPremisesUserPrincipalName=f"{sam}@corp.{self.domain}",
@@ -430,7 +448,7 @@ class SyntheticTenant(Tenant):
         registered: float | None = (last_seen or 0) + draw.below(1000 * 86400) / 86400
         device: dict[str, Any] = {
             "id": self.object_id("device", index),
-            "deviceId": str(self._guid(b"device-id", index)),
+            "deviceId": (self._guid(b"device-id", index)),
             "accountEnabled": draw.percent() >= 5,
             "trustType": trust,
             "approximateLastSignInDateTime": None if last_seen is None else self._ago(last_seen),
@@ -657,7 +675,7 @@ class SyntheticTenant(Tenant):
                 "servicePlans": [dict(plan) for plan in plans],
                 "skuId": sku_id,
                 "skuPartNumber": part,
-                "subscriptionIds": [str(self._guid(b"subscription", n))],
+                "subscriptionIds": [(self._guid(b"subscription", n))],
             }
             for n, (sku_id, part, units, plans) in enumerate(catalog.SKUS)
         ]

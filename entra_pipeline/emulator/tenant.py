@@ -86,8 +86,11 @@ class Tenant:
     def _base_count(self, kind: str) -> int:
         raise NotImplementedError
 
-    def _base_object(self, kind: str, index: int) -> dict[str, Any]:
-        """A fresh dict with the full Graph object at `index` (callers may mutate it)."""
+    def _base_object(
+        self, kind: str, index: int, properties: frozenset[str] | None = None
+    ) -> dict[str, Any]:
+        """A fresh dict with the Graph object at `index` (callers may mutate it). `properties`
+        is a hint: a generator may leave out costly properties that are not in it."""
         raise NotImplementedError
 
     def _base_index(self, kind: str, object_id: str) -> int | None:
@@ -161,8 +164,13 @@ class Tenant:
     def group(self, index: int) -> dict[str, Any] | None:
         return self.object_at("group", index)
 
-    def scan(self, kind: str, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(index, object) for every existing object of `kind` from slot `start` on, in order."""
+    def scan(
+        self, kind: str, start: int = 0, *, properties: frozenset[str] | None = None
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(index, object) for every existing object of `kind` from slot `start` on, in order.
+
+        `properties` (optional) names the properties the caller will read; the rest may be
+        missing from the objects yielded."""
         total = self.total(kind)
         overrides = self._overrides
         base = self._base_count(kind)
@@ -173,7 +181,7 @@ class Tenant:
                     continue
                 yield index, copy.deepcopy(obj)
             elif index < base:
-                yield index, self._base_object(kind, index)
+                yield index, self._base_object(kind, index, properties)
             else:
                 yield index, copy.deepcopy(self._added[kind][index - base])
 
@@ -531,7 +539,9 @@ class FileTenant(Tenant):
     def _base_count(self, kind: str) -> int:
         return len(self._objects[kind])
 
-    def _base_object(self, kind: str, index: int) -> dict[str, Any]:
+    def _base_object(
+        self, kind: str, index: int, properties: frozenset[str] | None = None
+    ) -> dict[str, Any]:
         return copy.deepcopy(self._objects[kind][index])
 
     def _base_index(self, kind: str, object_id: str) -> int | None:

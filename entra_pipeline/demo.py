@@ -43,7 +43,7 @@ def run_demo(args: argparse.Namespace) -> int:
         with dg.DagsterInstance.ephemeral() as instance:
             for job_name in DEMO_JOBS:
                 print(f"Running job {job_name} ...", flush=True)
-                result = definitions.get_job_def(job_name).execute_in_process(
+                result = definitions.resolve_job_def(job_name).execute_in_process(
                     instance=instance,
                     raise_on_error=False,
                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},

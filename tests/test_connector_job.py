@@ -1,0 +1,395 @@
+"""The `entra_id_sync` job end to end: the emulator over HTTPS, real MSAL and httpx, a DuckDB file.
+
+Expected rows are computed from the emulator's tenant with SPEC section 3's rules, independently
+of the SQL models; every fault ends in a clear outcome and untouched published data.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+
+from entra_pipeline.definitions import CONNECTOR_JOB, build_definitions
+from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
+from entra_pipeline.settings import ConnectorResource, load_settings
+
+NEVER = {"", "0001-01-01T00:00:00Z"}
+# The application permissions the connector's documentation asks an admin to grant.
+CONNECTOR_PERMISSIONS = {
+    "User.Read.All",
+    "Device.Read.All",
+    "Group.Read.All",
+    "GroupMember.Read.All",
+    "LicenseAssignment.Read.All",
+    "AuditLog.Read.All",
+}
+
+
+@dataclass
+class Sync:
+    """One configured connector against one emulator, runnable several times."""
+
+    emulator: Emulator
+    config_path: Path
+    db: Path
+
+    def run(self) -> dg.ExecuteInProcessResult:
+        settings = load_settings(self.config_path)
+        connector = ConnectorResource(
+            config_path=str(self.config_path), max_retries=4, backoff_base_seconds=0.01
+        )
+        definitions = build_definitions(settings, str(self.config_path), connector)
+        return definitions.resolve_job_def(CONNECTOR_JOB).execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+        )
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with duckdb.connect(str(self.db), read_only=True) as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def last_run(self) -> tuple[Any, ...]:
+        return self.query(
+            "SELECT status, error, graph_requests, graph_retries, started_at FROM ops.sync_runs "
+            "ORDER BY started_at DESC LIMIT 1"
+        )[0]
+
+    def notifications(self) -> list[tuple[str, str, str]]:
+        return self.query(
+            "SELECT severity, code, message FROM ops.notifications WHERE run_id = "
+            "(SELECT run_id FROM ops.sync_runs ORDER BY started_at DESC LIMIT 1) ORDER BY code"
+        )
+
+
+def _write_config(path: Path, emu: Emulator, db: Path, **options: Any) -> None:
+    document: dict[str, Any] = {
+        "connector_name": "Test connector",
+        "tenant_id": emu.tenant_id,
+        "client_id": emu.client_id,
+        "client_secret": "${TEST_ENTRA_SECRET}",
+        "authority_host": emu.authority_host,
+        "graph_url": emu.graph_url,
+        "ca_bundle": str(emu.ca_bundle),
+        "duckdb_path": str(db),
+        "mapping_path": str(Path(__file__).resolve().parents[1] / "mappings" / "entra_id.csv"),
+        **options,
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+@pytest.fixture
+def sync_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    emulators: list[Any] = []
+
+    def make(options: dict[str, Any] | None = None, **emulator_config: Any) -> Sync:
+        manager = running_emulator(
+            EmulatorConfig(**{"users": 120, "devices": 90, "seed": 11, **emulator_config})
+        )
+        emu = manager.__enter__()
+        emulators.append(manager)
+        monkeypatch.setenv("TEST_ENTRA_SECRET", emu.client_secret)
+        db = tmp_path / "entra.duckdb"
+        config = tmp_path / "connector.yaml"
+        _write_config(config, emu, db, **(options or {}))
+        return Sync(emu, config, db)
+
+    yield make
+    for manager in emulators:
+        manager.__exit__(None, None, None)
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None or value in NEVER:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _latest(*values: str | None) -> datetime | None:
+    moments = [m for m in map(_when, values) if m is not None]
+    return max(moments) if moments else None
+
+
+def expected_users(emu: Emulator, now: datetime, stale_days: int | None, sign_in: bool) -> set[str]:
+    """SPEC 3: licensed users, and (only when sign-in activity was imported) recently active."""
+    kept = set()
+    for user in emu.tenant.users():
+        if not user.get("assignedLicenses"):
+            continue
+        activity = user.get("signInActivity") or {}
+        latest = _latest(
+            activity.get("lastSignInDateTime") if sign_in else None,
+            activity.get("lastNonInteractiveSignInDateTime") if sign_in else None,
+            user.get("createdDateTime"),
+            user.get("onPremisesLastSyncDateTime"),
+        )
+        if (
+            sign_in
+            and stale_days is not None
+            and (latest is None or latest < now - timedelta(days=stale_days))
+        ):
+            continue
+        kept.add(user["id"])
+    return kept
+
+
+def expected_devices(emu: Emulator, now: datetime, stale_days: int | None) -> set[str]:
+    kept = set()
+    for device in emu.tenant.devices():
+        latest = _latest(
+            device.get("approximateLastSignInDateTime"),
+            device.get("registrationDateTime"),
+            device.get("onPremisesLastSyncDateTime"),
+        )
+        if stale_days is not None and (latest is None or latest < now - timedelta(days=stale_days)):
+            continue
+        kept.add(device["id"])
+    return kept
+
+
+def _ids(sync: Sync, table: str, column: str) -> set[str]:
+    return {row[0] for row in sync.query(f'SELECT "{column}" FROM {table}')}
+
+
+def test_sync_publishes_raw_and_neurons_tables_matching_the_tenant(sync_factory: Any) -> None:
+    sync = sync_factory()
+    result = sync.run()
+    assert result.success
+    tenant = sync.emulator.tenant
+    assert _ids(sync, "raw.users", "id") == {u["id"] for u in tenant.users()}
+    assert _ids(sync, "raw.devices", "id") == {d["id"] for d in tenant.devices()}
+    assert _ids(sync, "raw.groups", "id") == {g["id"] for g in tenant.groups()}
+    assert sync.query("SELECT count(*) FROM raw.subscribed_skus") == [
+        (len(tenant.subscribed_skus()),)
+    ]
+    assert sync.query("SELECT DISTINCT tenant_id FROM raw.users") == [(sync.emulator.tenant_id,)]
+
+    status, error, requests, _retries, started = sync.last_run()
+    assert (status, error) == ("success", None)
+    assert requests > 0
+    assert _ids(sync, "neurons.users", "User.EntraObjectId") == expected_users(
+        sync.emulator, started, 90, sign_in=True
+    )
+    assert _ids(sync, "neurons.devices", "Device.EntraObjectId") == expected_devices(
+        sync.emulator, started, 90
+    )
+    assert sync.notifications() == []
+
+    # One user, every mapped value straight from Graph's object.
+    user = next(
+        u for u in tenant.users() if u["id"] in _ids(sync, "neurons.users", "User.EntraObjectId")
+    )
+    row = sync.query(
+        'SELECT "User.UPN", "User.FullName", "User.Email", "User.Department", "User.Enabled" '
+        'FROM neurons.users WHERE "User.EntraObjectId" = ?',
+        [user["id"]],
+    )
+    assert row == [
+        (
+            user["userPrincipalName"],
+            user["displayName"],
+            user["mail"],
+            user["department"],
+            user["accountEnabled"],
+        )
+    ]
+    # Metadata on the raw assets: row count and Graph request counters.
+    materialization = result.asset_materializations_for_node("raw_entra")
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in materialization}
+    assert by_key["raw/users"]["dagster/row_count"].value == tenant.user_count
+    assert by_key["raw/users"]["graph_requests"].value >= 1
+
+
+def test_group_filter_by_name_keeps_transitive_members_only(sync_factory: Any) -> None:
+    sync = sync_factory(
+        options={"users": {"groups": ["All Employees"], "stale_threshold_days": None}}
+    )
+    assert sync.run().success
+    group_id = next(
+        g["id"] for g in sync.emulator.tenant.groups() if g["displayName"] == "All Employees"
+    )
+    assert sync.query("SELECT applies_to, group_ref, group_id FROM raw.group_filters") == [
+        ("users", "All Employees", group_id)
+    ]
+    members = {
+        row[0]
+        for row in sync.query(
+            "SELECT member_id FROM raw.group_members WHERE group_id = ? AND member_type = 'user'",
+            [group_id],
+        )
+    }
+    assert members  # nested regional groups make All Employees non-empty
+    licensed = {u["id"] for u in sync.emulator.tenant.users() if u.get("assignedLicenses")}
+    assert _ids(sync, "neurons.users", "User.EntraObjectId") == licensed & members
+
+
+def test_unknown_group_fails_before_publishing_and_names_it(sync_factory: Any) -> None:
+    sync = sync_factory(options={"devices": {"groups": ["No Such Group"]}})
+    assert not sync.run().success
+    status, error, *_ = sync.last_run()
+    assert status == "failure"
+    assert "'No Such Group'" in error
+    assert sync.query(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw'"
+    ) == [(0,)]
+    assert [code for _, code, _ in sync.notifications()] == ["group_not_found"]
+
+
+@pytest.mark.parametrize(
+    "inject",
+    [
+        pytest.param(
+            lambda f: f.throttle_next("/v1.0/users", count=3, retry_after=1), id="429-storm"
+        ),
+        pytest.param(
+            lambda f: f.unavailable_next("/v1.0/devices", count=2, retry_after=1), id="503"
+        ),
+        pytest.param(lambda f: f.gateway_timeout_next("/v1.0/groups", count=2), id="504"),
+        pytest.param(lambda f: f.drop_next("/v1.0/users", count=2), id="dropped-connection"),
+    ],
+)
+def test_transient_faults_are_retried_and_the_data_is_complete(
+    sync_factory: Any, inject: Any
+) -> None:
+    sync = sync_factory()
+    inject(sync.emulator.faults)
+    assert sync.run().success
+    status, _, _, retries, _ = sync.last_run()
+    assert status == "success"
+    assert retries >= 2
+    assert _ids(sync, "raw.users", "id") == {u["id"] for u in sync.emulator.tenant.users()}
+    assert _ids(sync, "raw.devices", "id") == {d["id"] for d in sync.emulator.tenant.devices()}
+
+
+def test_expired_page_token_restarts_the_listing_without_duplicates(sync_factory: Any) -> None:
+    sync = sync_factory()
+    sync.emulator.faults.expire_page_token_next("/v1.0/users", count=1)
+    assert sync.run().success
+    assert sync.query("SELECT count(*), count(DISTINCT id) FROM raw.users") == [
+        (sync.emulator.tenant.user_count, sync.emulator.tenant.user_count)
+    ]
+
+
+def test_access_token_expiring_mid_run_is_refreshed(sync_factory: Any) -> None:
+    sync = sync_factory()
+    sync.emulator.faults.token_ttl = 3.0
+    sync.emulator.faults.slow_next("/v1.0/devices", count=1, seconds=3.5)
+    assert sync.run().success
+    token_requests = [r for r in sync.emulator.requests if r.path.endswith("/oauth2/v2.0/token")]
+    assert len(token_requests) >= 2
+    assert _ids(sync, "raw.devices", "id") == {d["id"] for d in sync.emulator.tenant.devices()}
+
+
+def _published_fingerprint(sync: Sync) -> list[tuple[Any, ...]]:
+    return sync.query(
+        "SELECT (SELECT count(*) FROM neurons.users), (SELECT count(*) FROM raw.devices), "
+        "(SELECT max(extracted_at) FROM raw.users)"
+    )
+
+
+def test_missing_permission_fails_names_it_and_keeps_published_tables(sync_factory: Any) -> None:
+    sync = sync_factory()
+    assert sync.run().success
+    before = _published_fingerprint(sync)
+    sync.emulator.permissions = CONNECTOR_PERMISSIONS - {"Device.Read.All"}
+    assert not sync.run().success
+    assert _published_fingerprint(sync) == before
+    status, error, *_ = sync.last_run()
+    assert status == "failure"
+    assert "Device.Read.All" in error
+    notes = sync.notifications()
+    assert [(severity, code) for severity, code, _ in notes] == [("error", "permission_missing")]
+    assert "Device.Read.All" in notes[0][2]
+
+
+def test_non_premium_tenant_skips_sign_in_and_the_user_stale_filter(sync_factory: Any) -> None:
+    sync = sync_factory(premium=False)
+    assert sync.run().success
+    *_, started = sync.last_run()
+    assert [(s, c) for s, c, _ in sync.notifications()] == [
+        ("warning", "sign_in_activity_unavailable"),
+        ("warning", "stale_filter_skipped"),
+    ]
+    assert sync.query(
+        "SELECT status FROM raw.extraction_status WHERE collection = 'sign_in_activity'"
+    ) == [("unavailable",)]
+    assert _ids(sync, "neurons.users", "User.EntraObjectId") == expected_users(
+        sync.emulator, started, 90, sign_in=False
+    )
+    assert sync.query('SELECT count(*) FROM neurons.users WHERE "User.LastLogon" IS NOT NULL') == [
+        (0,)
+    ]
+
+
+def test_wrong_secret_fails_with_a_clear_message_that_hides_it(
+    sync_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync = sync_factory()
+    wrong = "definitely-the-wrong-secret-123"
+    monkeypatch.setenv("TEST_ENTRA_SECRET", wrong)
+    assert not sync.run().success
+    status, error, *_ = sync.last_run()
+    assert status == "failure"
+    assert "AADSTS7000215" in error and "client secret" in error.lower()
+    assert wrong not in error
+    assert [code for _, code, _ in sync.notifications()] == ["authentication_failed"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_graph_writes_service_unreachable_and_keeps_data(sync_factory: Any) -> None:
+    sync = sync_factory()
+    assert sync.run().success
+    before = _published_fingerprint(sync)
+    document = yaml.safe_load(sync.config_path.read_text())
+    document["authority_host"] = document["graph_url"] = f"https://127.0.0.1:{_closed_port()}"
+    sync.config_path.write_text(yaml.safe_dump(document))
+    assert not sync.run().success
+    assert _published_fingerprint(sync) == before
+    assert [code for _, code, _ in sync.notifications()] == ["service_unreachable"]
+
+
+def test_secret_never_reaches_the_database_dagster_storage_or_logs(
+    sync_factory: Any,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sync = sync_factory()
+    secret = sync.emulator.client_secret
+    settings = load_settings(sync.config_path)
+    storage = tmp_path / "dagster_home"
+    storage.mkdir()
+    with dg.DagsterInstance.local_temp(str(storage)) as instance:
+        definitions = build_definitions(settings, str(sync.config_path))
+        assert (
+            definitions.resolve_job_def(CONNECTOR_JOB).execute_in_process(instance=instance).success
+        )
+        # A failing run too: errors are where secrets leak.
+        sync.emulator.permissions = CONNECTOR_PERMISSIONS - {"User.Read.All"}
+        definitions.resolve_job_def(CONNECTOR_JOB).execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        events = [json.dumps(str(e)) for e in instance.all_logs(instance.get_runs()[0].run_id)]
+    captured = capfd.readouterr()
+    assert secret not in captured.out + captured.err + caplog.text
+    assert not any(secret in event for event in events)
+    needle = secret.encode()
+    leaked = [
+        str(path)
+        for path in tmp_path.rglob("*")
+        if path.is_file() and path.name != "connector.yaml" and needle in path.read_bytes()
+    ]
+    assert leaked == []

@@ -113,7 +113,9 @@ class Warehouse(dg.ConfigurableResource):
         outcome, work = self._require_run(), self._work_path
         assert work is not None
         tables = list(outcome.rows_per_table) if error is None else []
-        _publish(Path(self.path), work, tables, self._ops_rows(outcome, error))
+        status = "failure" if error else "success"
+        rows = _ops_rows(self.tenant_id, outcome, datetime.now(UTC), status, error)
+        _publish(Path(self.path), work, tables, rows)
         work.unlink(missing_ok=True)
         self._work_path, self._outcome = None, None
 
@@ -201,35 +203,38 @@ class Warehouse(dg.ConfigurableResource):
             )
         return self._outcome
 
-    def _ops_rows(self, outcome: RunOutcome, error: str | None) -> dict[str, list[tuple]]:
-        finished = datetime.now(UTC)
-        run_row = (
-            self.tenant_id,
+
+def _ops_rows(
+    tenant_id: str, outcome: RunOutcome, finished_at: datetime, status: str, error: str | None
+) -> dict[str, list[tuple]]:
+    """The `ops.sync_runs` row of a finished run and its `ops.notifications` rows."""
+    run_row = (
+        tenant_id,
+        outcome.run_id,
+        outcome.job,
+        outcome.source,
+        outcome.started_at,
+        finished_at,
+        status,
+        json.dumps(outcome.rows_per_table, sort_keys=True),
+        outcome.graph_requests,
+        outcome.graph_retries,
+        redact(error) if error else None,
+    )
+    notes = [
+        (
+            tenant_id,
+            n.notified_at,
             outcome.run_id,
-            outcome.job,
             outcome.source,
-            outcome.started_at,
-            finished,
-            "failure" if error else "success",
-            json.dumps(outcome.rows_per_table, sort_keys=True),
-            outcome.graph_requests,
-            outcome.graph_retries,
-            redact(error) if error else None,
+            n.severity,
+            n.code,
+            n.message,
+            json.dumps(n.details, sort_keys=True, default=str),
         )
-        notes = [
-            (
-                self.tenant_id,
-                n.notified_at,
-                outcome.run_id,
-                outcome.source,
-                n.severity,
-                n.code,
-                n.message,
-                json.dumps(n.details, sort_keys=True, default=str),
-            )
-            for n in outcome.notifications
-        ]
-        return {"ops.sync_runs": [run_row], "ops.notifications": notes}
+        for n in outcome.notifications
+    ]
+    return {"ops.sync_runs": [run_row], "ops.notifications": notes}
 
 
 def _split(table: str) -> tuple[str, str]:
@@ -257,6 +262,30 @@ def _first_step_failure(context: dg.InitResourceContext) -> str | None:
     return None
 
 
+def record_unpublished_run(
+    path: str | Path,
+    tenant_id: str,
+    outcome: RunOutcome,
+    finished_at: datetime,
+    status: str,
+    error: str,
+) -> bool:
+    """Record a run whose warehouse teardown never wrote it (killed, or failed before its
+    resources were up): one `ops.sync_runs` row and its notifications, published atomically.
+
+    Idempotent by run id: returns False, and writes nothing, when the run is already recorded.
+    """
+    published = Path(path)
+    published.parent.mkdir(parents=True, exist_ok=True)
+    return _publish(
+        published,
+        None,
+        [],
+        _ops_rows(tenant_id, outcome, finished_at, status, error),
+        unless_recorded=outcome.run_id,
+    )
+
+
 @contextlib.contextmanager
 def _publish_lock(published: Path) -> Iterator[None]:
     """Serialise publications of one file across processes (two jobs may finish together)."""
@@ -270,10 +299,20 @@ def _publish_lock(published: Path) -> Iterator[None]:
 
 
 def _publish(
-    published: Path, work: Path, tables: list[str], ops_rows: dict[str, list[tuple]]
-) -> None:
-    """Copy `tables` from the work copy and append `ops_rows` into a new published file."""
+    published: Path,
+    work: Path | None,
+    tables: list[str],
+    ops_rows: dict[str, list[tuple]],
+    *,
+    unless_recorded: str | None = None,
+) -> bool:
+    """Copy `tables` from the work copy and append `ops_rows` into a new published file.
+
+    With `unless_recorded`, nothing happens (False) when `ops.sync_runs` already has that run.
+    """
     with _publish_lock(published):
+        if unless_recorded is not None and _run_recorded(published, unless_recorded):
+            return False
         staged = published.with_name(f"{published.name}.publishing-{os.getpid()}")
         if published.exists():
             shutil.copyfile(published, staged)
@@ -282,7 +321,8 @@ def _publish(
         with contextlib.closing(duckdb.connect(str(staged))) as con:
             for ddl in OPS_DDL:
                 con.execute(ddl)
-            con.execute(f"ATTACH '{_sql_path(work)}' AS work (READ_ONLY)")
+            if work is not None:
+                con.execute(f"ATTACH '{_sql_path(work)}' AS work (READ_ONLY)")
             con.execute("BEGIN TRANSACTION")
             for table in tables:
                 schema, _ = _split(table)
@@ -293,11 +333,29 @@ def _publish(
                     marks = ",".join("?" * len(rows[0]))
                     con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
             con.execute("COMMIT")
-            con.execute("DETACH work")
+            if work is not None:
+                con.execute("DETACH work")
             con.execute("CHECKPOINT")
         with open(staged, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(staged, published)
+    return True
+
+
+def _run_recorded(published: Path, run_id: str) -> bool:
+    if not published.exists():
+        return False
+    with contextlib.closing(duckdb.connect(str(published), read_only=True)) as con:
+        tables = con.execute(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = 'ops' AND table_name = 'sync_runs'"
+        ).fetchone()
+        if not tables or not tables[0]:
+            return False
+        found = con.execute(
+            "SELECT count(*) FROM ops.sync_runs WHERE run_id = ?", [run_id]
+        ).fetchone()
+        return bool(found and found[0])
 
 
 def _sql_path(path: Path) -> str:

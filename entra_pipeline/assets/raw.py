@@ -107,14 +107,20 @@ def raw_entra(
             metadata = {
                 table: table_metadata(con, f"raw.{table}", count) for table, count in rows.items()
             }
+    # One step builds every raw table: each one's duration is the step's.
+    duration = round(time.monotonic() - started, 3)
     context.log.info(
-        f"Raw layer extracted in {time.monotonic() - started:.1f}s: "
+        f"Raw layer extracted in {duration:.1f}s: "
         + ", ".join(f"{table}={count}" for table, count in rows.items())
     )
     for table in (*EXTRACTED_TABLES, GROUP_FILTERS, EXTRACTION_STATUS):
         yield dg.MaterializeResult(
             asset_key=raw_key(table),
-            metadata={**metadata[table], **_graph_metadata(reports.get(table))},
+            metadata={
+                **metadata[table],
+                **_graph_metadata(reports.get(table)),
+                "duration_seconds": duration,
+            },
         )
 
 

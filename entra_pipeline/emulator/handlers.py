@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from entra_pipeline.emulator import errors
+from entra_pipeline.emulator.delta import delta_page
 from entra_pipeline.emulator.errors import GraphError, bad_request, unsupported_query
 from entra_pipeline.emulator.filters import ParsedFilter, parse_filter
 from entra_pipeline.emulator.query import (
@@ -135,8 +136,6 @@ class GraphResources:
         if not rest:
             return self._list(kind, ctx)
         if rest == ["delta"]:
-            from entra_pipeline.emulator.delta import delta_page
-
             return delta_page(self, kind, ctx)
         found = self._find(kind, rest[0])
         if len(rest) == 1:

@@ -127,8 +127,9 @@ class Tenant:
 
     def count(self, kind: str) -> int:
         """Number of objects of `kind` that exist now."""
-        removed = sum(1 for (k, _), obj in self._overrides.items() if k == kind and obj is None)
-        return self.total(kind) - removed
+        with self._lock:
+            removed = sum(1 for (k, _), obj in self._overrides.items() if k == kind and obj is None)
+            return self.total(kind) - removed
 
     @property
     def user_count(self) -> int:

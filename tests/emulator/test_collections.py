@@ -198,3 +198,37 @@ def test_single_objects_manager_and_owners(emulator: Emulator) -> None:
     device = next(d for d in tenant.devices() if tenant.registered_owners(d["id"]))
     owners = client.get(f"/devices/{device['id']}/registeredOwners").json()["value"]
     assert [o["id"] for o in owners] == [o["id"] for o in tenant.registered_owners(device["id"])]
+
+
+def test_groups_expand_members_lists_at_most_20(emulator_factory: Callable[..., Emulator]) -> None:
+    emu = emulator_factory(users=400, devices=0)
+    groups = (
+        graph(emu).get("/groups?$select=id,displayName&$expand=members($select=id)").json()["value"]
+    )
+    for group in groups:
+        expected = emu.tenant.direct_members(group["id"])[:20]
+        assert group["members"] == [
+            {"@odata.type": m["@odata.type"], "id": m["id"]} for m in expected
+        ]
+    assert max(len(g["members"]) for g in groups) == 20
+
+
+def test_prefer_maxpagesize_and_group_lookup_by_name(emulator: Emulator) -> None:
+    client = graph(emulator)
+    body = client.get("/users?$select=id", headers={"Prefer": "odata.maxpagesize=25"}).json()
+    assert len(body["value"]) == 25
+    found = client.get(
+        "/groups?$filter=displayName eq 'Dept - Sales'&$select=id,displayName"
+    ).json()
+    assert [g["displayName"] for g in found["value"]] == ["Dept - Sales"]
+
+
+def test_page_tokens_are_tamper_proof_and_bound_to_their_query(emulator: Emulator) -> None:
+    client = graph(emulator)
+    link = client.get("/users?$top=5&$select=id").json()["@odata.nextLink"]
+    token = link.split("$skiptoken=")[1]
+    tampered = client.get(f"/users?$top=5&$select=id&$skiptoken={token[:-3]}abc")
+    assert tampered.status_code == 400
+    other_query = client.get(f"/users?$top=5&$select=id,displayName&$skiptoken={token}")
+    assert other_query.status_code == 400
+    assert client.get(link).status_code == 200

@@ -320,7 +320,7 @@ def test_loader_types_every_column_and_keeps_each_id_once(tmp_path: Path) -> Non
     rows = [
         {"id": "u1", "displayName": "Ann", "businessPhones": ["+1 555"], "manager": None},
         {"id": "u2", "accountEnabled": False, "@odata.type": "#microsoft.graph.user"},
-        {"id": "u1", "displayName": "Ann"},
+        {"id": "u1", "displayName": "Ann, listed again"},
     ]
     path = tmp_path / "users.ndjson"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -331,5 +331,5 @@ def test_loader_types_every_column_and_keeps_each_id_once(tmp_path: Path) -> Non
     assert list(types) == list(expected)
     assert types == {**expected, "extracted_at": "TIMESTAMP WITH TIME ZONE"}
     assert con.execute(
-        "SELECT id, accountEnabled, city, manager FROM raw.users ORDER BY id"
-    ).fetchall() == [("u1", None, None, None), ("u2", False, None, None)]
+        "SELECT id, displayName, accountEnabled, city, manager FROM raw.users ORDER BY id"
+    ).fetchall() == [("u1", "Ann", None, None, None), ("u2", None, False, None, None)]

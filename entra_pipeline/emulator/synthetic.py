@@ -262,12 +262,11 @@ class SyntheticTenant(Tenant):
                 department=None,
                 companyName=home.split(".")[0].capitalize() if draw.percent() < 50 else None,
                 usageLocation=None,
-                signInActivity=(
-                    self._sign_in_activity(index, created_days, guest_pending=pending)
-                    if sign_in
-                    else None
-                ),
             )
+            if sign_in:
+                user["signInActivity"] = self._sign_in_activity(
+                    index, created_days, guest_pending=pending
+                )
             return user
 
         upn = f"{nick}@{self.domain}"
@@ -304,12 +303,12 @@ class SyntheticTenant(Tenant):
             if draw.percent() < 50
             else None,
             preferredLanguage=draw.pick(("en-US", "de-DE", "fr-FR", "ja-JP", None)),
-            signInActivity=(
-                self._sign_in_activity(index, created_days, guest_pending=False)
-                if sign_in
-                else None
-            ),
         )
+        if sign_in:
+            # Left out (not None) when the caller said it will not read it: see Tenant.scan.
+            user["signInActivity"] = self._sign_in_activity(
+                index, created_days, guest_pending=False
+            )
         if licensed:
             user["assignedLicenses"] = self._licenses(draw)
         if draw.percent() < 40:

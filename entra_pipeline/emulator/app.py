@@ -83,7 +83,7 @@ class EmulatorApp:
         tokens: TokenService,
         resources: GraphResources,
         faults: Faults,
-        log_limit: int = 100_000,
+        log_limit: int = 20_000,
     ) -> None:
         self.tokens = tokens
         self.resources = resources

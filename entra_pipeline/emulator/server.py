@@ -53,6 +53,7 @@ class EmulatorConfig:
     client_secret: str | None = None
     now: dt.datetime | None = None
     cert_dir: Path | None = None  # where the CA bundle is written (default: a temp dir)
+    request_log_limit: int = 20_000  # `requests` keeps the newest this many (bounded memory)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -184,7 +185,12 @@ class Emulator:
             premium=config.premium,
             sign_in_throttle=self.faults.sign_in_throttle,
         )
-        self.app = EmulatorApp(tokens=self.tokens, resources=self.resources, faults=self.faults)
+        self.app = EmulatorApp(
+            tokens=self.tokens,
+            resources=self.resources,
+            faults=self.faults,
+            log_limit=config.request_log_limit,
+        )
         self._server.app = self.app
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True

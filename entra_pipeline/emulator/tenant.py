@@ -23,11 +23,6 @@ _KIND_SHIFT = 40
 _MEMBER_KIND_ORDER = ("user", "group", "device")
 
 
-def format_datetime(value: dt.datetime) -> str:
-    """Graph's timestamp format: UTC, whole seconds, `Z` suffix."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Tenant:
     """A directory the emulator serves: users, devices, groups, memberships and licences.
 
@@ -326,10 +321,11 @@ class Tenant:
             for index in range(first, self.total(kind)):
                 if kind == "group" and index == group_index:
                     continue
-                if self.groups_of(kind, index) & targets and self.object_at_exists(kind, index):
+                if self.groups_of(kind, index) & targets and self.exists(kind, index):
                     yield offset + index, kind, index
 
-    def object_at_exists(self, kind: str, index: int) -> bool:
+    def exists(self, kind: str, index: int) -> bool:
+        """Whether slot `index` of `kind` holds an object that has not been removed."""
         return self._overrides.get((kind, index), True) is not None
 
     def _members(self, group_id: str, transitive: bool) -> list[dict[str, Any]]:
@@ -442,7 +438,7 @@ class Tenant:
                 (
                     index,
                     None
-                    if self.object_at_exists(kind, index)
+                    if self.exists(kind, index)
                     else self._removal_reasons.get((kind, index), "deleted"),
                 )
                 for index in sorted(changed)

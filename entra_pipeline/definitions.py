@@ -10,16 +10,18 @@ import logging
 
 import dagster as dg
 
+from entra_pipeline.assets.mdm import MDM_GROUP, mdm_definitions
 from entra_pipeline.assets.raw import RAW_GROUP, raw_entra
 from entra_pipeline.assets.transform import transform_definitions
 from entra_pipeline.publish import Warehouse
-from entra_pipeline.schedules import connector_schedule
+from entra_pipeline.schedules import connector_schedule, user_source_schedule
 from entra_pipeline.secrets import RedactingFilter
 from entra_pipeline.settings import (
     ConfigError,
     ConnectorResource,
     ConnectorSettings,
     ScheduleOptions,
+    UserSourceOptions,
     load_settings,
 )
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CONNECTOR_JOB = "entra_id_sync"
 CONNECTOR_GROUPS = (RAW_GROUP, "staging", "filtered", "mapping", "neurons")
+MDM_JOB = "mdm_user_source_sync"
 
 
 def build_definitions(
@@ -43,11 +46,21 @@ def build_definitions(
         description="The Entra ID connector: Graph -> raw -> staging -> filtered -> neurons.*",
         executor_def=dg.in_process_executor,
     )
+    mdm_job = dg.define_asset_job(
+        MDM_JOB,
+        selection=dg.AssetSelection.groups(MDM_GROUP),
+        description="The MDM Entra ID user source: every user and group -> mdm.*, invitations",
+        executor_def=dg.in_process_executor,
+    )
     schedule_options = settings.schedule if settings else ScheduleOptions(active=False)
+    user_source = settings.user_source if settings else UserSourceOptions(enabled=False)
     base = dg.Definitions(
         assets=[raw_entra],
-        jobs=[connector_job],
-        schedules=[connector_schedule(schedule_options, connector_job)],
+        jobs=[connector_job, mdm_job],
+        schedules=[
+            connector_schedule(schedule_options, connector_job),
+            user_source_schedule(user_source, schedule_options.timezone, mdm_job),
+        ],
         resources={
             "warehouse": Warehouse(
                 path=settings.duckdb_path if settings else "data/entra.duckdb",
@@ -57,7 +70,7 @@ def build_definitions(
         },
         executor=dg.in_process_executor,
     )
-    return dg.Definitions.merge(base, transform_definitions())
+    return dg.Definitions.merge(base, transform_definitions(), mdm_definitions())
 
 
 def _settings_if_configured() -> ConnectorSettings | None:

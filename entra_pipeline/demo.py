@@ -15,13 +15,13 @@ import dagster as dg
 import duckdb
 import yaml
 
-from entra_pipeline.definitions import CONNECTOR_JOB, build_definitions
+from entra_pipeline.definitions import CONNECTOR_JOB, MDM_JOB, build_definitions
 from entra_pipeline.emulator import EmulatorConfig, running_emulator
 from entra_pipeline.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET_VARIABLE = "ENTRA_DEMO_CLIENT_SECRET"
-DEMO_JOBS = (CONNECTOR_JOB,)
+DEMO_JOBS = (CONNECTOR_JOB, MDM_JOB)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -68,6 +68,20 @@ def _demo_config(emulator: object, db: Path) -> dict[str, object]:
         "ca_bundle": str(emulator.ca_bundle),
         "duckdb_path": str(db),
         "mapping_path": str(REPO_ROOT / "mappings" / "entra_id.csv"),
+        # The MDM user source with one custom attribute of each kind; no SMTP, so invitations
+        # are recorded, not sent.
+        "user_source": {
+            "name": "Demo",
+            "managed_apple_id": "upn",
+            "appleid_subdomain": True,
+            "custom_attributes": [
+                "employeeId",
+                "extensionAttribute1",
+                emulator.tenant.extension_property("costCenter"),
+            ],
+            "templates": {"device_name": "${userFirstName} (${extensionAttribute1})"},
+            "smtp": None,
+        },
     }
 
 
@@ -90,13 +104,40 @@ def _print_summary(db: Path, seconds: float) -> None:
         for job, status, requests, retries, error in reversed(runs):
             line = f"  {job:<24} {status:<8} {requests} Graph requests, {retries} retries"
             print(line + (f"\n    error: {error}" if error else ""))
+        _print_user_source(con)
         notes = con.execute(
-            "SELECT severity, code, message FROM ops.notifications "
+            "SELECT source, severity, code, message FROM ops.notifications "
             "WHERE run_id IN (SELECT run_id FROM ops.sync_runs ORDER BY started_at DESC LIMIT ?) "
             "ORDER BY notified_at",
             [len(DEMO_JOBS)],
         ).fetchall()
         print(f"\nNotifications: {len(notes)}")
-        for severity, code, message in notes:
-            print(f"  [{severity}] {code}: {message}")
+        for source, severity, code, message in notes:
+            print(f"  [{source} {severity}] {code}: {message}")
     print(f"\nDone in {seconds:.1f}s. Query it: duckdb -readonly {db}")
+
+
+def _print_user_source(con: duckdb.DuckDBPyConnection) -> None:
+    published = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'mdm'"
+    ).fetchall()
+    if not published[0][0]:
+        return
+    [(users, enabled, guests, apple_ids)] = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE accountEnabled), count(*) FILTER (WHERE is_guest), "
+        "count(managed_apple_id) FROM mdm.users"
+    ).fetchall()
+    [(groups, memberships)] = con.execute(
+        "SELECT (SELECT count(*) FROM mdm.groups), (SELECT count(*) FROM mdm.group_members)"
+    ).fetchall()
+    invitations = con.execute(
+        "SELECT status, count(*), any_value(coalesce(error, note)) FROM mdm.invitations "
+        "GROUP BY status ORDER BY status"
+    ).fetchall()
+    print("\nMDM user source:")
+    print(
+        f"  users        {users} ({enabled} enabled, {guests} guests), {apple_ids} Managed Apple IDs"
+    )
+    print(f"  groups       {groups}, {memberships} transitive memberships")
+    for status, count, reason in invitations or [("none", 0, None)]:
+        print(f"  invitations  {count} {status}" + (f" ({reason})" if reason else ""))

@@ -56,7 +56,8 @@ DIRECTORY_TABLES = ("users", "groups", "group_members", "user_attributes")
 # Graph's answers land here in the run's work copy: never marked built, so never published, and
 # gone with the work copy when the run ends.
 EXTRACT_SCHEMA = "mdm_extract"
-EXAMPLES_SHOWN = 5
+EXAMPLES_SHOWN = 5  # UPNs in a notification's details
+EXAMPLES_IN_MESSAGE = 2
 
 # Template variables that are always defined, and the mdm.users column each reads.
 BUILTIN_VARIABLES = {
@@ -408,7 +409,8 @@ def notify_attribute_coverage(warehouse: Warehouse, coverage: Sequence[Attribute
         )
     if some_lack:
         counts = ", ".join(
-            f"{c.attribute} ({c.missing} of {c.users} users, e.g. {', '.join(c.examples)})"
+            f"{c.attribute} ({c.missing} of {c.users} users, e.g. "
+            f"{', '.join(c.examples[:EXAMPLES_IN_MESSAGE])})"
             for c in some_lack
         )
         warehouse.notify(

@@ -1,0 +1,131 @@
+"""Benchmark of raw extraction: a large emulator tenant streamed from Graph over HTTPS into DuckDB.
+
+Starts `entra-pipeline emulator` in a subprocess (so its memory is not counted here), runs
+`extract_all` and loads every raw table into a temporary DuckDB file in one transaction, then prints
+rows, pages, seconds and this process's peak RSS.
+Run: .venv/bin/python benchmarks/extract_raw.py [USERS] [DEVICES] [--member-groups N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from entra_pipeline.graph.auth import TokenProvider
+from entra_pipeline.graph.client import GraphClient
+from entra_pipeline.graph.extract import extract_all, load_raw_table
+
+_ENV_NAMES = {
+    "ENTRA_AUTHORITY_HOST",
+    "ENTRA_GRAPH_URL",
+    "ENTRA_TENANT_ID",
+    "ENTRA_CLIENT_ID",
+    "ENTRA_CLIENT_SECRET",
+    "ENTRA_CA_BUNDLE",
+}
+
+
+def start_emulator(users: int, devices: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """The emulator subprocess and the ENTRA_* settings it printed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entra_pipeline.cli", "emulator"]
+        + ["--users", str(users), "--devices", str(devices)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    settings: dict[str, str] = {}
+    while not settings.keys() >= _ENV_NAMES:
+        line = process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the emulator exited ({process.wait()}) before printing its settings")
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").strip().partition("=")
+            settings[name] = shlex.split(value)[0] if value else ""
+    return process, settings
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("users", type=int, nargs="?", default=200_000)
+    parser.add_argument("devices", type=int, nargs="?", default=400_000)
+    parser.add_argument(
+        "--member-groups",
+        type=int,
+        default=0,
+        help="also list the transitive members of the tenant's first N groups",
+    )
+    args = parser.parse_args()
+
+    emulator, env = start_emulator(args.users, args.devices)
+    try:
+        tokens = TokenProvider(
+            tenant_id=env["ENTRA_TENANT_ID"],
+            client_id=env["ENTRA_CLIENT_ID"],
+            client_secret=env["ENTRA_CLIENT_SECRET"],
+            authority_host=env["ENTRA_AUTHORITY_HOST"],
+            graph_url=env["ENTRA_GRAPH_URL"],
+            ca_bundle=env["ENTRA_CA_BUNDLE"],
+        )
+        ca_bundle = env["ENTRA_CA_BUNDLE"]
+        with (
+            GraphClient(env["ENTRA_GRAPH_URL"], tokens, ca_bundle=ca_bundle) as client,
+            tempfile.TemporaryDirectory(prefix="extract-raw-") as tmp,
+        ):
+            group_ids: list[str] = []
+            if args.member_groups:
+                params = {"$select": "id", "$top": args.member_groups}
+                group_ids = [g["id"] for g in client.get_json("/groups", params)["value"]]
+            started = time.monotonic()
+            reports = extract_all(client, Path(tmp) / "work", group_ids=group_ids)
+            extracted = time.monotonic()
+            rss_after_extract = peak_rss_mib()
+            con = duckdb.connect(str(Path(tmp) / "entra.duckdb"))
+            con.begin()
+            rows = {
+                table: load_raw_table(
+                    con, table, report.files, env["ENTRA_TENANT_ID"], datetime.now(UTC)
+                )
+                for table, report in reports.items()
+            }
+            con.commit()
+            con.close()
+            loaded = time.monotonic()
+            tokens.close()
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=30)
+
+    print(f"tenant: {args.users} users, {args.devices} devices, {len(group_ids)} member groups")
+    print(f"{'table':<18}{'rows':>10}{'pages':>8}{'requests':>10}{'retries':>9}{'seconds':>9}")
+    for table, report in reports.items():
+        print(
+            f"{table:<18}{rows[table]:>10}{report.pages:>8}{report.requests:>10}"
+            f"{report.retries:>9}{report.seconds:>9.1f}"
+        )
+    print(f"extract (concurrent): {extracted - started:.1f} s")
+    print(f"load into DuckDB (one transaction): {loaded - extracted:.1f} s")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"CPU of this process (emulator excluded): {usage.ru_utime + usage.ru_stime:.1f} s")
+    print(
+        f"peak RSS: {rss_after_extract:.0f} MiB after extraction, {peak_rss_mib():.0f} MiB overall"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

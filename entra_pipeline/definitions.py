@@ -13,9 +13,11 @@ import dagster as dg
 from entra_pipeline.assets.mdm import MDM_GROUP, mdm_definitions
 from entra_pipeline.assets.raw import RAW_GROUP, raw_entra
 from entra_pipeline.assets.transform import transform_definitions
+from entra_pipeline.freshness import FRESHNESS_CHECKS, freshness_definitions
 from entra_pipeline.publish import Warehouse
 from entra_pipeline.schedules import connector_schedule, user_source_schedule
 from entra_pipeline.secrets import RedactingFilter
+from entra_pipeline.sensors import sync_run_sensors
 from entra_pipeline.settings import (
     ConfigError,
     ConnectorResource,
@@ -42,18 +44,20 @@ def build_definitions(
     `connector` overrides the connector resource (tests shorten its retry backoff)."""
     connector_job = dg.define_asset_job(
         CONNECTOR_JOB,
-        selection=dg.AssetSelection.groups(*CONNECTOR_GROUPS),
+        selection=dg.AssetSelection.groups(*CONNECTOR_GROUPS) - FRESHNESS_CHECKS,
         description="The Entra ID connector: Graph -> raw -> staging -> filtered -> neurons.*",
         executor_def=dg.in_process_executor,
     )
     mdm_job = dg.define_asset_job(
         MDM_JOB,
-        selection=dg.AssetSelection.groups(MDM_GROUP),
+        selection=dg.AssetSelection.groups(MDM_GROUP) - FRESHNESS_CHECKS,
         description="The MDM Entra ID user source: every user and group -> mdm.*, invitations",
         executor_def=dg.in_process_executor,
     )
     schedule_options = settings.schedule if settings else ScheduleOptions(active=False)
     user_source = settings.user_source if settings else UserSourceOptions(enabled=False)
+    duckdb_path = settings.duckdb_path if settings else "data/entra.duckdb"
+    tenant_id = settings.tenant_id if settings else ""
     base = dg.Definitions(
         assets=[raw_entra],
         jobs=[connector_job, mdm_job],
@@ -61,16 +65,18 @@ def build_definitions(
             connector_schedule(schedule_options, connector_job),
             user_source_schedule(user_source, schedule_options.timezone, mdm_job),
         ],
+        sensors=sync_run_sensors(
+            duckdb_path, tenant_id, [connector_job, mdm_job], running=settings is not None
+        ),
         resources={
-            "warehouse": Warehouse(
-                path=settings.duckdb_path if settings else "data/entra.duckdb",
-                tenant_id=settings.tenant_id if settings else "",
-            ),
+            "warehouse": Warehouse(path=duckdb_path, tenant_id=tenant_id),
             "connector": connector or ConnectorResource(config_path=config_path),
         },
         executor=dg.in_process_executor,
     )
-    return dg.Definitions.merge(base, transform_definitions(), mdm_definitions())
+    return dg.Definitions.merge(
+        base, transform_definitions(), mdm_definitions(), freshness_definitions(settings)
+    )
 
 
 def _settings_if_configured() -> ConnectorSettings | None:

@@ -14,8 +14,13 @@ from typing import Literal
 
 import duckdb
 
-from entra_pipeline.assets.mapping import MAPPED_TABLES, MappingInvalid, mapping_problems
-from entra_pipeline.assets.mapping import read_mapping as read_mapping_csv
+from entra_pipeline.assets.mapping import (
+    MAPPED_TABLES,
+    MappingInvalid,
+    mapping_problems,
+    read_mapping,
+)
+from entra_pipeline.assets.mdm import custom_attribute, directory_users
 from entra_pipeline.assets.models import bind_parameters, discover_models, table_columns
 from entra_pipeline.assets.raw import EXTRACTED_TABLES, _load_group_filters, _load_status
 from entra_pipeline.graph.client import GraphClient
@@ -59,6 +64,12 @@ EXIT_INVALID_CONFIG = 2
 CHECK_MAX_RETRIES = 2
 CHECK_BACKOFF_SECONDS = 0.5
 
+CUSTOM_ATTRIBUTE_NOTE = (
+    "Each user_source.custom_attributes name must be a user property as Graph spells it "
+    "(employeeId), extensionAttribute1..15, or a directory extension extension_<appId>_<name>."
+)
+# A member probe of the MDM user source: any group the tenant has will do.
+ANY_GROUP = "*"
 P1_NOTE = (
     "Sign-in activity needs both AuditLog.Read.All and a Microsoft Entra ID P1 or P2 licence in "
     "the tenant. Until it has both, the sync runs without it: the sign-in columns stay null, the "
@@ -190,7 +201,7 @@ def check_mapping(settings: ConnectorSettings) -> Finding:
     path = Path(settings.mapping_path)
     if not path.is_file():
         return Finding("mapping", "failed", f"mapping CSV {path} not found (mapping_path)")
-    frame = read_mapping_csv(path)
+    frame = read_mapping(path)
     try:
         columns = filtered_columns(settings)
     except duckdb.Error as error:
@@ -285,6 +296,15 @@ def planned_probes(settings: ConnectorSettings) -> list[Probe]:
             SUBSCRIBED_SKUS.permission,
         ),
     ]
+    probes += _group_filter_probes(settings)
+    if settings.user_source.enabled:
+        probes += _user_source_probes(settings)
+    return probes
+
+
+def _group_filter_probes(settings: ConnectorSettings) -> list[Probe]:
+    """Resolving each group a filter names, and listing its members."""
+    probes = []
     options_by_group: dict[str, list[str]] = {}
     configured = {"devices.groups": settings.devices.groups, "users.groups": settings.users.groups}
     for option, refs in configured.items():
@@ -304,6 +324,30 @@ def planned_probes(settings: ConnectorSettings) -> list[Probe]:
             )
         )
     return probes
+
+
+def _user_source_probes(settings: ConnectorSettings) -> list[Probe]:
+    """The MDM user source's calls: every user with its custom attributes, groups, members."""
+    names = settings.user_source.custom_attributes
+    users = directory_users([custom_attribute(name) for name in names])
+    members = "/groups/{id}/transitiveMembers"
+    return [
+        Probe(
+            "user_source + custom_attributes" if names else "user_source",
+            users.path,
+            first_row(users),
+            users.permission,
+            note=CUSTOM_ATTRIBUTE_NOTE if names else "",
+        ),
+        Probe("user_source groups", GROUPS.path, first_row(GROUPS), GROUPS.permission),
+        Probe(
+            "user_source group members",
+            members,
+            {"$select": "id", "$top": 1},
+            required_permission(members),
+            members_of=ANY_GROUP,
+        ),
+    ]
 
 
 def _group_resolution(option: str, ref: str) -> Probe:
@@ -330,7 +374,9 @@ class _ProbeRunner:
         """The finding for one probe; token and unreachable-Graph errors end the check."""
         finding = Finding(probe.option, "ok", call=probe.call, permission=probe.permission)
         if probe.members_of is not None and probe.members_of not in self.group_ids:
-            return replace(finding, status="not probed")  # the group itself is reported missing
+            # A filter group that did not resolve has its own row; a tenant without groups has no
+            # members to read.
+            return replace(finding, status="not probed")
         try:
             finding = replace(finding, detail=self._call(client, probe))
         except GroupNotFoundError as error:
@@ -363,8 +409,10 @@ class _ProbeRunner:
         if probe.members_of is not None:
             group_id = self.group_ids[probe.members_of]
             client.get_json(f"/groups/{group_id}/transitiveMembers", probe.params, label="check")
-            return ""
-        client.get_json(probe.path, probe.params, label="check")
+            return f"members of group {group_id}"
+        body = client.get_json(probe.path, probe.params, label="check")
+        if probe.path == GROUPS.path and body.get("value"):
+            self.group_ids.setdefault(ANY_GROUP, body["value"][0]["id"])
         return ""
 
 

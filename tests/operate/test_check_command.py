@@ -68,6 +68,14 @@ def test_every_permission_granted_every_call_is_ok_and_a_sync_can_run(
         ("devices", "GET /devices", "Device.Read.All", "ok"),
         ("groups (raw.groups)", "GET /groups", "Group.Read.All", "ok"),
         ("licence names", "GET /subscribedSkus", "LicenseAssignment.Read.All", "ok"),
+        ("user_source", "GET /users", "User.Read.All", "ok"),
+        ("user_source groups", "GET /groups", "Group.Read.All", "ok"),
+        (
+            "user_source group members",
+            "GET /groups/{id}/transitiveMembers",
+            "GroupMember.Read.All",
+            "ok",
+        ),
     ]
     assert report.exit_code == EXIT_OK
     assert render(report).endswith(
@@ -174,7 +182,10 @@ def test_groups_by_name_and_id_resolve_and_their_members_are_probed(
 ) -> None:
     sales = next(g for g in emulator.tenant.groups() if g["displayName"] == "Dept - Sales")
     config = config_for(
-        emulator, devices={"groups": [sales["id"]]}, users={"groups": ["Dept - Sales"]}
+        emulator,
+        devices={"groups": [sales["id"]]},
+        users={"groups": ["Dept - Sales"]},
+        user_source={"enabled": False},
     )
     report = check_connector(str(config))
 
@@ -203,6 +214,42 @@ def test_a_missing_group_is_named_and_fails_the_check(
     assert row(report, "users.groups 'Dept - Sales'", "GET /groups/{").status == "ok"
     assert report.exit_code == EXIT_CANNOT_SYNC
     assert render(report).endswith("A sync cannot run: 1 problem above (exit 1).")
+
+
+def test_user_source_selects_its_custom_attributes(
+    emulator: Emulator, config_for: ConfigFor
+) -> None:
+    extension = f"extension_{emulator.tenant.extension_app_id.replace('-', '')}_costCenter"
+    names = ["employeeId", "extensionAttribute1", extension]
+    report = check_connector(str(config_for(emulator, user_source={"custom_attributes": names})))
+
+    users = row(report, "user_source + custom_attributes")
+    assert users.status == "ok"
+    (sent,) = [r for r in emulator.requests if extension in (r.query.get("$select") or "")]
+    selected = sent.query["$select"].split(",")
+    # extensionAttribute1 is read from onPremisesExtensionAttributes, not selected by name.
+    assert {"employeeId", extension, "onPremisesExtensionAttributes"} <= set(selected)
+    assert "extensionAttribute1" not in selected
+    assert report.exit_code == EXIT_OK
+
+
+def test_unknown_custom_attribute_fails_naming_the_property(
+    emulator: Emulator, config_for: ConfigFor
+) -> None:
+    config = config_for(emulator, user_source={"custom_attributes": ["costCentre"]})
+    report = check_connector(str(config))
+
+    users = row(report, "user_source + custom_attributes")
+    assert users.status == "failed"
+    assert "Could not find a property named 'costCentre'" in users.detail
+    assert "extension_<appId>_<name>" in users.detail
+    assert report.exit_code == EXIT_CANNOT_SYNC
+
+
+def test_disabled_user_source_is_not_probed(emulator: Emulator, config_for: ConfigFor) -> None:
+    report = check_connector(str(config_for(emulator, user_source={"enabled": False})))
+
+    assert not [f for f in report.calls if f.option.startswith("user_source")]
 
 
 def test_bad_secret_fails_the_token_step_and_is_never_printed(

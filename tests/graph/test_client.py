@@ -5,12 +5,13 @@ Faults are scripted on the emulator; retry delays go to a recorder, so Retry-Aft
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 
 import httpx
 import pytest
-from graph_fixtures import FAST_RETRY, SleepRecorder, graph_requests
+from graph_fixtures import FAST_RETRY, SleepRecorder, graph_requests, provider_for
 
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.client import GraphClient, RequestStats, RetryPolicy
@@ -249,3 +250,24 @@ def test_other_client_errors_carry_code_message_and_ids(
     assert error.request_id == graph_requests(emulator)[-1].request_id
     assert str(error).startswith(f"Graph answered 400 {error.code} to GET /v1.0/users: ")
     assert graph.stats["/v1.0/users"].retries == 0
+
+
+def test_bearer_token_never_in_errors_or_logs(
+    emulator: Emulator, sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tokens = provider_for(emulator)
+    graph = GraphClient(
+        emulator.graph_url, tokens, ca_bundle=emulator.ca_bundle, retry=FAST_RETRY, sleep=sleeps
+    )
+    emulator.faults.unavailable_next("/users", count=50)
+    with pytest.raises(GraphUnreachableError) as unreachable:
+        graph.get_json("/users")
+    emulator.permissions = set()
+    with pytest.raises(GraphPermissionError) as denied:
+        graph.get_json("/devices")
+    token = tokens.token()
+    for text in (str(unreachable.value), str(denied.value), repr(graph), caplog.text):
+        assert token not in text
+    graph.close()
+    tokens.close()

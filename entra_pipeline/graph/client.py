@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -113,7 +112,7 @@ class GraphClient:
     ) -> None:
         self.base_url = f"{graph_url.rstrip('/')}/{API_VERSION}"
         self.retry = retry or RetryPolicy()
-        self._origin = urlsplit(self.base_url)[:2]
+        self._origin = _origin(self.base_url)
         self._tokens = tokens
         self._sleep = sleep
         self._http = httpx.Client(
@@ -231,10 +230,10 @@ class GraphClient:
         if link is None:
             return None
         # The bearer token goes wherever the link points: only ever to the Graph we were given.
-        if urlsplit(link)[:2] != self._origin:
+        if _origin(link) != self._origin:
             raise GraphRequestError(
                 f"Graph's next link for GET {display_path(described)} points to another host "
-                f"({urlsplit(link).netloc}); refusing to send the access token there",
+                f"({httpx.URL(link).host}); refusing to send the access token there",
                 url=described,
             )
         return link
@@ -270,7 +269,7 @@ class GraphClient:
             try:
                 response = self._http.get(url, params=params, headers=request_headers)
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError):
-                raise
+                raise  # a malformed URL or request: ours to fix, not the network's
             except httpx.TransportError as exc:
                 if tls_not_trusted(exc):
                     raise GraphUnreachableError(
@@ -390,6 +389,11 @@ class GraphClient:
             f"{path}: {graph_message or response.text[:200]} ({ids})",
             **fields,
         )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)  # normalises case and the default port
+    return parsed.scheme, parsed.host, parsed.port
 
 
 def _described(url: str, params: Mapping[str, str | int] | None) -> str:

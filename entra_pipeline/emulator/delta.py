@@ -130,14 +130,13 @@ def _entry(
     if kind == "user":
         manager = tenant.manager_index(index)
         if manager is not None:
-            manager_obj = tenant.object_at("user", manager) or {}
             entry["manager@delta"] = [
-                {"@odata.type": ODATA_TYPES["user"], "id": manager_obj.get("id")}
+                {"@odata.type": ODATA_TYPES["user"], "id": tenant.id_at("user", manager)}
             ]
         return entry
     if since is None:
         members = [
-            {"@odata.type": ODATA_TYPES[k], "id": (tenant.object_at(k, i) or {}).get("id")}
+            {"@odata.type": ODATA_TYPES[k], "id": tenant.id_at(k, i)}
             for _, k, i in tenant.member_scan(index, transitive=False)
         ]
     else:

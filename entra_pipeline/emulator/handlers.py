@@ -262,14 +262,17 @@ class GraphResources:
             found = self.tenant.locate(obj["id"])
             manager = self.tenant.manager_index(found[1]) if found else None
             if manager is not None:
-                target = self.tenant.object_at("user", manager)
+                target = self.tenant.object_at("user", manager, _hint("user", expand.select))
                 if target is not None:
                     out["manager"] = self._member_view("user", target, expand.select)
         elif expand.name == "registeredOwners":
             found = self.tenant.locate(obj["id"])
             owners = self.tenant.owner_indexes(found[1]) if found else ()
+            hint = _hint("user", expand.select)
             out["registeredOwners"] = [
-                self._member_view("user", self.tenant.object_at("user", i) or {}, expand.select)
+                self._member_view(
+                    "user", self.tenant.object_at("user", i, hint) or {}, expand.select
+                )
                 for i in owners
             ]
         elif expand.name == "members":
@@ -277,7 +280,8 @@ class GraphResources:
             members = []
             if found is not None:
                 for _, member_kind, index in self.tenant.member_scan(found[1], transitive=False):
-                    member = self.tenant.object_at(member_kind, index) or {}
+                    hint = _hint(member_kind, expand.select)
+                    member = self.tenant.object_at(member_kind, index, hint) or {}
                     members.append(self._member_view(member_kind, member, expand.select))
                     if len(members) >= EXPANDED_MEMBERS_CAP:
                         break
@@ -325,7 +329,7 @@ class GraphResources:
                 "objects are not present.",
             )
         select = _member_select(ctx.options.get("select"))
-        obj = self.tenant.object_at("user", manager) or {}
+        obj = self.tenant.object_at("user", manager, _hint("user", select)) or {}
         return {
             "@odata.context": f"{self.graph_url}/v1.0/$metadata#directoryObjects/$entity",
             **self._member_view("user", obj, select),
@@ -336,7 +340,9 @@ class GraphResources:
             raise GraphError(400, "BadRequest", f"Resource not found for the segment '{cast}'.")
         select = _member_select(ctx.options.get("select"))
         owners = [
-            self._member_view("user", self.tenant.object_at("user", i) or {}, select)
+            self._member_view(
+                "user", self.tenant.object_at("user", i, _hint("user", select)) or {}, select
+            )
             for i in self.tenant.owner_indexes(device_index)
         ]
         entity = "users" if cast else "directoryObjects"
@@ -370,7 +376,8 @@ class GraphResources:
             for pos, kind, index in self.tenant.member_scan(
                 group_index, transitive=relation == "transitiveMembers", kinds=kinds, start=start
             )
-            if (obj := self.tenant.object_at(kind, index)) is not None
+            if (obj := self.tenant.object_at(kind, index, None if parsed else _hint(kind, select)))
+            is not None
             and (parsed is None or parsed.predicate(obj))
         )
         page, next_position = _take(((pos, (kind, obj)) for pos, kind, obj in members), page_size)
@@ -429,6 +436,11 @@ def _member_select(text: str | None, kinds: tuple[str, ...] = ("user",)) -> list
             )
         selected.append(canonical)
     return selected
+
+
+def _hint(kind: str, select: list[str] | None) -> frozenset[str]:
+    """The properties a member view of `kind` reads: what a tenant must build, at least."""
+    return frozenset(select or DEFAULT_SELECT[kind]) | {"id"}
 
 
 def _take(items: Iterator[tuple[int, Any]], size: int) -> tuple[list[Any], int | None]:

@@ -18,6 +18,7 @@ from entra_pipeline.emulator.schema import empty_extension_attributes
 from entra_pipeline.emulator.tenant import Tenant
 
 _UPN_INDEX = re.compile(r"^.*?(\d+)$")
+_SIGN_IN_PASS = frozenset({"createdDateTime", "signInActivity"})
 _KIND_NIBBLE = {"user": 0xA, "device": 0xB, "group": 0xC}
 _NEVER = "0001-01-01T00:00:00Z"  # what Graph sends inside signInActivity for "never"
 
@@ -63,6 +64,7 @@ class _UserTraits:
     """The part of a user that group membership depends on (cheap to compute on its own)."""
 
     guest: bool
+    pending_guest: bool  # invited, never redeemed: never signed in
     department: str | None
     platform_team: bool
     project_phoenix: bool
@@ -140,6 +142,8 @@ class SyntheticTenant(Tenant):
         # Member scans check traits of every user; caching them keeps repeated scans cheap.
         self._user_traits = lru_cache(maxsize=65536)(self._compute_user_traits)
         self._device_traits = lru_cache(maxsize=65536)(self._compute_device_traits)
+        # Managers and owners are looked up again and again: keep recent identities around.
+        self._identity = lru_cache(maxsize=65536)(self._compute_identity)
 
     # ---- ids and randomness -----------------------------------------------------------------
 
@@ -192,7 +196,7 @@ class SyntheticTenant(Tenant):
         self, kind: str, index: int, properties: frozenset[str] | None = None
     ) -> dict[str, Any]:
         if kind == "user":
-            return self._build_user(index, properties is None or "signInActivity" in properties)
+            return self._build_user(index, properties)
         if kind == "device":
             return self._build_device(index)
         return self._build_group(index)
@@ -209,17 +213,21 @@ class SyntheticTenant(Tenant):
     def _compute_user_traits(self, index: int) -> _UserTraits:
         draw = self._draw(b"user-traits", index)
         guest = index != 0 and draw.percent() < 5
+        pending_guest = guest and draw.percent() < 25
         department = None if guest or draw.percent() < 10 else draw.pick(catalog.DEPARTMENTS)
         return _UserTraits(
             guest=guest,
+            pending_guest=pending_guest,
             department=department,
             platform_team=department == "Engineering" and draw.percent() < 30,
             project_phoenix=draw.percent() < 2,
         )
 
-    def _build_user(self, index: int, sign_in: bool = True) -> dict[str, Any]:
+    def _compute_identity(self, index: int) -> dict[str, Any]:
+        """Who the user is: names, UPN, mail, type. Its own stream, so that expansions and member
+        lists that read only these build nothing else."""
         traits = self._user_traits(index)
-        draw = self._draw(b"user", index)
+        draw = self._draw(b"user-identity", index)
         if draw.percent() < 4:
             given, surname = draw.pick(catalog.CJK_NAMES)
             display = f"{surname}{given}"
@@ -228,15 +236,49 @@ class SyntheticTenant(Tenant):
             given, surname = draw.pick(catalog.GIVEN_NAMES), draw.pick(catalog.SURNAMES)
             display = f"{given} {surname}"
             nick = f"{_fold(given).lower()}.{_fold(surname).lower()}{index}"
-        created_days = 1 + draw.below(2900) + draw.below(86400) / 86400
-        location = draw.pick(catalog.LOCATIONS)
-        city, state, country, usage, office, phone = location
-        user: dict[str, Any] = {
+        if traits.guest:
+            home = draw.pick(catalog.GUEST_DOMAINS)
+            upn = f"{nick}_{home}#EXT#@{self.initial_domain}"
+            mail: str | None = f"{nick}@{home}"
+        else:
+            upn = f"{nick}@{self.domain}"
+            mail = upn if draw.percent() >= 5 else None
+        return {
             "id": self.object_id("user", index),
             "displayName": display,
             "givenName": given,
             "surname": surname,
             "mailNickname": nick,
+            "userPrincipalName": upn,
+            "mail": mail,
+            "userType": "Guest" if traits.guest else "Member",
+        }
+
+    def _created_days(self, index: int) -> float:
+        draw = self._draw(b"user-created", index)
+        return 1 + draw.below(2900) + draw.below(86400) / 86400
+
+    def _build_user(self, index: int, properties: frozenset[str] | None = None) -> dict[str, Any]:
+        identity = self._identity(index)
+        traits = self._user_traits(index)
+        if properties is not None and properties <= identity.keys():
+            return dict(identity)
+        created_days = self._created_days(index)
+        if properties is not None and properties <= _SIGN_IN_PASS | identity.keys():
+            # The sign-in-activity pass reads ids and signInActivity of every user: keep it cheap.
+            return {
+                **identity,
+                "createdDateTime": self._ago(created_days),
+                "signInActivity": self._sign_in_activity(
+                    index, created_days, guest_pending=traits.pending_guest
+                ),
+            }
+        sign_in = properties is None or "signInActivity" in properties
+        draw = self._draw(b"user", index)
+        location = draw.pick(catalog.LOCATIONS)
+        city, state, country, usage, office, phone = location
+        user: dict[str, Any] = {
+            **identity,
             "createdDateTime": self._ago(created_days),
             "accountEnabled": True,
             "preferredLanguage": None,
@@ -247,14 +289,10 @@ class SyntheticTenant(Tenant):
             "proxyAddresses": [],
         }
         if traits.guest:
-            home = draw.pick(catalog.GUEST_DOMAINS)
-            mail = f"{nick}@{home}"
-            pending = draw.percent() < 25
+            home = identity["mail"].split("@")[1]
+            pending = traits.pending_guest
             user.update(
-                userPrincipalName=f"{nick}_{home}#EXT#@{self.initial_domain}",
-                mail=mail,
-                otherMails=[mail],
-                userType="Guest",
+                otherMails=[identity["mail"]],
                 creationType="Invitation",
                 externalUserState="PendingAcceptance" if pending else "Accepted",
                 externalUserStateChangeDateTime=self._ago(created_days * (0.9 if pending else 0.5)),
@@ -269,15 +307,11 @@ class SyntheticTenant(Tenant):
                 )
             return user
 
-        upn = f"{nick}@{self.domain}"
-        has_mail = draw.percent() >= 5
+        upn = identity["userPrincipalName"]
         licensed = draw.percent() < 75
         department = traits.department
         user.update(
-            userPrincipalName=upn,
-            mail=upn if has_mail else None,
-            proxyAddresses=[f"SMTP:{upn}"] if has_mail else [],
-            userType="Member",
+            proxyAddresses=[f"SMTP:{upn}"] if identity["mail"] else [],
             creationType=None,
             externalUserState=None,
             accountEnabled=index == 0 or draw.percent() >= 8,

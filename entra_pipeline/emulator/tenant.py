@@ -21,6 +21,7 @@ ODATA_TYPES = {kind: f"#microsoft.graph.{kind}" for kind in KINDS}
 # through a group never shift the positions a skip token already points at.
 _KIND_SHIFT = 40
 _MEMBER_KIND_ORDER = ("user", "group", "device")
+_ID_ONLY = frozenset({"id"})
 
 
 class Tenant:
@@ -138,15 +139,20 @@ class Tenant:
     def group_count(self) -> int:
         return self.count("group")
 
-    def object_at(self, kind: str, index: int) -> dict[str, Any] | None:
-        """The object in slot `index` of `kind`, None when removed or out of range."""
+    def object_at(
+        self, kind: str, index: int, properties: frozenset[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The object in slot `index` of `kind`, None when removed or out of range.
+
+        `properties` (optional) names what the caller will read; other properties may be missing.
+        """
         key = (kind, index)
         if key in self._overrides:
             obj = self._overrides[key]
             return copy.deepcopy(obj) if obj is not None else None
         base = self._base_count(kind)
         if 0 <= index < base:
-            return self._base_object(kind, index)
+            return self._base_object(kind, index, properties)
         if base <= index < self.total(kind):
             return copy.deepcopy(self._added[kind][index - base])
         return None
@@ -208,7 +214,7 @@ class Tenant:
         """The id of slot `index`, even when that object has been removed since."""
         base = self._base_count(kind)
         if index < base:
-            return self._base_object(kind, index)["id"]
+            return self._base_object(kind, index, _ID_ONLY)["id"]
         return self._added[kind][index - base]["id"]
 
     def locate_user_by_upn(self, upn: str) -> tuple[str, int] | None:
@@ -241,7 +247,7 @@ class Tenant:
             manager = (
                 self._base_manager(user_index) if user_index < self._base_count("user") else None
             )
-        if manager is None or self.object_at("user", manager) is None:
+        if manager is None or not self.exists("user", manager):
             return None
         return manager
 
@@ -259,7 +265,7 @@ class Tenant:
             owners = (
                 self._base_owners(device_index) if device_index < self._base_count("device") else ()
             )
-        return tuple(i for i in owners if self.object_at("user", i) is not None)
+        return tuple(i for i in owners if self.exists("user", i))
 
     def registered_owners(self, device_id: str) -> list[dict[str, Any]]:
         """The device's registered owners as user objects with `@odata.type`."""
@@ -326,7 +332,9 @@ class Tenant:
 
     def exists(self, kind: str, index: int) -> bool:
         """Whether slot `index` of `kind` holds an object that has not been removed."""
-        return self._overrides.get((kind, index), True) is not None
+        return (
+            0 <= index < self.total(kind) and self._overrides.get((kind, index), True) is not None
+        )
 
     def _members(self, group_id: str, transitive: bool) -> list[dict[str, Any]]:
         found = self.locate(group_id)

@@ -216,3 +216,22 @@ def test_file_tenant_served_by_the_emulator(emulator_factory: Callable[..., Emul
     (sku,) = client.get("/subscribedSkus").json()["value"]
     # Properties the file leaves out answer null, or [] for collections, as Graph does.
     assert (sku["skuPartNumber"], sku["consumedUnits"], sku["servicePlans"]) == ("SPE_E3", None, [])
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        frozenset({"id"}),
+        frozenset({"id", "userPrincipalName", "mail", "userType"}),
+        frozenset({"id", "signInActivity"}),
+        frozenset({"id", "displayName", "accountEnabled"}),
+    ],
+)
+def test_objects_built_for_a_few_properties_agree_with_full_objects(
+    synthetic: SyntheticTenant, properties: frozenset[str]
+) -> None:
+    for index in range(300):
+        full = synthetic.user(index)
+        partial = synthetic.object_at("user", index, properties)
+        assert full is not None and partial is not None
+        assert {p: partial.get(p) for p in properties} == {p: full.get(p) for p in properties}

@@ -5,9 +5,10 @@ Used by the demo, the tests and the benchmarks; see docs/emulator.md.
 
 from entra_pipeline.emulator.app import RequestRecord
 from entra_pipeline.emulator.faults import FaultRule, Faults
+from entra_pipeline.emulator.file_tenant import FileTenant
 from entra_pipeline.emulator.server import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.emulator.synthetic import SyntheticTenant
-from entra_pipeline.emulator.tenant import FileTenant, Tenant
+from entra_pipeline.emulator.tenant import Tenant
 
 __all__ = [
     "Emulator",

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from entra_pipeline.emulator.faults import Faults
+from entra_pipeline.emulator.file_tenant import FileTenant
 from entra_pipeline.emulator.server import Emulator, EmulatorConfig
-from entra_pipeline.emulator.tenant import FileTenant
 
 # --fault NAME=VALUE: Faults keyword, value parser, help text.
 _FAULTS: dict[str, tuple[str, type, str]] = {

@@ -31,6 +31,8 @@ from entra_pipeline.secrets import redact
 Severity = Literal["info", "warning", "error"]
 SOURCE_BY_JOB = {"mdm_user_source_sync": "user_source"}
 
+DEFAULT_MEMORY_LIMIT = "512MB"
+
 # Work copies left by runs that were killed; older than this they are certainly not in use.
 _ABANDONED_AFTER_SECONDS = 24 * 3600
 
@@ -74,8 +76,11 @@ class Warehouse(dg.ConfigurableResource):
 
     path: str = "data/entra.duckdb"
     tenant_id: str = ""
+    # DuckDB would take most of the machine's memory for its buffers; a sync needs far less.
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
 
     _work_path: Path | None = PrivateAttr(default=None)
+    _base: FileIdentity | None = PrivateAttr(default=None)
     _outcome: RunOutcome | None = PrivateAttr(default=None)
     _log: Any = PrivateAttr(default=None)
 
@@ -97,9 +102,10 @@ class Warehouse(dg.ConfigurableResource):
         _remove_abandoned_work_copies(published)
         self._work_path = published.with_name(f"{published.name}.run-{run_id}")
         with _publish_lock(published):
-            if published.exists():
+            self._base = _identity(published)
+            if self._base is not None:
                 shutil.copyfile(published, self._work_path)
-        with contextlib.closing(duckdb.connect(str(self._work_path))) as con:
+        with contextlib.closing(self._connect()) as con:
             for ddl in OPS_DDL:
                 con.execute(ddl)
         self._outcome = RunOutcome(
@@ -115,7 +121,10 @@ class Warehouse(dg.ConfigurableResource):
         tables = list(outcome.rows_per_table) if error is None else []
         status = "failure" if error else "success"
         rows = _ops_rows(self.tenant_id, outcome, datetime.now(UTC), status, error)
-        _publish(Path(self.path), work, tables, rows)
+        if error is None:
+            _publish(Path(self.path), work, tables, rows, base=self._base)
+        else:
+            _publish(Path(self.path), None, [], rows)
         work.unlink(missing_ok=True)
         self._work_path, self._outcome = None, None
 
@@ -130,7 +139,7 @@ class Warehouse(dg.ConfigurableResource):
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to this run's work copy, inside one transaction (a layer's writes)."""
         self._require_run()
-        con = duckdb.connect(str(self._work_path))
+        con = self._connect()
         try:
             con.execute("BEGIN TRANSACTION")
             yield con
@@ -145,7 +154,7 @@ class Warehouse(dg.ConfigurableResource):
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to this run's work copy for reading (tables built so far, or published)."""
         self._require_run()
-        con = duckdb.connect(str(self._work_path))
+        con = self._connect()
         try:
             yield con
         finally:
@@ -195,6 +204,9 @@ class Warehouse(dg.ConfigurableResource):
 
     # -- internals --------------------------------------------------------------------------
 
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        return connect(self._work_path, memory_limit=self.memory_limit)
+
     def _require_run(self) -> RunOutcome:
         if self._outcome is None or self._work_path is None:
             raise RuntimeError(
@@ -235,6 +247,13 @@ def _ops_rows(
         for n in outcome.notifications
     ]
     return {"ops.sync_runs": [run_row], "ops.notifications": notes}
+
+
+def connect(
+    path: Path | None, *, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the pipeline's memory limit (spills to disk beyond it)."""
+    return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
 
 
 def _split(table: str) -> tuple[str, str]:
@@ -304,42 +323,65 @@ def _publish(
     tables: list[str],
     ops_rows: dict[str, list[tuple]],
     *,
+    base: FileIdentity | None = None,
     unless_recorded: str | None = None,
 ) -> bool:
-    """Copy `tables` from the work copy and append `ops_rows` into a new published file.
+    """Put `tables` of the work copy and `ops_rows` into the published file, in one rename.
 
+    When the published file is still the one the work copy was taken from (`base`), the work
+    copy itself becomes the published file: nothing is copied again. Otherwise another run
+    published meanwhile, and its tables are kept: `tables` are copied into a copy of the current
+    file. The file being built is private until the rename, so its statements need no common
+    transaction (one would hold every table in memory until the end).
     With `unless_recorded`, nothing happens (False) when `ops.sync_runs` already has that run.
     """
     with _publish_lock(published):
         if unless_recorded is not None and _run_recorded(published, unless_recorded):
             return False
-        staged = published.with_name(f"{published.name}.publishing-{os.getpid()}")
-        if published.exists():
-            shutil.copyfile(published, staged)
+        if work is not None and _identity(published) == base:
+            staged, copy_tables = work, []
         else:
+            staged = published.with_name(f"{published.name}.publishing-{os.getpid()}")
             staged.unlink(missing_ok=True)
-        with contextlib.closing(duckdb.connect(str(staged))) as con:
+            if published.exists():
+                shutil.copyfile(published, staged)
+            copy_tables = tables
+        with contextlib.closing(connect(staged)) as con:
             for ddl in OPS_DDL:
                 con.execute(ddl)
-            if work is not None:
+            if copy_tables:
                 con.execute(f"ATTACH '{_sql_path(work)}' AS work (READ_ONLY)")
-            con.execute("BEGIN TRANSACTION")
-            for table in tables:
-                schema, _ = _split(table)
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-                con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM work.{table}")
+                for table in copy_tables:
+                    schema, _ = _split(table)
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM work.{table}")
+                con.execute("DETACH work")
             for table, rows in ops_rows.items():
                 if rows:
                     marks = ",".join("?" * len(rows[0]))
                     con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
-            con.execute("COMMIT")
-            if work is not None:
-                con.execute("DETACH work")
             con.execute("CHECKPOINT")
         with open(staged, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(staged, published)
     return True
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which version of the published file a run started from (a rename gives a new inode)."""
+
+    inode: int
+    size: int
+    modified_ns: int
+
+
+def _identity(path: Path) -> FileIdentity | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return FileIdentity(stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def _run_recorded(published: Path, run_id: str) -> bool:

@@ -119,3 +119,38 @@ def test_warehouse_outside_a_run_says_how_to_use_it(tmp_path: Path) -> None:
     warehouse = Warehouse(path=str(tmp_path / "x.duckdb"))
     with pytest.raises(RuntimeError, match="used outside a Dagster run"), warehouse.transaction():
         pass
+
+
+@dg.asset(key=["mdm", "other"])
+def other_job_table(warehouse: Warehouse) -> None:
+    with warehouse.transaction() as con:
+        warehouse.replace_table(con, "mdm.other", "SELECT 42 AS answer")
+
+
+@dg.asset(key=["raw", "slow"])
+def publishes_while_another_run_finishes(warehouse: Warehouse) -> None:
+    with warehouse.transaction() as con:
+        warehouse.replace_table(con, "raw.slow", "SELECT 1 AS n")
+    # Another job's run starts and publishes while this run is still building.
+    other = dg.materialize(
+        [other_job_table],
+        resources={"warehouse": Warehouse(path=warehouse.path, tenant_id="tenant-a")},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert other.success
+
+
+def test_runs_finishing_in_turn_keep_each_others_tables(tmp_path: Path) -> None:
+    db = tmp_path / "entra.duckdb"
+    assert _run(db, fail=False).success
+    result = dg.materialize(
+        [publishes_while_another_run_finishes],
+        resources={"warehouse": Warehouse(path=str(db), tenant_id="tenant-a")},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT answer FROM mdm.other").fetchall() == [(42,)]
+        assert con.execute("SELECT n FROM raw.slow").fetchall() == [(1,)]
+        assert con.execute("SELECT count(*) FROM raw.numbers").fetchone() == (5,)
+        assert con.execute("SELECT count(*) FROM ops.sync_runs").fetchone() == (3,)

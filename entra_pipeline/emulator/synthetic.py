@@ -143,7 +143,7 @@ class SyntheticTenant(Tenant):
         self._user_traits = lru_cache(maxsize=65536)(self._compute_user_traits)
         self._device_traits = lru_cache(maxsize=65536)(self._compute_device_traits)
         # Managers and owners are looked up again and again: keep recent identities around.
-        self._identity = lru_cache(maxsize=65536)(self._compute_identity)
+        self._identity = lru_cache(maxsize=8192)(self._compute_identity)
 
     # ---- ids and randomness -----------------------------------------------------------------
 

@@ -121,6 +121,12 @@ class InvitationLedger:
         if created:
             _fsync_directory(self.path.parent)
 
+    def record(self, state: dict[str, Invitation], events: Sequence[dict[str, Any]]) -> None:
+        """Append `events` (on disk when this returns) and apply them to `state`."""
+        self.append(events)
+        for event in events:
+            _apply(state, event)
+
     def _events(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
             return
@@ -329,11 +335,12 @@ def invite(
     """
     report = InvitationReport()
     with ledger.locked():
-        known = ledger.invitations(tenant_id)
+        state = ledger.invitations(tenant_id)
         current = {r.user_id: r for r in recipients}
         note = None if smtp else NOT_CONFIGURED
-        new = [r for user_id, r in current.items() if user_id not in known]
-        ledger.append(
+        new = [r for user_id, r in current.items() if user_id not in state]
+        ledger.record(
+            state,
             [
                 _event(
                     "recorded",
@@ -346,21 +353,22 @@ def invite(
                     note=note,
                 )
                 for r in new
-            ]
+            ],
         )
         report.recorded = len(new)
         if smtp is not None:
             pending = [
                 current[i.user_id]
-                for i in ledger.invitations(tenant_id).values()
+                for i in state.values()
                 if i.status == "pending" and i.user_id in current
             ]
-            _send(ledger, pending, smtp, compose, tenant_id, run_id, now, report)
-        return report, ledger.invitations(tenant_id)
+            _send(ledger, state, pending, smtp, compose, tenant_id, run_id, now, report)
+        return report, state
 
 
 def _send(
     ledger: InvitationLedger,
+    state: dict[str, Invitation],
     pending: list[Recipient],
     smtp: SmtpSettings,
     compose: Callable[[Recipient], Letter],
@@ -377,15 +385,17 @@ def _send(
                 reason = f"not sent yet: {error}; the next run tries again"
                 report.smtp_unavailable = str(error)
                 report.deferred = len(pending) - position
-                ledger.append(
+                ledger.record(
+                    state,
                     [
                         _event("deferred", tenant_id, r.user_id, run_id, now(), note=reason)
                         for r in pending[position:]
-                    ]
+                    ],
                 )
                 return
             message = invitation_message(smtp, recipient, compose(recipient), tenant_id)
-            ledger.append(
+            ledger.record(
+                state,
                 [
                     _event(
                         "sending",
@@ -395,19 +405,20 @@ def _send(
                         now(),
                         email=recipient.email,
                     )
-                ]
+                ],
             )
             try:
                 mailer.send(message)
             except (smtplib.SMTPException, OSError) as error:
                 text = describe_smtp_error(error)
-                ledger.append(
-                    [_event("failed", tenant_id, recipient.user_id, run_id, now(), error=text)]
+                ledger.record(
+                    state,
+                    [_event("failed", tenant_id, recipient.user_id, run_id, now(), error=text)],
                 )
                 report.failed += 1
                 report.failures.append((recipient.email, text))
             else:
-                ledger.append([_event("sent", tenant_id, recipient.user_id, run_id, now())])
+                ledger.record(state, [_event("sent", tenant_id, recipient.user_id, run_id, now())])
                 report.sent += 1
 
 

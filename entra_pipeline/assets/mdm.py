@@ -59,15 +59,15 @@ EXTRACT_SCHEMA = "mdm_extract"
 EXAMPLES_SHOWN = 5  # UPNs in a notification's details
 EXAMPLES_IN_MESSAGE = 2
 
-# Template variables that are always defined, and the mdm.users column each reads.
-BUILTIN_VARIABLES = {
-    "userUPN": "userPrincipalName",
-    "userEmail": "mail",
-    "userDisplayName": "displayName",
-    "userFirstName": "givenName",
-    "userLastName": "surname",
-}
-assert tuple(BUILTIN_VARIABLES) == BUILTIN_TEMPLATE_VARIABLES
+# Template variables that are always defined (settings validates templates against the same
+# names), and the mdm.users column each reads.
+BUILTIN_VARIABLES = dict(
+    zip(
+        BUILTIN_TEMPLATE_VARIABLES,
+        ("userPrincipalName", "mail", "displayName", "givenName", "surname"),
+        strict=True,
+    )
+)
 # Templates with these names, when configured, are the invitation e-mail's subject and body.
 SUBJECT_TEMPLATE = "invitation_subject"
 BODY_TEMPLATE = "invitation_body"
@@ -492,10 +492,16 @@ def template_parts(text: str) -> list[tuple[str, bool]]:
     return [(piece, index % 2 == 1) for index, piece in enumerate(pieces) if piece or index % 2]
 
 
+def variable_column(name: str) -> str:
+    """The frame column of a template variable, apart from the key columns beside it."""
+    return f"var:{name}"
+
+
 def template_variables(con: duckdb.DuckDBPyConnection, attributes: Sequence[str]) -> pl.DataFrame:
-    """One row per user: user_id, userPrincipalName, tenant_id and a column per variable."""
+    """One row per user: tenant_id, user_id, userPrincipalName and a column per variable."""
     builtins = ", ".join(
-        f"{_quoted(column)} AS {_quoted(v)}" for v, column in BUILTIN_VARIABLES.items()
+        f"{_quoted(column)} AS {_quoted(variable_column(v))}"
+        for v, column in BUILTIN_VARIABLES.items()
     )
     frame = con.sql(
         f"SELECT tenant_id, id AS user_id, userPrincipalName, {builtins} FROM mdm.users "
@@ -504,9 +510,9 @@ def template_variables(con: duckdb.DuckDBPyConnection, attributes: Sequence[str]
     values = con.sql("SELECT user_id, attribute, value FROM mdm.user_attributes").pl()
     for attribute in attributes:
         if attribute in BUILTIN_VARIABLES:
-            continue  # the built-in meaning wins; settings allows the name only once
+            continue  # an attribute named like a built-in variable is shadowed by it
         column = values.filter(pl.col("attribute") == attribute).select(
-            "user_id", pl.col("value").alias(attribute)
+            "user_id", pl.col("value").alias(variable_column(attribute))
         )
         frame = frame.join(column, on="user_id", how="left")
     return frame
@@ -520,12 +526,17 @@ def render_templates(variables: pl.DataFrame, templates: dict[str, str]) -> pl.D
         parts = template_parts(text)
         used = list(dict.fromkeys(piece for piece, is_variable in parts if is_variable))
         pieces = [
-            pl.col(piece).cast(pl.String).fill_null("") if is_variable else pl.lit(piece)
+            pl.col(variable_column(piece)).cast(pl.String).fill_null("")
+            if is_variable
+            else pl.lit(piece)
             for piece, is_variable in parts
         ]
         missing = (
             pl.concat_list(
-                [pl.when(pl.col(v).is_null()).then(pl.lit(v)).otherwise(None) for v in used]
+                [
+                    pl.when(pl.col(variable_column(v)).is_null()).then(pl.lit(v)).otherwise(None)
+                    for v in used
+                ]
             ).list.drop_nulls()
             if used
             else pl.lit([], dtype=pl.List(pl.String))

@@ -53,8 +53,8 @@ MDM_GROUP = "mdm"
 MDM_USERS_CHECK = "mdm_users_valid"
 ATTRIBUTES_CHECK = "mdm_custom_attributes_synchronized"
 DIRECTORY_TABLES = ("users", "groups", "group_members", "user_attributes")
-# Graph's answers land here in the run's work copy: never marked built, so never published, and
-# gone with the work copy when the run ends.
+# Graph's answers land here in the run's work copy, and are dropped once mdm.* are built from them
+# (a successful run's work copy may become the published file as it is).
 EXTRACT_SCHEMA = "mdm_extract"
 EXAMPLES_SHOWN = 5  # UPNs in a notification's details
 EXAMPLES_IN_MESSAGE = 2
@@ -184,6 +184,10 @@ def mdm_directory(
             metadata["user_attributes"]["missing_values"] = dg.MetadataValue.json(
                 {c.attribute: c.missing for c in coverage}
             )
+        # Not in the transaction above: DuckDB refuses to drop tables a statement of the same
+        # transaction read.
+        with warehouse.transaction() as con:
+            con.execute(f"DROP SCHEMA {EXTRACT_SCHEMA} CASCADE")
     context.log.info(
         f"User source {options.name!r} synchronized in {time.monotonic() - started:.1f}s: "
         + ", ".join(f"mdm.{table}={count}" for table, count in rows.items())

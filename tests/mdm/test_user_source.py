@@ -133,6 +133,8 @@ def test_every_table_carries_the_tenant_and_the_run_is_recorded_as_the_user_sour
     assert source.query("SELECT job, source, status FROM ops.sync_runs") == [
         (MDM_JOB, "user_source", "success")
     ]
+    schemas = source.query("SELECT DISTINCT table_schema FROM information_schema.tables")
+    assert "mdm_extract" not in {schema for (schema,) in schemas}  # scratch tables stay private
     assert set(source.tables()) == {
         "mdm.users",
         "mdm.groups",

@@ -14,12 +14,7 @@ from typing import Literal
 
 import duckdb
 
-from entra_pipeline.assets.mapping import (
-    MAPPED_TABLES,
-    MappingInvalid,
-    mapping_problems,
-    read_mapping,
-)
+from entra_pipeline.assets.mapping import MAPPED_TABLES, MappingInvalid, _validated_mapping
 from entra_pipeline.assets.mdm import custom_attribute, directory_users
 from entra_pipeline.assets.models import bind_parameters, discover_models, table_columns
 from entra_pipeline.assets.raw import EXTRACTED_TABLES, _load_group_filters, _load_status
@@ -199,9 +194,6 @@ def _token_ok(settings: ConnectorSettings) -> Finding:
 def check_mapping(settings: ConnectorSettings) -> Finding:
     """The mapping CSV's shape, and each source attribute against the filtered tables' columns."""
     path = Path(settings.mapping_path)
-    if not path.is_file():
-        return Finding("mapping", "failed", f"mapping CSV {path} not found (mapping_path)")
-    frame = read_mapping(path)
     try:
         columns = filtered_columns(settings)
     except duckdb.Error as error:
@@ -211,7 +203,7 @@ def check_mapping(settings: ConnectorSettings) -> Finding:
             f"the SQL models in dbt_like_sql/ do not build on an empty raw layer, so the "
             f"mapping's source attributes cannot be checked: {error}",
         )
-    problems = mapping_problems(frame, columns)
+    frame, problems = _validated_mapping(path, columns)
     if problems:
         return Finding("mapping", "failed", str(MappingInvalid(path, problems)))
     counts = ", ".join(

@@ -304,6 +304,29 @@ def test_unreachable_token_service_says_so_quickly(
     assert report.exit_code == EXIT_CANNOT_SYNC
 
 
+def test_graph_unreachable_after_a_token_stops_the_probes(
+    emulator: Emulator, config_for: ConfigFor
+) -> None:
+    emulator.faults.drop = 1.0  # every Graph request dropped; the token service still answers
+    report = check_connector(str(config_for(emulator)))
+
+    assert step(report, "token").status == "ok"
+    graph = step(report, "graph")
+    assert graph.status == "failed"
+    assert "Microsoft Graph did not answer GET /v1.0/users after 3 attempts" in graph.detail
+    assert {f.status for f in report.calls} == {"not probed"}
+    assert report.exit_code == EXIT_CANNOT_SYNC
+
+
+def test_one_throttled_probe_is_retried_and_ok(emulator: Emulator, config_for: ConfigFor) -> None:
+    emulator.faults.throttle_next("/v1.0/devices", retry_after=1)
+    report = check_connector(str(config_for(emulator)))
+
+    assert row(report, "devices").status == "ok"
+    assert [r.status for r in emulator.requests if r.path == "/v1.0/devices"] == [429, 200]
+    assert report.exit_code == EXIT_OK
+
+
 def test_untrusted_tls_certificate_points_at_ca_bundle(
     emulator: Emulator, config_for: ConfigFor
 ) -> None:
@@ -347,6 +370,18 @@ def test_invalid_mapping_exits_2_naming_the_row_and_the_nearest_column(
     assert "row 22: source_attribute 'jobTitel' is not a column of staging.filtered_users" in detail
     assert "nearest valid: jobTitle" in detail
     assert step(report, "token").status == "ok"  # Graph is still probed: one run, every problem
+    assert report.exit_code == EXIT_INVALID_CONFIG
+
+
+def test_missing_mapping_file_exits_2_naming_mapping_path(
+    emulator: Emulator, config_for: ConfigFor, tmp_path: Path
+) -> None:
+    absent = tmp_path / "absent.csv"
+    report = check_connector(str(config_for(emulator, mapping_path=str(absent))))
+
+    detail = step(report, "mapping").detail
+    assert "the mapping CSV cannot be read ([Errno 2] No such file or directory" in detail
+    assert "mapping_path" in detail
     assert report.exit_code == EXIT_INVALID_CONFIG
 
 

@@ -1,5 +1,6 @@
 """What an engineer sees in Dagster: every asset described and grouped by layer, and every
-materialization of a real sync carrying row count, column schema, a preview and its duration."""
+materialization of a real sync carrying row count, column schema, a preview, its duration and,
+where it read Graph, its requests and retries."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from entra_pipeline.assets.mdm import DIRECTORY_TABLES
 from entra_pipeline.definitions import CONNECTOR_JOB, MDM_JOB, build_definitions
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.freshness import FRESHNESS_JOB, FRESHNESS_SCHEDULE
@@ -16,7 +18,12 @@ from entra_pipeline.graph.collections import ALL as GRAPH_COLLECTIONS
 from entra_pipeline.settings import load_settings
 
 LAYERS = {"raw", "staging", "filtered", "mapping", "neurons", "mdm"}
-EVERY_MATERIALIZATION = {"dagster/row_count", "dagster/column_schema", "preview"}
+EVERY_MATERIALIZATION = {
+    "dagster/row_count",
+    "dagster/column_schema",
+    "preview",
+    "duration_seconds",
+}
 
 
 @pytest.fixture
@@ -80,10 +87,10 @@ def test_every_materialization_of_both_syncs_carries_the_standard_metadata(
         assert isinstance(rows.value, int) and rows.value >= 0, key
         assert isinstance(metadata["dagster/column_schema"].schema, dg.TableSchema), key
         assert isinstance(metadata["preview"], dg.MarkdownMetadataValue), key
-    connector = {key for key in materializations if not key.startswith("mdm/")}
-    assert {key for key in connector if "duration_seconds" not in materializations[key]} == set()
-    for collection in (*GRAPH_COLLECTIONS, "group_members"):
-        table = collection if isinstance(collection, str) else collection.table
-        metadata = materializations[f"raw/{table}"]
-        assert metadata["graph_requests"].value >= 1, table
-        assert metadata["graph_retries"].value == 0, table
+    graph_backed = [f"raw/{c.table}" for c in GRAPH_COLLECTIONS] + [
+        "raw/group_members",
+        *(f"mdm/{table}" for table in DIRECTORY_TABLES),
+    ]
+    for key in graph_backed:
+        assert materializations[key]["graph_requests"].value >= 1, key
+        assert materializations[key]["graph_retries"].value == 0, key

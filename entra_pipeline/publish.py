@@ -174,8 +174,8 @@ class Warehouse(dg.ConfigurableResource):
         schema, _ = _split(table)
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         con.execute(f"CREATE OR REPLACE TABLE {table} AS {select_sql}", params or [])
-        rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-        count = int(rows[0]) if rows else 0
+        # fetchall: DuckDB 2.0 keeps a connection busy while a result is only partly fetched.
+        ((count,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
         self.mark_built(table, count)
         return count
 

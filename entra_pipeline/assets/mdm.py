@@ -20,7 +20,7 @@ import polars as pl
 from dagster import AssetExecutionContext
 
 from entra_pipeline.assets.models import table_metadata
-from entra_pipeline.assets.raw import _notify_failure
+from entra_pipeline.assets.raw import notify_extraction_failure
 from entra_pipeline.checks import IdentityColumns, check_identity_table
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import DIRECTORY_USERS, GROUPS, Collection
@@ -158,7 +158,7 @@ def mdm_directory(
             try:
                 extracted = extract_directory(client, users, Path(workdir))
             except EntraError as error:
-                _notify_failure(warehouse, error)
+                notify_extraction_failure(warehouse, error)
                 raise
             finally:
                 total = client.total_stats()

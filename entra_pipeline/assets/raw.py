@@ -81,7 +81,7 @@ def raw_entra(
                     group_ids=group_ids,
                 )
             except EntraError as error:
-                _notify_failure(warehouse, error)
+                notify_extraction_failure(warehouse, error)
                 raise
             finally:
                 total = client.total_stats()
@@ -180,7 +180,7 @@ def _load_status(
     return len(rows)
 
 
-def _notify_failure(warehouse: Warehouse, error: EntraError) -> None:
+def notify_extraction_failure(warehouse: Warehouse, error: EntraError) -> None:
     """The notification a failed extraction leaves in `ops.notifications` (SPEC 1.3 codes)."""
     details: dict[str, object] = {"error": type(error).__name__}
     if isinstance(error, GraphPermissionError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +36,16 @@ _BAD_SECRET = {7000215, 7000222}  # invalid secret, expired secret
 _UNKNOWN_CLIENT = {700016}
 _UNKNOWN_TENANT = {90002}
 _TRANSIENT = "temporarily_unavailable"  # the token service's 429 / outage answer
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy HTTPS_PROXY / ALL_PROXY names for `url`, unless NO_PROXY exempts its host."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if urllib.request.proxy_bypass_environment(host):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 class TokenProvider:
@@ -64,9 +75,14 @@ class TokenProvider:
         self._transient_wait = transient_wait
         # MSAL's default requests session ignores `verify` when REQUESTS_CA_BUNDLE is set; an
         # httpx client of our own honours the bundle. Connect failures get a couple of retries
-        # from the transport; MSAL itself never retries.
+        # from the transport; MSAL itself never retries. An explicit transport makes httpx skip
+        # HTTPS_PROXY / NO_PROXY, so the proxy for the authority host is resolved here.
         self._http = httpx.Client(
-            transport=httpx.HTTPTransport(verify=tls_verify(ca_bundle), retries=connect_retries),
+            transport=httpx.HTTPTransport(
+                verify=tls_verify(ca_bundle),
+                retries=connect_retries,
+                proxy=environment_proxy(authority_host),
+            ),
             timeout=timeout,
         )
         # The emulator (or any host MSAL does not know) has no instance discovery endpoint, and

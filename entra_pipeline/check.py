@@ -14,10 +14,10 @@ from typing import Literal
 
 import duckdb
 
-from entra_pipeline.assets.mapping import MAPPED_TABLES, MappingInvalid, _validated_mapping
+from entra_pipeline.assets.mapping import MAPPED_TABLES, MappingInvalid, validated_mapping
 from entra_pipeline.assets.mdm import custom_attribute, directory_users
 from entra_pipeline.assets.models import bind_parameters, discover_models, table_columns
-from entra_pipeline.assets.raw import EXTRACTED_TABLES, _load_group_filters, _load_status
+from entra_pipeline.assets.raw import EXTRACTED_TABLES, load_extraction_status, load_group_filters
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import (
     DEVICES,
@@ -203,7 +203,7 @@ def check_mapping(settings: ConnectorSettings) -> Finding:
             f"the SQL models in dbt_like_sql/ do not build on an empty raw layer, so the "
             f"mapping's source attributes cannot be checked: {error}",
         )
-    frame, problems = _validated_mapping(path, columns)
+    frame, problems = validated_mapping(path, columns)
     if problems:
         return Finding("mapping", "failed", str(MappingInvalid(path, problems)))
     counts = ", ".join(
@@ -229,8 +229,8 @@ def filtered_columns(settings: ConnectorSettings) -> dict[str, list[str]]:
         con.execute("SET TimeZone = 'UTC'")
         for table in EXTRACTED_TABLES:
             load_raw_table(con, table, (), settings.tenant_id, now)
-        _load_group_filters(con, settings.tenant_id, now, [])
-        _load_status(con, settings, now, {})
+        load_group_filters(con, settings.tenant_id, now, [])
+        load_extraction_status(con, settings, now, {})
         built = {
             f"raw.{row[0]}"
             for row in con.execute(

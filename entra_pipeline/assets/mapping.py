@@ -232,7 +232,7 @@ def attribute_mapping(warehouse: Warehouse, connector: ConnectorResource) -> dg.
     path = Path(connector.settings.mapping_path)
     with warehouse.transaction() as con:
         columns = {table.data_type: table_columns(con, table.source) for table in MAPPED_TABLES}
-        frame, problems = _validated_mapping(path, columns)
+        frame, problems = validated_mapping(path, columns)
         if problems:
             error = MappingInvalid(path, problems)
             warehouse.notify(
@@ -256,7 +256,7 @@ def attribute_mapping(warehouse: Warehouse, connector: ConnectorResource) -> dg.
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _validated_mapping(path: Path, columns: dict[str, list[str]]) -> tuple[pl.DataFrame, list[str]]:
+def validated_mapping(path: Path, columns: dict[str, list[str]]) -> tuple[pl.DataFrame, list[str]]:
     """The mapping frame and its problems; an unreadable file is a problem, not a crash."""
     try:
         frame = read_mapping(path)

@@ -98,10 +98,8 @@ def raw_entra(
                 )
                 for table in EXTRACTED_TABLES
             }
-            rows[GROUP_FILTERS] = _load_group_filters(
-                con, settings.tenant_id, extracted_at, filters
-            )
-            rows[EXTRACTION_STATUS] = _load_status(con, settings, extracted_at, reports)
+            rows[GROUP_FILTERS] = load_group_filters(con, settings.tenant_id, extracted_at, filters)
+            rows[EXTRACTION_STATUS] = load_extraction_status(con, settings, extracted_at, reports)
             for table, count in rows.items():
                 warehouse.mark_built(f"raw.{table}", count)
             metadata = {
@@ -131,7 +129,7 @@ def _resolve_group_filters(client, settings: ConnectorSettings) -> list[tuple[st
     return [(kind, ref, resolved[ref]) for kind, refs in wanted.items() for ref in refs]
 
 
-def _load_group_filters(
+def load_group_filters(
     con: duckdb.DuckDBPyConnection,
     tenant_id: str,
     extracted_at: datetime,
@@ -149,7 +147,7 @@ def _load_group_filters(
     return len(filters)
 
 
-def _load_status(
+def load_extraction_status(
     con: duckdb.DuckDBPyConnection,
     settings: ConnectorSettings,
     extracted_at: datetime,

@@ -88,7 +88,7 @@ class Warehouse(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         run_id = context.run.run_id if context.run else uuid.uuid4().hex
-        job = context.dagster_run.job_name if context.dagster_run else "adhoc"
+        job = context.run.job_name if context.run else "adhoc"
         self._log = context.log
         self._begin(run_id, job)
 

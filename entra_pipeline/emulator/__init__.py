@@ -1,6 +1,6 @@
 """The Microsoft Graph emulator: an HTTPS token service and Graph v1.0 over a seeded tenant.
 
-Used by the demo, the tests and the benchmarks; see docs/emulator.md.
+Used by the demo, the tests and the benchmarks; the README section "The Graph emulator" documents it.
 """
 
 from entra_pipeline.emulator.app import RequestRecord

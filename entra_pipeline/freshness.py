@@ -7,14 +7,13 @@ their own schedule, never inside a sync (where the run being made is not recorde
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
+from entra_pipeline.publish import query_sync_runs
 from entra_pipeline.settings import ConnectorSettings, ScheduleOptions, UserSourceOptions
 
 FRESHNESS_JOB = "freshness_checks"
@@ -70,21 +69,13 @@ def user_source_period(options: UserSourceOptions) -> timedelta:
 
 def last_successful_sync(path: Path, tenant_id: str, job: str) -> datetime | None:
     """When `job` last finished successfully, from the published file (None: never, or no file)."""
-    if not path.exists():
-        return None
-    with contextlib.closing(duckdb.connect(str(path), read_only=True)) as con:
-        recorded = con.execute(
-            "SELECT count(*) FROM information_schema.tables "
-            "WHERE table_schema = 'ops' AND table_name = 'sync_runs'"
-        ).fetchone()
-        if not recorded or not recorded[0]:
-            return None
-        found = con.execute(
-            "SELECT max(finished_at) FROM ops.sync_runs "
-            "WHERE job = ? AND tenant_id = ? AND status = 'success'",
-            [job, tenant_id],
-        ).fetchone()
-    return found[0].astimezone(UTC) if found and found[0] else None
+    found = query_sync_runs(
+        path,
+        "SELECT max(finished_at) FROM ops.sync_runs "
+        "WHERE job = ? AND tenant_id = ? AND status = 'success'",
+        [job, tenant_id],
+    )
+    return found[0][0].astimezone(UTC) if found and found[0][0] else None
 
 
 def freshness_result(

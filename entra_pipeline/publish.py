@@ -385,19 +385,26 @@ def _identity(path: Path) -> FileIdentity | None:
 
 
 def _run_recorded(published: Path, run_id: str) -> bool:
+    found = query_sync_runs(
+        published, "SELECT count(*) FROM ops.sync_runs WHERE run_id = ?", [run_id]
+    )
+    return bool(found and found[0][0])
+
+
+def query_sync_runs(
+    published: Path, sql: str, params: list[Any] | None = None
+) -> list[tuple[Any, ...]] | None:
+    """Run `sql` on the published file's `ops.sync_runs`; None when no run was ever published."""
     if not published.exists():
-        return False
+        return None
     with contextlib.closing(duckdb.connect(str(published), read_only=True)) as con:
-        tables = con.execute(
+        recorded = con.execute(
             "SELECT count(*) FROM information_schema.tables "
             "WHERE table_schema = 'ops' AND table_name = 'sync_runs'"
-        ).fetchone()
-        if not tables or not tables[0]:
-            return False
-        found = con.execute(
-            "SELECT count(*) FROM ops.sync_runs WHERE run_id = ?", [run_id]
-        ).fetchone()
-        return bool(found and found[0])
+        ).fetchall()
+        if not recorded[0][0]:
+            return None
+        return con.execute(sql, params or []).fetchall()
 
 
 def _sql_path(path: Path) -> str:

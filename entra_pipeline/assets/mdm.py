@@ -6,7 +6,6 @@ transaction; templates and invitations build on them; checks validate users and 
 
 import json
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,11 +19,10 @@ import polars as pl
 from dagster import AssetExecutionContext
 
 from entra_pipeline.assets.models import table_metadata
-from entra_pipeline.assets.raw import notify_extraction_failure
+from entra_pipeline.assets.raw import extraction_folder, recorded_graph_client
 from entra_pipeline.checks import IdentityColumns, check_identity_table
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import DIRECTORY_USERS, GROUPS, Collection
-from entra_pipeline.graph.errors import EntraError
 from entra_pipeline.graph.extract import (
     GROUP_MEMBERS,
     Extracted,
@@ -151,18 +149,10 @@ def mdm_directory(
     attributes = [custom_attribute(name) for name in options.custom_attributes]
     users = directory_users(attributes)
     synced_at = warehouse.run.started_at
-    work_parent = Path(settings.duckdb_path).resolve().parent
-    work_parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mdm-extract-", dir=work_parent) as workdir:
-        with connector.graph_client() as client:
-            try:
-                extracted = extract_directory(client, users, Path(workdir))
-            except EntraError as error:
-                notify_extraction_failure(warehouse, error)
-                raise
-            finally:
-                total = client.total_stats()
-                warehouse.add_graph_stats(total.requests, total.retries)
+    with extraction_folder(settings, "mdm-extract-") as workdir:
+        with recorded_graph_client(connector, warehouse) as client:
+            extracted = extract_directory(client, users, workdir)
+            total = client.total_stats()
         with warehouse.transaction() as con:
             con.execute("SET TimeZone = 'UTC'")
             for table, landed in extracted.items():

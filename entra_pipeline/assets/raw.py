@@ -4,6 +4,7 @@ One multi-asset extracts the collections concurrently (they share one Graph clie
 bounded pool), streams them to files, and loads every raw table in one transaction.
 """
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import duckdb
 from dagster import AssetExecutionContext
 
 from entra_pipeline.assets.models import table_metadata
+from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import ALL as COLLECTIONS
 from entra_pipeline.graph.errors import EntraError, GraphPermissionError, GroupNotFoundError
 from entra_pipeline.graph.extract import (
@@ -63,29 +65,20 @@ def raw_entra(
     settings = connector.settings
     started = time.monotonic()
     extracted_at = datetime.now(UTC)
-    work_parent = Path(settings.duckdb_path).resolve().parent
-    work_parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="extract-", dir=work_parent) as workdir:
-        with connector.graph_client() as client:
-            try:
-                filters = _resolve_group_filters(client, settings)
-                group_ids = sorted({group_id for _, _, group_id in filters})
-                context.log.info(
-                    f"Extracting from {settings.graph_url} (sign-in activity: "
-                    f"{settings.users.import_sign_in_activity}, member groups: {len(group_ids)})"
-                )
-                reports = extract_all(
-                    client,
-                    Path(workdir),
-                    sign_in_activity=settings.users.import_sign_in_activity,
-                    group_ids=group_ids,
-                )
-            except EntraError as error:
-                notify_extraction_failure(warehouse, error)
-                raise
-            finally:
-                total = client.total_stats()
-                warehouse.add_graph_stats(total.requests, total.retries)
+    with extraction_folder(settings, "extract-") as workdir:
+        with recorded_graph_client(connector, warehouse) as client:
+            filters = _resolve_group_filters(client, settings)
+            group_ids = sorted({group_id for _, _, group_id in filters})
+            context.log.info(
+                f"Extracting from {settings.graph_url} (sign-in activity: "
+                f"{settings.users.import_sign_in_activity}, member groups: {len(group_ids)})"
+            )
+            reports = extract_all(
+                client,
+                workdir,
+                sign_in_activity=settings.users.import_sign_in_activity,
+                group_ids=group_ids,
+            )
         _notify_soft_failures(warehouse, reports)
         with warehouse.transaction() as con:
             rows = {
@@ -120,6 +113,32 @@ def raw_entra(
                 "duration_seconds": duration,
             },
         )
+
+
+@contextlib.contextmanager
+def extraction_folder(settings: ConnectorSettings, prefix: str) -> Iterator[Path]:
+    """A scratch folder for extracted pages beside the database (same disk), removed after."""
+    parent = Path(settings.duckdb_path).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as folder:
+        yield Path(folder)
+
+
+@contextlib.contextmanager
+def recorded_graph_client(
+    connector: ConnectorResource, warehouse: Warehouse
+) -> Iterator[GraphClient]:
+    """A Graph client whose failures become `ops.notifications` and whose request and retry
+    counts reach `ops.sync_runs`, however the extraction ends."""
+    with connector.graph_client() as client:
+        try:
+            yield client
+        except EntraError as error:
+            notify_extraction_failure(warehouse, error)
+            raise
+        finally:
+            total = client.total_stats()
+            warehouse.add_graph_stats(total.requests, total.retries)
 
 
 def _resolve_group_filters(client, settings: ConnectorSettings) -> list[tuple[str, str, str]]:

@@ -114,7 +114,11 @@ def _print_summary(db: Path, seconds: float) -> None:
         print(f"\nNotifications: {len(notes)}")
         for source, severity, code, message in notes:
             print(f"  [{source} {severity}] {code}: {message}")
-    print(f"\nDone in {seconds:.1f}s. Query it: duckdb -readonly {db}")
+    print(f"\nDone in {seconds:.1f}s. Query it (read-only, safe while a sync runs):")
+    print(
+        f'  .venv/bin/python -c "import duckdb; '
+        f"print(duckdb.connect('{db}', read_only=True).sql('FROM neurons.users LIMIT 5'))\""
+    )
 
 
 def _print_user_source(con: duckdb.DuckDBPyConnection) -> None:

@@ -87,12 +87,18 @@ class Warehouse(dg.ConfigurableResource):
     # -- run lifecycle (Dagster calls these once per run with the in-process executor) --------
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.run is not None and context.run.is_finished:
+            # `dagster job execute` and `dg launch` initialise resources once more after the run
+            # has ended, to load outputs: that is not a run, and must not record one.
+            return
         run_id = context.run.run_id if context.run else uuid.uuid4().hex
         job = context.run.job_name if context.run else "adhoc"
         self._log = context.log
         self._begin(run_id, job)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._outcome is None:
+            return
         error = _first_step_failure(context)
         self._finish(error)
 

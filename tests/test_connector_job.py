@@ -7,7 +7,10 @@ of the SQL models; every fault ends in a clear outcome and untouched published d
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -393,3 +396,31 @@ def test_secret_never_reaches_the_database_dagster_storage_or_logs(
         if path.is_file() and path.name != "connector.yaml" and needle in path.read_bytes()
     ]
     assert leaked == []
+
+
+def test_classic_dagster_job_execute_runs_the_sync_and_records_it_once(
+    sync_factory: Any, tmp_path: Path
+) -> None:
+    sync = sync_factory()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "ENTRA_CONNECTOR_CONFIG": str(sync.config_path),
+        "DAGSTER_HOME": str(home),
+        "TEST_ENTRA_SECRET": sync.emulator.client_secret,
+    }
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "job", "execute"]
+        + ["-m", "entra_pipeline.definitions", "-j", CONNECTOR_JOB],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    # The command initialises resources again after the run to load outputs: still one run.
+    assert sync.query("SELECT job, status FROM ops.sync_runs") == [(CONNECTOR_JOB, "success")]
+    assert _ids(sync, "raw.users", "id") == {u["id"] for u in sync.emulator.tenant.users()}
+    assert sync.emulator.client_secret not in completed.stdout + completed.stderr

@@ -90,5 +90,7 @@ def _settings_if_configured() -> ConnectorSettings | None:
 @dg.definitions
 def defs() -> dg.Definitions:
     """What `dagster dev`, `dg` and `dagster job execute` load (built when they load it)."""
-    logging.getLogger("dagster").addFilter(RedactingFilter())
+    dagster_log = logging.getLogger("dagster")
+    if not any(isinstance(f, RedactingFilter) for f in dagster_log.filters):
+        dagster_log.addFilter(RedactingFilter())
     return build_definitions(_settings_if_configured())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,21 +20,13 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
+from support import CONNECTOR_PERMISSIONS, unused_port
 
 from entra_pipeline.definitions import CONNECTOR_JOB, build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.settings import ConnectorResource, load_settings
 
 NEVER = {"", "0001-01-01T00:00:00Z"}
-# The application permissions the connector's documentation asks an admin to grant.
-CONNECTOR_PERMISSIONS = {
-    "User.Read.All",
-    "Device.Read.All",
-    "Group.Read.All",
-    "GroupMember.Read.All",
-    "LicenseAssignment.Read.All",
-    "AuditLog.Read.All",
-}
 
 
 @dataclass
@@ -346,18 +337,12 @@ def test_wrong_secret_fails_with_a_clear_message_that_hides_it(
     assert [code for _, code, _ in sync.notifications()] == ["authentication_failed"]
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_unreachable_graph_writes_service_unreachable_and_keeps_data(sync_factory: Any) -> None:
     sync = sync_factory()
     assert sync.run().success
     before = _published_fingerprint(sync)
     document = yaml.safe_load(sync.config_path.read_text())
-    document["authority_host"] = document["graph_url"] = f"https://127.0.0.1:{_closed_port()}"
+    document["authority_host"] = document["graph_url"] = f"https://127.0.0.1:{unused_port()}"
     sync.config_path.write_text(yaml.safe_dump(document))
     assert not sync.run().success
     assert _published_fingerprint(sync) == before

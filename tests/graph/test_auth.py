@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
 import time
 from collections.abc import Callable
 
 import pytest
 from graph_fixtures import provider_for, token_requests
+from support import unused_port
 
 from entra_pipeline.emulator import Emulator, Faults
 from entra_pipeline.graph.client import GraphClient
@@ -26,12 +26,6 @@ from entra_pipeline.graph.errors import (
 )
 
 WRONG_SECRET = "Wr0ng8Q~notTheSecretAtAllButLongEnough12"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def assert_secret_absent(secret: str, client_id: str, *texts: str) -> None:
@@ -172,7 +166,7 @@ def test_unknown_tenant_is_named(emulator: Emulator) -> None:
 
 
 def test_unreachable_token_service(emulator: Emulator) -> None:
-    authority_host = f"https://127.0.0.1:{closed_port()}"
+    authority_host = f"https://127.0.0.1:{unused_port()}"
     tokens = provider_for(emulator, authority_host=authority_host)
     with pytest.raises(TokenServiceUnreachableError) as raised:
         tokens.token()

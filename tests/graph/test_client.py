@@ -6,12 +6,12 @@ Faults are scripted on the emulator; retry delays go to a recorder, so Retry-Aft
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable
 
 import httpx
 import pytest
 from graph_fixtures import FAST_RETRY, SleepRecorder, graph_requests, provider_for
+from support import unused_port
 
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.client import GraphClient, RequestStats, RetryPolicy
@@ -149,11 +149,8 @@ def test_graph_on_a_closed_port_is_unreachable(
     emulator: Emulator, client_factory: ClientFactory
 ) -> None:
     graph = client_factory(emulator)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     with pytest.raises(GraphUnreachableError) as raised:
-        graph.get_json(f"https://127.0.0.1:{port}/v1.0/users")
+        graph.get_json(f"https://127.0.0.1:{unused_port()}/v1.0/users")
     assert str(raised.value).startswith(
         "Microsoft Graph did not answer GET /v1.0/users after 5 attempts (last: ConnectError: "
     )

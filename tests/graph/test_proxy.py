@@ -3,19 +3,12 @@ transport is given, so the provider resolves them itself)."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
+from support import unused_port
 
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.auth import TokenProvider, environment_proxy
 from entra_pipeline.graph.errors import TokenServiceUnreachableError
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _provider(emu: Emulator) -> TokenProvider:
@@ -48,7 +41,7 @@ def test_token_requests_go_through_the_configured_proxy(
 ) -> None:
     for name in ("https_proxy", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{unused_port()}")
     with pytest.raises(TokenServiceUnreachableError):
         _provider(emulator).token()
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -17,6 +16,7 @@ import duckdb
 import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from support import unused_port
 
 from entra_pipeline.definitions import MDM_JOB, build_definitions
 from entra_pipeline.emulator import Emulator
@@ -240,12 +240,6 @@ class UserSource:
         return {row[0]: row[1:] for row in rows}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Mailbox:
     """The handler of the test SMTP server: keeps each accepted message, refuses listed
     recipients with 550 the way a real server refuses an unknown mailbox."""
@@ -292,7 +286,7 @@ class SmtpServer:
 
     def __init__(self, mailbox: Mailbox, tls: ssl.SSLContext | None = None) -> None:
         self.mailbox = mailbox
-        self.port = free_port()
+        self.port = unused_port()
         options: dict[str, Any] = {}
         if tls is not None:
             options = {

@@ -20,9 +20,9 @@ from mdm_fixtures import (
     SMTP_PASSWORD_VARIABLE,
     Mailbox,
     SmtpServer,
-    free_port,
     user,
 )
+from support import unused_port
 
 from entra_pipeline.assets import mdm
 from entra_pipeline.emulator.tls import server_context, write_certificates
@@ -150,7 +150,7 @@ def test_a_refused_recipient_is_recorded_failed_and_not_sent_again(
 def test_an_unreachable_smtp_server_leaves_invitations_pending_for_the_next_run(
     user_source: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = free_port()  # nothing listens there yet
+    port = unused_port()  # nothing listens there yet
     source = user_source(smtp=smtp_options(port))
     result = source.run(monkeypatch)
     assert result.success  # users are published; the e-mails wait

@@ -7,23 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from support import CONNECTOR_PERMISSIONS  # noqa: F401  (the operate tests import it from here)
 
 from entra_pipeline.emulator import Emulator
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_MAPPING = REPO / "mappings" / "entra_id.csv"
 SECRET_VARIABLE = "ENTRA_TEST_CLIENT_SECRET"
-# The application permissions the documentation asks an admin to grant.
-CONNECTOR_PERMISSIONS = frozenset(
-    {
-        "User.Read.All",
-        "AuditLog.Read.All",
-        "Device.Read.All",
-        "Group.Read.All",
-        "GroupMember.Read.All",
-        "LicenseAssignment.Read.All",
-    }
-)
 
 
 def emulator_config(emulator: Emulator, db: Path, **overrides: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ network failures say what to fix, config and mapping errors exit 2, and the secr
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from operate_fixtures import CONNECTOR_PERMISSIONS, REPO, SECRET_VARIABLE, SHIPPED_MAPPING
+from support import unused_port
 
 from entra_pipeline.check import (
     EXIT_CANNOT_SYNC,
@@ -291,11 +291,8 @@ def test_unknown_client_id_fails_the_token_step(emulator: Emulator, config_for: 
 def test_unreachable_token_service_says_so_quickly(
     emulator: Emulator, config_for: ConfigFor
 ) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        closed_port = unused.getsockname()[1]
     report = check_connector(
-        str(config_for(emulator, authority_host=f"https://127.0.0.1:{closed_port}"))
+        str(config_for(emulator, authority_host=f"https://127.0.0.1:{unused_port()}"))
     )
 
     token = step(report, "token")

@@ -146,19 +146,22 @@ DIRECTORY_USERS = Collection(
     table="directory_users",
     path="/users",
     columns={
-        "id": "VARCHAR",
-        "userPrincipalName": "VARCHAR",
-        "displayName": "VARCHAR",
-        "givenName": "VARCHAR",
-        "surname": "VARCHAR",
-        "mail": "VARCHAR",
-        "accountEnabled": "BOOLEAN",
-        "userType": "VARCHAR",
-        "createdDateTime": "VARCHAR",
-        "onPremisesSyncEnabled": "BOOLEAN",
-        "onPremisesExtensionAttributes": "JSON",
+        name: USERS.columns[name]
+        for name in (
+            "id",
+            "userPrincipalName",
+            "displayName",
+            "givenName",
+            "surname",
+            "mail",
+            "accountEnabled",
+            "userType",
+            "createdDateTime",
+            "onPremisesSyncEnabled",
+            "onPremisesExtensionAttributes",
+        )
     },
-    permission="User.Read.All",
+    permission=USERS.permission,
 )
 
 # raw.group_members is built from /groups/{id}/transitiveMembers, one row per (group, member):

@@ -124,11 +124,10 @@ class Warehouse(dg.ConfigurableResource):
     def _finish(self, error: str | None) -> None:
         outcome, work = self._require_run(), self._work_path
         assert work is not None
-        tables = list(outcome.rows_per_table) if error is None else []
         status = "failure" if error else "success"
         rows = _ops_rows(self.tenant_id, outcome, datetime.now(UTC), status, error)
         if error is None:
-            _publish(Path(self.path), work, tables, rows, base=self._base)
+            _publish(Path(self.path), work, list(outcome.rows_per_table), rows, base=self._base)
         else:
             _publish(Path(self.path), None, [], rows)
         work.unlink(missing_ok=True)
@@ -403,7 +402,7 @@ def query_sync_runs(
     """Run `sql` on the published file's `ops.sync_runs`; None when no run was ever published."""
     if not published.exists():
         return None
-    with contextlib.closing(duckdb.connect(str(published), read_only=True)) as con:
+    with contextlib.closing(connect(published, read_only=True)) as con:
         recorded = con.execute(
             "SELECT count(*) FROM information_schema.tables "
             "WHERE table_schema = 'ops' AND table_name = 'sync_runs'"

@@ -34,6 +34,7 @@ EXTRACTED_TABLES = (*(c.table for c in COLLECTIONS), GROUP_MEMBERS)
 # Written here from the extraction itself: what later layers need to know about it.
 GROUP_FILTERS = "group_filters"
 EXTRACTION_STATUS = "extraction_status"
+RAW_TABLES = (*EXTRACTED_TABLES, GROUP_FILTERS, EXTRACTION_STATUS)
 
 DESCRIPTIONS = {
     "users": "Every user of the tenant as Graph returns it, with licences and manager.",
@@ -54,7 +55,7 @@ def raw_key(table: str) -> dg.AssetKey:
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(raw_key(table), description=DESCRIPTIONS[table], group_name=RAW_GROUP)
-        for table in (*EXTRACTED_TABLES, GROUP_FILTERS, EXTRACTION_STATUS)
+        for table in RAW_TABLES
     ],
     can_subset=False,
 )
@@ -104,7 +105,7 @@ def raw_entra(
         f"Raw layer extracted in {duration:.1f}s: "
         + ", ".join(f"{table}={count}" for table, count in rows.items())
     )
-    for table in (*EXTRACTED_TABLES, GROUP_FILTERS, EXTRACTION_STATUS):
+    for table in RAW_TABLES:
         yield dg.MaterializeResult(
             asset_key=raw_key(table),
             metadata={
@@ -141,7 +142,9 @@ def recorded_graph_client(
             warehouse.add_graph_stats(total.requests, total.retries)
 
 
-def _resolve_group_filters(client, settings: ConnectorSettings) -> list[tuple[str, str, str]]:
+def _resolve_group_filters(
+    client: GraphClient, settings: ConnectorSettings
+) -> list[tuple[str, str, str]]:
     """(applies_to, configured reference, object id) for every configured group filter."""
     wanted = {"devices": settings.devices.groups, "users": settings.users.groups}
     resolved = resolve_groups(client, [ref for refs in wanted.values() for ref in refs])

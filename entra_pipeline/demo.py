@@ -16,7 +16,7 @@ import duckdb
 import yaml
 
 from entra_pipeline.definitions import CONNECTOR_JOB, MDM_JOB, build_definitions
-from entra_pipeline.emulator import EmulatorConfig, running_emulator
+from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,15 +57,10 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_config(emulator: object, db: Path) -> dict[str, object]:
+def _demo_config(emulator: Emulator, db: Path) -> dict[str, object]:
     return {
         "connector_name": "Demo (Graph emulator)",
-        "tenant_id": emulator.tenant_id,
-        "client_id": emulator.client_id,
-        "client_secret": f"${{{SECRET_VARIABLE}}}",
-        "authority_host": emulator.authority_host,
-        "graph_url": emulator.graph_url,
-        "ca_bundle": str(emulator.ca_bundle),
+        **emulator.connection_settings(SECRET_VARIABLE),
         "duckdb_path": str(db),
         "mapping_path": str(REPO_ROOT / "mappings" / "entra_id.csv"),
         # The MDM user source with one custom attribute of each kind; no SMTP, so invitations

@@ -67,12 +67,7 @@ class Sync:
 def _write_config(path: Path, emu: Emulator, db: Path, **options: Any) -> None:
     document: dict[str, Any] = {
         "connector_name": "Test connector",
-        "tenant_id": emu.tenant_id,
-        "client_id": emu.client_id,
-        "client_secret": "${TEST_ENTRA_SECRET}",
-        "authority_host": emu.authority_host,
-        "graph_url": emu.graph_url,
-        "ca_bundle": str(emu.ca_bundle),
+        **emu.connection_settings("TEST_ENTRA_SECRET"),
         "duckdb_path": str(db),
         "mapping_path": str(Path(__file__).resolve().parents[1] / "mappings" / "entra_id.csv"),
         **options,

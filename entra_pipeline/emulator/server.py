@@ -242,6 +242,18 @@ class Emulator:
             "ENTRA_CA_BUNDLE": self.ca_bundle,
         }
 
+    def connection_settings(self, secret_variable: str) -> dict[str, str]:
+        """The keys of a connector config that point it at this emulator; the secret stays in
+        the environment variable `secret_variable`, as a real config keeps it."""
+        return {
+            "tenant_id": self.tenant_id,
+            "client_id": self.client_id,
+            "client_secret": f"${{{secret_variable}}}",
+            "authority_host": self.authority_host,
+            "graph_url": self.graph_url,
+            "ca_bundle": str(self.ca_bundle),
+        }
+
     def stop(self) -> None:
         """Stop serving, end open connections and remove the generated certificates."""
         if self._stopped:

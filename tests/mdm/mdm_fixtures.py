@@ -171,12 +171,7 @@ class UserSource:
         emu = self.emulator
         document: dict[str, Any] = {
             "connector_name": "MDM test",
-            "tenant_id": emu.tenant_id,
-            "client_id": emu.client_id,
-            "client_secret": f"${{{SECRET_VARIABLE}}}",
-            "authority_host": emu.authority_host,
-            "graph_url": emu.graph_url,
-            "ca_bundle": emu.ca_bundle,
+            **emu.connection_settings(SECRET_VARIABLE),
             "duckdb_path": str(self.db),
             "user_source": {"name": "Contoso", "auto_invite": True, **self.options},
             **top_level,

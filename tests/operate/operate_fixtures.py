@@ -20,12 +20,7 @@ def emulator_config(emulator: Emulator, db: Path, **overrides: Any) -> dict[str,
     """A connector config (as YAML data) for `emulator`; `overrides` replace top-level keys."""
     return {
         "connector_name": "Operate test",
-        "tenant_id": emulator.tenant_id,
-        "client_id": emulator.client_id,
-        "client_secret": f"${{{SECRET_VARIABLE}}}",
-        "authority_host": emulator.authority_host,
-        "graph_url": emulator.graph_url,
-        "ca_bundle": emulator.ca_bundle,
+        **emulator.connection_settings(SECRET_VARIABLE),
         "duckdb_path": str(db),
         "mapping_path": str(SHIPPED_MAPPING),
         **overrides,

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import duckdb
 
+from entra_pipeline.connector.raw import LANDED
 from entra_pipeline.graph.auth import TokenProvider
 from entra_pipeline.graph.client import GraphClient
-from entra_pipeline.graph.extract import extract_all, load_raw_table
+from entra_pipeline.graph.extract import extract_all
+from entra_pipeline.warehouse.loading import load_landed_table
 
 _ENV_NAMES = {
     "ENTRA_AUTHORITY_HOST",
@@ -96,9 +98,10 @@ def main() -> int:
             rss_after_extract = peak_rss_mib()
             con = duckdb.connect(str(Path(tmp) / "entra.duckdb"))
             con.begin()
+            landed = {entry.table: entry for entry in LANDED}
             rows = {
-                table: load_raw_table(
-                    con, table, report.files, env["ENTRA_TENANT_ID"], datetime.now(UTC)
+                table: load_landed_table(
+                    con, landed[table], report.files, env["ENTRA_TENANT_ID"], datetime.now(UTC)
                 )
                 for table, report in reports.items()
             }

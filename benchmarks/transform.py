@@ -17,10 +17,11 @@ import dagster as dg
 import duckdb
 import yaml
 
-from entra_pipeline.assets.transform import transform_definitions
-from entra_pipeline.graph.collections import ALL, GROUP_MEMBERS_COLUMNS, PROVENANCE_COLUMNS
-from entra_pipeline.publish import Warehouse
+from entra_pipeline.connector.definitions import transform_definitions
+from entra_pipeline.connector.raw import LANDED
 from entra_pipeline.settings import ConnectorResource
+from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS
+from entra_pipeline.warehouse.publish import Warehouse
 
 TENANT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 SKUS = [
@@ -135,8 +136,7 @@ GENERATE = {
 }
 
 RAW_COLUMNS = {
-    **{collection.table: collection.columns for collection in ALL},
-    "group_members": GROUP_MEMBERS_COLUMNS,
+    **{landed.table: landed.columns for landed in LANDED},
     "group_filters": {"applies_to": "VARCHAR", "group_ref": "VARCHAR", "group_id": "VARCHAR"},
     "extraction_status": {"collection": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"},
 }

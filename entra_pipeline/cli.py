@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args)
     if args.command == "check":
-        from entra_pipeline.check import run_check
+        from entra_pipeline.preflight import run_check
 
         return run_check(args)
     raise AssertionError(f"unhandled command {args.command}")

@@ -1,7 +1,9 @@
-"""The one Definitions object: assets, checks, jobs, schedules and resources, wired; no logic.
+"""The one Definitions object: each source's Definitions merged, with the policy applied across
+them (freshness checks, run-status sensors, the shared resources); no logic.
 
-Reads the connector config named by ENTRA_CONNECTOR_CONFIG for the DuckDB path and schedules; with
-no config yet, it still loads (runs then fail with a message saying which file to provide).
+Reads the connector config named by ENTRA_CONNECTOR_CONFIG once, when the code location loads:
+the warehouse path, schedules, sensors and freshness all take it from that one parse. With no
+config yet it still loads (runs then fail with a message saying which file to provide).
 """
 
 from __future__ import annotations
@@ -10,15 +12,13 @@ import logging
 
 import dagster as dg
 
-from entra_pipeline.assets.mdm import MDM_GROUP, mdm_definitions
-from entra_pipeline.assets.raw import RAW_GROUP, raw_entra
-from entra_pipeline.assets.transform import transform_definitions
-from entra_pipeline.freshness import FRESHNESS_CHECKS, freshness_definitions
-from entra_pipeline.publish import Warehouse
-from entra_pipeline.schedules import connector_schedule, user_source_schedule
+from entra_pipeline.connector.definitions import connector_definitions
+from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
+from entra_pipeline.operations.freshness import FRESHNESS_CHECKS, freshness_definitions
+from entra_pipeline.operations.sensors import sync_run_sensors
 from entra_pipeline.secrets import RedactingFilter
-from entra_pipeline.sensors import sync_run_sensors
 from entra_pipeline.settings import (
+    DEFAULT_DUCKDB_PATH,
     ConfigError,
     ConnectorResource,
     ConnectorSettings,
@@ -26,12 +26,10 @@ from entra_pipeline.settings import (
     UserSourceOptions,
     load_settings,
 )
+from entra_pipeline.user_source.definitions import user_source_definitions
+from entra_pipeline.warehouse.publish import Warehouse
 
 log = logging.getLogger(__name__)
-
-CONNECTOR_JOB = "entra_id_sync"
-CONNECTOR_GROUPS = (RAW_GROUP, "staging", "filtered", "mapping", "neurons")
-MDM_JOB = "mdm_user_source_sync"
 
 
 def build_definitions(
@@ -42,41 +40,24 @@ def build_definitions(
     """Everything Dagster serves, for one connector configuration (None: not configured yet).
 
     `connector` overrides the connector resource (tests shorten its retry backoff)."""
-    connector_job = dg.define_asset_job(
-        CONNECTOR_JOB,
-        selection=dg.AssetSelection.groups(*CONNECTOR_GROUPS) - FRESHNESS_CHECKS,
-        description="The Entra ID connector: Graph -> raw -> staging -> filtered -> neurons.*",
-        executor_def=dg.in_process_executor,
-    )
-    mdm_job = dg.define_asset_job(
-        MDM_JOB,
-        selection=dg.AssetSelection.groups(MDM_GROUP) - FRESHNESS_CHECKS,
-        description="The MDM Entra ID user source: every user and group -> mdm.*, invitations",
-        executor_def=dg.in_process_executor,
-    )
-    schedule_options = settings.schedule if settings else ScheduleOptions(active=False)
+    schedule = settings.schedule if settings else ScheduleOptions(active=False)
     user_source = settings.user_source if settings else UserSourceOptions(enabled=False)
-    duckdb_path = settings.duckdb_path if settings else "data/entra.duckdb"
+    duckdb_path = settings.duckdb_path if settings else DEFAULT_DUCKDB_PATH
     tenant_id = settings.tenant_id if settings else ""
-    base = dg.Definitions(
-        assets=[raw_entra],
-        jobs=[connector_job, mdm_job],
-        schedules=[
-            connector_schedule(schedule_options, connector_job),
-            user_source_schedule(user_source, schedule_options.timezone, mdm_job),
-        ],
-        sensors=sync_run_sensors(
-            duckdb_path, tenant_id, [connector_job, mdm_job], running=settings is not None
-        ),
+    sources = dg.Definitions.merge(
+        connector_definitions(schedule, excluded=FRESHNESS_CHECKS),
+        user_source_definitions(user_source, schedule.timezone, excluded=FRESHNESS_CHECKS),
+    )
+    sync_jobs = [job for job in sources.jobs or () if job.name in (CONNECTOR_JOB, USER_SOURCE_JOB)]
+    policy = dg.Definitions(
+        sensors=sync_run_sensors(duckdb_path, tenant_id, sync_jobs, running=settings is not None),
         resources={
             "warehouse": Warehouse(path=duckdb_path, tenant_id=tenant_id),
             "connector": connector or ConnectorResource(config_path=config_path),
         },
         executor=dg.in_process_executor,
     )
-    return dg.Definitions.merge(
-        base, transform_definitions(), mdm_definitions(), freshness_definitions(settings)
-    )
+    return dg.Definitions.merge(sources, policy, freshness_definitions(settings))
 
 
 def _settings_if_configured() -> ConnectorSettings | None:

@@ -15,13 +15,14 @@ import dagster as dg
 import duckdb
 import yaml
 
-from entra_pipeline.definitions import CONNECTOR_JOB, MDM_JOB, build_definitions
+from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
+from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET_VARIABLE = "ENTRA_DEMO_CLIENT_SECRET"
-DEMO_JOBS = (CONNECTOR_JOB, MDM_JOB)
+DEMO_JOBS = (CONNECTOR_JOB, USER_SOURCE_JOB)
 
 
 def run_demo(args: argparse.Namespace) -> int:

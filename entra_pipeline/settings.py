@@ -28,7 +28,9 @@ from pydantic import (
     model_validator,
 )
 
+from entra_pipeline.errors import PipelineError
 from entra_pipeline.secrets import redact, register_secret
+from entra_pipeline.vocabulary import JOIN_TYPE_OPTIONS, is_guid
 
 if TYPE_CHECKING:
     from entra_pipeline.graph.client import GraphClient
@@ -37,13 +39,13 @@ log = logging.getLogger(__name__)
 
 CONFIG_ENV_VAR = "ENTRA_CONNECTOR_CONFIG"
 DEFAULT_CONFIG_FILE = "connector.yaml"
+# Where the warehouse is published when the config does not say (and before there is a config).
+DEFAULT_DUCKDB_PATH = "data/entra.duckdb"
 
-JoinType = Literal["entra_registered", "entra_joined", "hybrid_entra_joined"]
+# The option values of devices.join_types, from the one vocabulary.
+JoinType = Literal[JOIN_TYPE_OPTIONS]  # type: ignore[valid-type]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
-GUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
 DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$"
 )
@@ -64,7 +66,7 @@ SECRET_KEYS = {"client_secret", "password"}
 NOT_INTERPOLATED = {("user_source", "templates")}
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """The connector configuration is missing or invalid; the message says where and what is allowed."""
 
 
@@ -200,7 +202,7 @@ class ConnectorSettings(_Strict):
     authority_host: str = "https://login.microsoftonline.com"
     graph_url: str = "https://graph.microsoft.com"
     ca_bundle: str | None = None
-    duckdb_path: str = "data/entra.duckdb"
+    duckdb_path: str = DEFAULT_DUCKDB_PATH
     mapping_path: str = "mappings/entra_id.csv"
     devices: DeviceOptions = Field(default_factory=DeviceOptions)
     users: UserOptions = Field(default_factory=UserOptions)
@@ -217,7 +219,7 @@ class ConnectorSettings(_Strict):
     @field_validator("tenant_id")
     @classmethod
     def _tenant(cls, value: str) -> str:
-        if not (GUID_RE.match(value) or DOMAIN_RE.match(value)):
+        if not (is_guid(value) or DOMAIN_RE.match(value)):
             raise ValueError(
                 f"{value!r} is neither a GUID (Directory (tenant) ID) nor a verified domain "
                 "name such as contoso.onmicrosoft.com"
@@ -227,7 +229,7 @@ class ConnectorSettings(_Strict):
     @field_validator("client_id")
     @classmethod
     def _client(cls, value: str) -> str:
-        if not GUID_RE.match(value):
+        if not is_guid(value):
             raise ValueError(
                 f"{value!r} is not a GUID; use the Application (client) ID of the app registration"
             )

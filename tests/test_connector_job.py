@@ -20,11 +20,12 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
-from support import CONNECTOR_PERMISSIONS, unused_port
 
-from entra_pipeline.definitions import CONNECTOR_JOB, build_definitions
+from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
+from entra_pipeline.jobs import CONNECTOR_JOB
 from entra_pipeline.settings import ConnectorResource, load_settings
+from tests.support import CONNECTOR_PERMISSIONS, unused_port
 
 NEVER = {"", "0001-01-01T00:00:00Z"}
 
@@ -316,6 +317,54 @@ def test_non_premium_tenant_skips_sign_in_and_the_user_stale_filter(sync_factory
     assert sync.query('SELECT count(*) FROM neurons.users WHERE "User.LastLogon" IS NOT NULL') == [
         (0,)
     ]
+
+
+def stale_warnings(sync: Sync) -> list[tuple[Any, ...]]:
+    return sync.query(
+        "SELECT severity, message, details FROM ops.notifications WHERE code = 'stale_filter_skipped'"
+    )
+
+
+def test_stale_filter_skipped_names_the_threshold_and_why_sign_in_activity_is_missing(
+    sync_factory: Any,
+) -> None:
+    sync = sync_factory({"users": {"stale_threshold_days": 30}}, premium=False)
+    assert sync.run().success
+    [(reason,)] = sync.query(
+        "SELECT reason FROM raw.extraction_status WHERE collection = 'sign_in_activity'"
+    )
+    assert "P1" in reason
+    [(severity, message, details)] = stale_warnings(sync)
+    assert severity == "warning"
+    assert message == (
+        "The user stale threshold of 30 days was not applied because sign-in activity was "
+        f"not imported ({reason}); every licensed user was kept."
+    )
+    assert json.loads(details) == {
+        "reason": reason,
+        "sign_in_activity_status": "unavailable",
+        "stale_threshold_days": 30,
+    }
+
+
+def test_stale_filter_skipped_when_sign_in_import_is_off(sync_factory: Any) -> None:
+    sync = sync_factory({"users": {"stale_threshold_days": 30, "import_sign_in_activity": False}})
+    assert sync.run().success
+    [(severity, message, details)] = stale_warnings(sync)
+    assert (severity, json.loads(details)["sign_in_activity_status"]) == ("warning", "skipped")
+    assert "users.import_sign_in_activity is false" in message
+
+
+def test_no_stale_warning_when_sign_in_was_imported_or_the_threshold_is_off(
+    sync_factory: Any,
+) -> None:
+    imported = sync_factory({"users": {"stale_threshold_days": 30}})
+    assert imported.run().success
+    assert stale_warnings(imported) == []
+    off = sync_factory({"users": {"stale_threshold_days": None}}, premium=False)
+    assert off.run().success
+    assert [code for _, code, _ in off.notifications()] == ["sign_in_activity_unavailable"]
+    assert stale_warnings(off) == []
 
 
 def test_wrong_secret_fails_with_a_clear_message_that_hides_it(

@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from entra_pipeline.publish import Warehouse
+from entra_pipeline.warehouse.publish import Warehouse
 
 FAIL_AT_SECOND_ASSET = {"value": False}
 

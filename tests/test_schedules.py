@@ -9,8 +9,9 @@ import dagster as dg
 import pytest
 from dagster._utils.schedules import cron_string_iterator  # what the daemon uses for ticks
 
-from entra_pipeline.schedules import connector_schedule, interval_crons, user_source_schedule
+from entra_pipeline.connector.schedule import connector_schedule
 from entra_pipeline.settings import ScheduleOptions, UserSourceOptions
+from entra_pipeline.user_source.schedule import interval_crons, user_source_schedule
 
 JOB = dg.define_asset_job("entra_id_sync")
 MDM_JOB = dg.define_asset_job("mdm_user_source_sync")

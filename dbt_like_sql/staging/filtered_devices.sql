@@ -8,20 +8,9 @@
 -- values): an empty list keeps every device, those without a trustType included; otherwise only the
 -- listed types. The group filter keeps transitive members of any group in raw.group_filters
 -- (applies_to 'devices'); an empty list is no filter.
-WITH filter_groups AS (
-    SELECT group_id
-    FROM {{ ref('raw.group_filters') }}
-    WHERE applies_to = 'devices'
-),
 
--- transitiveMembers already lists the members of nested groups under the filter group.
-group_members AS (
-    SELECT DISTINCT m.member_id
-    FROM {{ ref('raw.group_members') }} AS m
-    JOIN filter_groups AS g ON g.group_id = m.group_id
-    WHERE m.member_type = 'device'
-)
-
+-- depends_on: {{ source('raw.group_filters') }}, {{ source('raw.group_members') }}
+-- (kept_by_group_filter)
 SELECT d.*
 FROM {{ ref('staging.devices') }} AS d
 WHERE
@@ -37,7 +26,4 @@ WHERE
         len(CAST($join_types AS VARCHAR[])) = 0
         OR coalesce(list_contains(CAST($join_types AS VARCHAR[]), d.join_type), false)
     )
-    AND (
-        NOT EXISTS (SELECT 1 FROM filter_groups)
-        OR d.id IN (SELECT member_id FROM group_members)
-    )
+    AND kept_by_group_filter(d.id, 'devices', 'device')

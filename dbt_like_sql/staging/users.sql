@@ -1,28 +1,22 @@
 -- Users flattened from Graph: typed timestamps, licence names, manager, first business phone,
 -- sign-in activity (null unless it was imported this run) and the activity the stale threshold reads.
 --
--- Graph properties keep their Graph names; derived columns are snake_case. Graph writes "" and
--- 0001-01-01T00:00:00Z for "never": both become NULL here, and a malformed timestamp fails the run
--- rather than silently turning into "never" (which would make the object look stale).
-WITH sign_in_imported AS (
-    SELECT count(*) > 0 AS imported
-    FROM {{ ref('raw.extraction_status') }}
-    WHERE collection = 'sign_in_activity' AND status = 'complete'
-),
+-- Graph properties keep their Graph names; derived columns are snake_case. Timestamps go through
+-- graph_timestamp() ("" and 0001-01-01T00:00:00Z are NULL). $sign_in_imported says whether this
+-- run imported sign-in activity.
+
+-- depends_on: {{ source('raw.extraction_status') }} (read for $sign_in_imported)
 
 -- raw.sign_in_activity is read only when this run imported it: a table left from an earlier run
 -- must not make users look active.
-sign_ins AS (
+WITH sign_ins AS (
     SELECT
         id,
-        nullif(CAST(nullif(signInActivity ->> 'lastSignInDateTime', '') AS TIMESTAMPTZ),
-            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS lastSignInDateTime,
-        nullif(CAST(nullif(signInActivity ->> 'lastNonInteractiveSignInDateTime', '') AS TIMESTAMPTZ),
-            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS lastNonInteractiveSignInDateTime,
-        nullif(CAST(nullif(signInActivity ->> 'lastSuccessfulSignInDateTime', '') AS TIMESTAMPTZ),
-            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS lastSuccessfulSignInDateTime
-    FROM {{ ref('raw.sign_in_activity') }}
-    WHERE (SELECT imported FROM sign_in_imported)
+        graph_timestamp(signInActivity ->> 'lastSignInDateTime') AS lastSignInDateTime,
+        graph_timestamp(signInActivity ->> 'lastNonInteractiveSignInDateTime') AS lastNonInteractiveSignInDateTime,
+        graph_timestamp(signInActivity ->> 'lastSuccessfulSignInDateTime') AS lastSuccessfulSignInDateTime
+    FROM {{ source('raw.sign_in_activity') }}
+    WHERE CAST($sign_in_imported AS BOOLEAN)
 ),
 
 -- A licence whose SKU is not in subscribedSkus (e.g. that call was not permitted) keeps its skuId,
@@ -32,9 +26,9 @@ licences AS (
         u.id,
         string_agg(coalesce(sku.skuPartNumber, l.skuId), ',' ORDER BY coalesce(sku.skuPartNumber, l.skuId))
             AS license_names
-    FROM {{ ref('raw.users') }} AS u,
+    FROM {{ source('raw.users') }} AS u,
         unnest(from_json(u.assignedLicenses, '[{"skuId": "VARCHAR"}]')) AS t(l)
-    LEFT JOIN {{ ref('raw.subscribed_skus') }} AS sku ON sku.skuId = l.skuId
+    LEFT JOIN {{ source('raw.subscribed_skus') }} AS sku ON sku.skuId = l.skuId
     GROUP BY u.id
 ),
 
@@ -57,11 +51,9 @@ users AS (
         u.accountEnabled,
         u.userType,
         coalesce(u.userType = 'Guest', false) AS is_guest,
-        nullif(CAST(nullif(u.createdDateTime, '') AS TIMESTAMPTZ),
-            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS createdDateTime,
+        graph_timestamp(u.createdDateTime) AS createdDateTime,
         u.onPremisesSyncEnabled,
-        nullif(CAST(nullif(u.onPremisesLastSyncDateTime, '') AS TIMESTAMPTZ),
-            TIMESTAMPTZ '0001-01-01 00:00:00+00') AS onPremisesLastSyncDateTime,
+        graph_timestamp(u.onPremisesLastSyncDateTime) AS onPremisesLastSyncDateTime,
         u.city,
         u.state,
         u.country,
@@ -89,7 +81,7 @@ users AS (
         u.onPremisesExtensionAttributes ->> 'extensionAttribute13' AS extensionAttribute13,
         u.onPremisesExtensionAttributes ->> 'extensionAttribute14' AS extensionAttribute14,
         u.onPremisesExtensionAttributes ->> 'extensionAttribute15' AS extensionAttribute15
-    FROM {{ ref('raw.users') }} AS u
+    FROM {{ source('raw.users') }} AS u
     LEFT JOIN licences AS lic ON lic.id = u.id
     LEFT JOIN sign_ins AS s ON s.id = u.id
 )

@@ -23,6 +23,7 @@ class Collection:
     permission: str = ""  # application permission the call needs
     page_size: int = 999  # $top; Graph caps pages at 100 with $expand
     extra_select: tuple[str, ...] = field(default=())  # selected but not a column of its own
+    key: tuple[str, ...] = ("id",)  # what identifies a row: a key listed twice keeps its first
 
     @property
     def select(self) -> str:
@@ -137,6 +138,7 @@ SUBSCRIBED_SKUS = Collection(
         "consumedUnits": "INTEGER",
     },
     permission="LicenseAssignment.Read.All",
+    key=("skuId",),
 )
 
 # The MDM user source (SPEC 4) reads every user without the manager expand, which would cap its
@@ -164,11 +166,14 @@ DIRECTORY_USERS = Collection(
     permission=USERS.permission,
 )
 
-# raw.group_members is built from /groups/{id}/transitiveMembers, one row per (group, member):
-#   group_id VARCHAR, member_id VARCHAR, member_type VARCHAR ('user' | 'device' | 'group')
-GROUP_MEMBERS_COLUMNS = {"group_id": "VARCHAR", "member_id": "VARCHAR", "member_type": "VARCHAR"}
-
-# Every raw table also carries these, first: the tenant and when the row was extracted (UTC).
-PROVENANCE_COLUMNS = {"tenant_id": "VARCHAR", "extracted_at": "TIMESTAMPTZ"}
+# group_members is built from /groups/{id}/transitiveMembers of each group (`$select=id`), one row
+# per (group, member); member_type is 'user', 'device' or 'group' (from @odata.type).
+GROUP_MEMBERS = Collection(
+    table="group_members",
+    path="/groups/{id}/transitiveMembers",
+    columns={"group_id": "VARCHAR", "member_id": "VARCHAR", "member_type": "VARCHAR"},
+    permission="GroupMember.Read.All",
+    key=("group_id", "member_id"),
+)
 
 ALL = (USERS, SIGN_IN_ACTIVITY, DEVICES, GROUPS, SUBSCRIBED_SKUS)

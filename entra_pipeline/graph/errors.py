@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+from entra_pipeline.errors import PipelineError
 from entra_pipeline.graph.collections import ALL as COLLECTIONS
 from entra_pipeline.graph.collections import SIGN_IN_ACTIVITY
 from entra_pipeline.secrets import redact
 
 
-class EntraError(Exception):
+class EntraError(PipelineError):
     """Base of everything this package raises about Entra ID or Graph."""
 
     notification_code = "graph_request_failed"

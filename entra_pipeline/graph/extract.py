@@ -1,32 +1,26 @@
-"""Graph collections streamed page by page to NDJSON files, then loaded into the `raw.*` tables.
+"""Graph collections streamed page by page to NDJSON files, never a whole collection in memory.
 
-get (`extract_*`: Graph -> files, never a whole collection in memory) -> load (`load_raw_table`:
-files -> DuckDB with the registry's column types); `extract_all` runs the collections concurrently.
+`extract_*` write the files (the warehouse layer loads them, typed by the registry);
+`extract_all` runs the connector's collections concurrently; `resolve_groups` finds filter groups.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
 
-import duckdb
-
 from entra_pipeline.graph.client import GraphClient, RequestStats, Row
-from entra_pipeline.graph.collections import ALL as COLLECTIONS
 from entra_pipeline.graph.collections import (
     DEVICES,
-    GROUP_MEMBERS_COLUMNS,
+    GROUP_MEMBERS,
     GROUPS,
-    PROVENANCE_COLUMNS,
     SIGN_IN_ACTIVITY,
     SUBSCRIBED_SKUS,
     USERS,
@@ -39,23 +33,12 @@ from entra_pipeline.graph.errors import (
     GraphRequestError,
     GroupNotFoundError,
 )
+from entra_pipeline.vocabulary import is_guid
 
 logger = logging.getLogger(__name__)
 
-GROUP_MEMBERS = "group_members"
-
-# Columns and de-duplication key of every raw table.
-RAW_COLUMNS: dict[str, dict[str, str]] = {
-    **{c.table: c.columns for c in COLLECTIONS},
-    GROUP_MEMBERS: GROUP_MEMBERS_COLUMNS,
-}
-_KEYS: dict[str, tuple[str, ...]] = {
-    SUBSCRIBED_SKUS.table: ("skuId",),
-    GROUP_MEMBERS: ("group_id", "member_id"),
-}
 _MEMBER_PAGE_SIZE = 999
 _ODATA_TYPE_PREFIX = "#microsoft.graph."
-_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -175,7 +158,7 @@ def extract_group_members(
     Up to `max_workers` groups are listed at a time, each worker appending to its own file.
     """
     cancel = cancel or threading.Event()
-    folder = workdir / GROUP_MEMBERS
+    folder = workdir / GROUP_MEMBERS.table
     folder.mkdir(parents=True, exist_ok=True)
     queue = iter(dict.fromkeys(group_ids))  # each group once, in the given order
     queue_lock = threading.Lock()
@@ -189,9 +172,9 @@ def extract_group_members(
         while (group_id := next_group()) is not None:
             writer.begin_listing()
             pages = client.iter_pages(
-                f"/groups/{group_id}/transitiveMembers",
+                GROUP_MEMBERS.path.format(id=group_id),
                 params,
-                label=GROUP_MEMBERS,
+                label=GROUP_MEMBERS.table,
                 on_restart=writer.restart_listing,
             )
             for members in _unless_cancelled(pages, cancel):
@@ -204,57 +187,9 @@ def extract_group_members(
     finally:
         for writer in writers:
             writer.close()
-    return Extracted(GROUP_MEMBERS, tuple(w.path for w in writers), sum(w.rows for w in writers))
-
-
-def load_raw_table(
-    con: duckdb.DuckDBPyConnection,
-    table: str,
-    files: Sequence[Path],
-    tenant_id: str,
-    extracted_at: datetime,
-    *,
-    columns: Mapping[str, str] | None = None,
-    schema: str = "raw",
-) -> int:
-    """CREATE OR REPLACE `<schema>.<table>` from NDJSON files, typed and de-duplicated; row count.
-
-    Runs in the caller's transaction. Columns and types come from the registry (or `columns`, for
-    a collection outside it), so a property no row carries is still a typed, null column; no files
-    gives an empty table of that shape. Rows keep Graph's order; a key seen twice keeps its first.
-    """
-    columns = columns or RAW_COLUMNS[table]
-    target = f"{_quoted(schema)}.{_quoted(table)}"
-    key = ", ".join(_quoted(c) for c in _KEYS.get(table, ("id",)))
-    provenance = ", ".join(f"?::{t} AS {_quoted(c)}" for c, t in PROVENANCE_COLUMNS.items())
-    selected = ", ".join(_quoted(c) for c in columns)
-    struct = ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in columns.items())
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(schema)}")
-    if not files:
-        typed = ", ".join(f"{_quoted(c)} {t}" for c, t in {**PROVENANCE_COLUMNS, **columns}.items())
-        con.execute(f"CREATE OR REPLACE TABLE {target} ({typed})")
-        return 0
-    # A plain scan streams the files into the table; de-duplicating in the same statement
-    # (DISTINCT ON / ORDER BY) would hold every row at once and took 2.5x the time and memory
-    # at 400k devices. Duplicates are rare (a restarted listing is cut back before the load), so
-    # they are counted on the key alone and deleted only when there are any.
-    # The query is built from the registry (trusted names); values arrive as parameters.
-    con.execute(
-        f"CREATE OR REPLACE TABLE {target} AS SELECT {provenance}, {selected} "
-        f"FROM read_json(?, format = 'newline_delimited', columns = {{{struct}}})",
-        [tenant_id, extracted_at, [str(f) for f in files]],
+    return Extracted(
+        GROUP_MEMBERS.table, tuple(w.path for w in writers), sum(w.rows for w in writers)
     )
-    [(count, distinct)] = con.execute(
-        f"SELECT (SELECT count(*) FROM {target}), (SELECT count(*) FROM (SELECT DISTINCT {key} "
-        f"FROM {target}))"
-    ).fetchall()
-    if count != distinct:
-        con.execute(
-            f"DELETE FROM {target} WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() "
-            f"OVER (PARTITION BY {key} ORDER BY rowid) AS seen FROM {target}) WHERE seen > 1)"
-        )
-        logger.info("raw %s: dropped %d rows listed twice", table, count - distinct)
-    return int(distinct)
 
 
 def resolve_groups(client: GraphClient, refs: Iterable[str]) -> dict[str, str]:
@@ -266,7 +201,7 @@ def resolve_groups(client: GraphClient, refs: Iterable[str]) -> dict[str, str]:
     missing: list[str] = []
     ambiguous: dict[str, list[str]] = {}
     for ref in dict.fromkeys(refs):
-        if _GUID.fullmatch(ref):
+        if is_guid(ref):
             try:
                 group = client.get_json(
                     f"/groups/{ref}", {"$select": "id,displayName"}, label="group_resolution"
@@ -325,7 +260,7 @@ def extract_all(
             client, SIGN_IN_ACTIVITY, workdir, cancel=cancel
         )
     if group_ids:
-        tasks[GROUP_MEMBERS] = lambda: extract_group_members(
+        tasks[GROUP_MEMBERS.table] = lambda: extract_group_members(
             client, group_ids, workdir, max_workers=max_workers, cancel=cancel
         )
     reports: dict[str, CollectionReport] = {}
@@ -420,11 +355,3 @@ def _group_problem(missing: list[str], ambiguous: dict[str, list[str]]) -> str:
         + "; ".join(problems)
         + ". Use the group's object id, or its display name exactly as Entra shows it."
     )
-
-
-def _quoted(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

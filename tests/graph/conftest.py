@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from graph_fixtures import FAST_RETRY, SleepRecorder, provider_for
 
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.auth import TokenProvider
 from entra_pipeline.graph.client import GraphClient
+from tests.graph.graph_fixtures import FAST_RETRY, SleepRecorder, provider_for
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from graph_fixtures import provider_for, token_requests
-from support import unused_port
 
 from entra_pipeline.emulator import Emulator, Faults
 from entra_pipeline.graph.client import GraphClient
@@ -24,6 +22,8 @@ from entra_pipeline.graph.errors import (
     UnknownClientError,
     UnknownTenantError,
 )
+from tests.graph.graph_fixtures import provider_for, token_requests
+from tests.support import unused_port
 
 WRONG_SECRET = "Wr0ng8Q~notTheSecretAtAllButLongEnough12"
 

@@ -10,8 +10,6 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from graph_fixtures import FAST_RETRY, SleepRecorder, graph_requests, provider_for
-from support import unused_port
 
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.client import GraphClient, RequestStats, RetryPolicy
@@ -21,6 +19,8 @@ from entra_pipeline.graph.errors import (
     GraphRequestError,
     GraphUnreachableError,
 )
+from tests.graph.graph_fixtures import FAST_RETRY, SleepRecorder, graph_requests, provider_for
+from tests.support import unused_port
 
 ClientFactory = Callable[..., GraphClient]
 ADVANCED = {"$filter": "userType ne 'Guest'", "$count": "true", "$top": 10, "$select": "id"}

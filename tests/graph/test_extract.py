@@ -14,29 +14,39 @@ from typing import Any
 
 import duckdb
 import pytest
-from graph_fixtures import graph_requests
 
+from entra_pipeline.connector.raw import LANDED
 from entra_pipeline.emulator import Emulator, FileTenant
 from entra_pipeline.emulator.handlers import ALL_PERMISSIONS
 from entra_pipeline.graph.client import GraphClient
-from entra_pipeline.graph.collections import PROVENANCE_COLUMNS, USERS
+from entra_pipeline.graph.collections import GROUP_MEMBERS, USERS
 from entra_pipeline.graph.errors import (
     GraphPermissionError,
     GraphPremiumRequiredError,
     GroupNotFoundError,
 )
 from entra_pipeline.graph.extract import (
-    GROUP_MEMBERS,
     CollectionReport,
     extract_all,
     extract_group_members,
-    load_raw_table,
     member_rows,
     odata_string,
     resolve_groups,
 )
+from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS, load_landed_table
+from tests.graph.graph_fixtures import graph_requests
 
 ClientFactory = Callable[..., GraphClient]
+LANDED_BY_TABLE = {landed.table: landed for landed in LANDED}
+
+
+def load_raw_table(
+    con: duckdb.DuckDBPyConnection, table: str, files: Any, tenant_id: str, at: datetime
+) -> int:
+    """raw.<table> from extracted files, as the connector's raw layer loads it."""
+    return load_landed_table(con, LANDED_BY_TABLE[table], files, tenant_id, at)
+
+
 EXTRACTED_AT = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 ANN = "a0000000-0000-4000-8000-000000000001"
@@ -111,7 +121,7 @@ def test_extract_all_lands_every_collection_with_exact_rows(
         "groups": ("ok", tenant.group_count),
         "subscribed_skus": ("ok", len(tenant.subscribed_skus())),
         "sign_in_activity": ("ok", 60),
-        GROUP_MEMBERS: ("ok", len(members)),
+        GROUP_MEMBERS.table: ("ok", len(members)),
     }
     # $expand caps user and device pages at 100; 60 users fit one page.
     assert (reports["users"].pages, reports["users"].requests, reports["users"].retries) == (
@@ -247,7 +257,7 @@ def test_transitive_members_typed_by_odata_type(
     emu = emulator_factory(tenant=hand_built_tenant())
     extracted = extract_group_members(client_factory(emu), [OBRIEN, NESTED], tmp_path)
     con = duckdb.connect()
-    load_raw_table(con, GROUP_MEMBERS, extracted.files, emu.tenant_id, EXTRACTED_AT)
+    load_raw_table(con, GROUP_MEMBERS.table, extracted.files, emu.tenant_id, EXTRACTED_AT)
     rows = con.execute(
         "SELECT group_id, member_id, member_type FROM raw.group_members ORDER BY ALL"
     ).fetchall()

@@ -4,11 +4,11 @@ transport is given, so the provider resolves them itself)."""
 from __future__ import annotations
 
 import pytest
-from support import unused_port
 
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.auth import TokenProvider, environment_proxy
 from entra_pipeline.graph.errors import TokenServiceUnreachableError
+from tests.support import unused_port
 
 
 def _provider(emu: Emulator) -> TokenProvider:

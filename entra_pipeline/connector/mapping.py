@@ -1,0 +1,313 @@
+"""The CSV attribute mapping (`ops.attribute_mapping`) and the tables built from it alone.
+
+`neurons.users` and `neurons.devices` have one column per CSV row, named exactly as its target
+attribute and in CSV order: editing the CSV changes the tables without a code change.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandera.polars as pa
+import polars as pl
+from pandera.errors import SchemaErrors
+
+from entra_pipeline.errors import PipelineError
+from entra_pipeline.settings import ConnectorResource
+from entra_pipeline.warehouse.metadata import table_columns, table_metadata
+from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.sql import quoted
+
+ATTRIBUTE_MAPPING = dg.AssetKey(["ops", "attribute_mapping"])
+MAPPING_TABLE = "ops.attribute_mapping"
+CSV_COLUMNS = ("data_type", "source_attribute", "target_attribute", "description")
+
+
+@dataclass(frozen=True)
+class MappedTable:
+    """A data type of the mapping: the filtered table it reads and the table it builds."""
+
+    data_type: str
+    source: str
+    target: str
+
+    @property
+    def key(self) -> dg.AssetKey:
+        return dg.AssetKey(self.target.split("."))
+
+    @property
+    def source_key(self) -> dg.AssetKey:
+        return dg.AssetKey(self.source.split("."))
+
+
+MAPPED_TABLES = (
+    MappedTable("User", "staging.filtered_users", "neurons.users"),
+    MappedTable("Device", "staging.filtered_devices", "neurons.devices"),
+)
+DATA_TYPES = tuple(table.data_type for table in MAPPED_TABLES)
+# Every mapped table gets this column besides the mapped ones.
+RESERVED_TARGET = "tenant_id"
+# The object id is what the blocking checks key on and what a consumer matches records by.
+REQUIRED_SOURCE = "id"
+
+
+class MappingInvalid(PipelineError, ValueError):
+    """The mapping CSV has problems; `problems` lists each one with its row and a suggestion."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path, self.problems = path, problems
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"mapping {path} is invalid ({len(problems)} problems):\n{listed}")
+
+
+def read_mapping(path: Path) -> pl.DataFrame:
+    """The CSV as a frame of stripped strings ("" as null) with `row`, its line in the file.
+
+    The row number is the line an editor or spreadsheet shows (the header is row 1).
+    """
+    with open(path, encoding="utf-8-sig", newline="") as handle:  # Excel writes a BOM
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        records = []
+        for values in reader:
+            if not any(value.strip() for value in values):
+                continue  # a blank line is not a row
+            cells = dict(zip(header, values, strict=False))
+            records.append(
+                {"row": reader.line_num, **{name: _cell(cells.get(name)) for name in header}}
+            )
+    present = [name for name in CSV_COLUMNS if name in header]
+    schema = {"row": pl.Int64, **dict.fromkeys(present, pl.String)}
+    return pl.DataFrame(
+        [{name: record.get(name) for name in schema} for record in records], schema=schema
+    )
+
+
+def _cell(value: str | None) -> str | None:
+    return (value or "").strip() or None
+
+
+class UnmappableColumn(PipelineError):
+    """A mapping row names a column its filtered table does not have (checked before any SQL)."""
+
+
+def _first_of_each_target() -> pl.Expr:
+    # DuckDB identifiers are case-insensitive: "User.UPN" and "user.upn" would be one column.
+    key = pl.struct(pl.col("data_type"), pl.col("target_attribute").str.to_lowercase())
+    return key.is_first_distinct() | pl.col("target_attribute").is_null()
+
+
+MAPPING_SCHEMA = pa.DataFrameSchema(
+    {
+        "row": pa.Column(pl.Int64),
+        "data_type": pa.Column(pl.String, pa.Check.isin(DATA_TYPES)),
+        "source_attribute": pa.Column(pl.String),
+        "target_attribute": pa.Column(
+            pl.String,
+            pa.Check(
+                lambda data: data.lazyframe.select(
+                    pl.col(data.key).str.to_lowercase() != RESERVED_TARGET
+                ),
+                name="not_reserved",
+            ),
+        ),
+        "description": pa.Column(pl.String, nullable=True),
+    },
+    checks=[pa.Check(lambda data: data.lazyframe.select(_first_of_each_target()), name="unique")],
+    name="mapping CSV",
+)
+
+
+def mapping_problems(frame: pl.DataFrame, columns: dict[str, list[str]]) -> list[str]:
+    """Everything wrong with the mapping, each naming its row; `columns` maps data type -> the
+    columns of its filtered table (the valid source attributes)."""
+    try:
+        MAPPING_SCHEMA.validate(frame, lazy=True)
+    except SchemaErrors as errors:
+        problems = [_describe(case, frame) for case in errors.failure_cases.iter_rows(named=True)]
+        if any(
+            case["check"] == "column_in_dataframe" for case in errors.failure_cases.rows(named=True)
+        ):
+            return problems  # rows cannot be read without their columns
+    else:
+        problems = []
+    for record in frame.iter_rows(named=True):
+        valid = columns.get(record["data_type"] or "")
+        source = record["source_attribute"]
+        if valid is not None and source is not None and source not in valid:
+            table = _table_of(record["data_type"]).source
+            problems.append(
+                f"row {record['row']}: source_attribute {source!r} is not a column of {table}; "
+                f"{_nearest(source, valid)}"
+            )
+    for table in MAPPED_TABLES:
+        mapped = frame.filter(
+            (pl.col("data_type") == table.data_type)
+            & (pl.col("source_attribute") == REQUIRED_SOURCE)
+        )
+        if mapped.is_empty():
+            problems.append(
+                f"no row maps {table.data_type} {REQUIRED_SOURCE!r}: {table.target} needs the "
+                f"object id (add a row: {table.data_type},{REQUIRED_SOURCE},<target>,<description>)"
+            )
+    return problems
+
+
+def _describe(case: dict, frame: pl.DataFrame) -> str:
+    """One pandera failure case as a sentence naming the CSV row."""
+    if case["check"] == "column_in_dataframe":
+        return (
+            f"the header has no {case['failure_case']!r} column; the mapping CSV needs the "
+            f"columns {', '.join(CSV_COLUMNS)}"
+        )
+    record = frame.row(case["index"], named=True)
+    row, column, value = record["row"], case["column"], case["failure_case"]
+    if case["check"] == "not_nullable":
+        return f"row {row}: {column} is empty"
+    if column == "data_type":
+        return f"row {row}: data_type {value!r} is not one of {', '.join(DATA_TYPES)}; " + _nearest(
+            value, list(DATA_TYPES)
+        )
+    if column == "target_attribute":
+        return (
+            f"row {row}: target_attribute {value!r} is reserved ({RESERVED_TARGET} is added to "
+            "every mapped table); choose another name"
+        )
+    target = record["target_attribute"]
+    first = frame.filter(
+        (pl.col("data_type") == record["data_type"])
+        & (pl.col("target_attribute").str.to_lowercase() == target.lower())
+    ).row(0, named=True)
+    return (
+        f"row {row}: target_attribute {target!r} is already mapped for {record['data_type']} on "
+        f"row {first['row']} (as {first['target_attribute']!r}; names are case-insensitive); "
+        "rename or remove one of them"
+    )
+
+
+def _nearest(value: str, valid: list[str]) -> str:
+    """`did you mean ...` from the closest valid names, case-insensitively."""
+    by_lower = {name.lower(): name for name in valid}
+    if value.lower() in by_lower:
+        return f"nearest valid: {by_lower[value.lower()]} (names are case-sensitive)"
+    close = difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)
+    if not close:
+        return f"no similar name; valid names: {', '.join(valid)}"
+    return "nearest valid: " + ", ".join(by_lower[name] for name in close)
+
+
+def _table_of(data_type: str) -> MappedTable:
+    return next(table for table in MAPPED_TABLES if table.data_type == data_type)
+
+
+def mapped_select(rows: list[tuple[str, str]], source: str, available: list[str]) -> str:
+    """SELECT tenant_id, "<source>" AS "<target>", ... FROM source, for (source, target) pairs.
+
+    This is the one place SQL is generated: every source is first checked against the real
+    columns of `source`, and identifiers are quoted with `"` doubled, so no CSV text reaches the
+    statement unchecked.
+    """
+    unknown = [name for name, _ in rows if name not in available]
+    if unknown:
+        raise UnmappableColumn(f"{source} has no column {unknown[0]!r}")
+    columns = [f"{quoted(name)} AS {quoted(target)}" for name, target in rows]
+    return f"SELECT tenant_id, {', '.join(columns)} FROM {source}"
+
+
+@dg.asset(
+    key=ATTRIBUTE_MAPPING,
+    group_name="mapping",
+    deps=[table.source_key for table in MAPPED_TABLES],
+    kinds={"duckdb", "csv"},
+    metadata={"dagster/table_name": MAPPING_TABLE},
+)
+def attribute_mapping(warehouse: Warehouse, connector: ConnectorResource) -> dg.MaterializeResult:
+    """The source -> target attribute mapping CSV (settings `mapping_path`), validated against the
+    filtered tables; an invalid mapping fails the run before any mapped table is built."""
+    started = time.perf_counter()
+    path = Path(connector.settings.mapping_path)
+    with warehouse.transaction() as con:
+        columns = {table.data_type: table_columns(con, table.source) for table in MAPPED_TABLES}
+        frame, problems = validated_mapping(path, columns)
+        if problems:
+            error = MappingInvalid(path, problems)
+            warehouse.notify(
+                "mapping_invalid",
+                "error",
+                str(error),
+                {"path": str(path), "problems": problems},
+            )
+            raise error
+        con.register("mapping_rows", frame)
+        rows = warehouse.replace_table(
+            con,
+            MAPPING_TABLE,
+            "SELECT CAST($tenant_id AS VARCHAR) AS tenant_id, row, data_type, source_attribute, "
+            "target_attribute, description FROM mapping_rows ORDER BY row",
+            {"tenant_id": warehouse.tenant_id},
+        )
+        metadata = table_metadata(con, MAPPING_TABLE, rows)
+    metadata["path"] = dg.MetadataValue.path(str(path))
+    metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def validated_mapping(path: Path, columns: dict[str, list[str]]) -> tuple[pl.DataFrame, list[str]]:
+    """The mapping frame and its problems; an unreadable file is a problem, not a crash."""
+    try:
+        frame = read_mapping(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        return pl.DataFrame(), [
+            f"the mapping CSV cannot be read ({error}); mapping_path in the connector config "
+            "names it"
+        ]
+    return frame, mapping_problems(frame, columns)
+
+
+def mapping_rows(con: duckdb.DuckDBPyConnection, data_type: str) -> list[tuple[str, str]]:
+    """(source, target) pairs of one data type from `ops.attribute_mapping`, in CSV order."""
+    return [
+        (source, target)
+        for source, target in con.execute(
+            f"SELECT source_attribute, target_attribute FROM {MAPPING_TABLE} "
+            "WHERE data_type = ? ORDER BY row",
+            [data_type],
+        ).fetchall()
+    ]
+
+
+def mapped_table_asset(table: MappedTable) -> dg.AssetsDefinition:
+    """The asset that builds `table.target` from its filtered table and the mapping."""
+
+    @dg.asset(
+        key=table.key,
+        group_name="neurons",
+        deps=[ATTRIBUTE_MAPPING, table.source_key],
+        kinds={"duckdb"},
+        description=f"{table.data_type} target attributes: one column per {table.data_type} row "
+        f"of the mapping CSV, read from {table.source}.",
+        metadata={"dagster/table_name": table.target},
+    )
+    def _build(warehouse: Warehouse) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        with warehouse.transaction() as con:
+            select = mapped_select(
+                mapping_rows(con, table.data_type), table.source, table_columns(con, table.source)
+            )
+            rows = warehouse.replace_table(con, table.target, select)
+            metadata = table_metadata(con, table.target, rows)
+        metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _build
+
+
+def mapping_assets() -> list[dg.AssetsDefinition]:
+    """`ops.attribute_mapping`, `neurons.users` and `neurons.devices`."""
+    return [attribute_mapping, *(mapped_table_asset(table) for table in MAPPED_TABLES)]

@@ -1,0 +1,72 @@
+"""The connector's SQL models (`dbt_like_sql/staging/`) as Dagster assets: one file, one asset.
+
+Each asset builds its table in the run's work copy through the one model runner; the options it
+binds come from the connector settings, the run's start time and what the raw layer recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from entra_pipeline.connector.raw import sign_in_imported
+from entra_pipeline.settings import ConnectorResource, ConnectorSettings
+from entra_pipeline.vocabulary import JOIN_TYPES
+from entra_pipeline.warehouse.metadata import table_metadata
+from entra_pipeline.warehouse.models import Model, build_model, discover_models, prepare_connection
+from entra_pipeline.warehouse.publish import Warehouse
+
+MODELS_SCHEMA = "staging"
+
+
+def connector_parameters(
+    settings: ConnectorSettings, now: datetime, con: duckdb.DuckDBPyConnection
+) -> dict[str, Any]:
+    """Every value a connector model may use as `$name`."""
+    return {
+        "now": now,
+        "user_stale_days": settings.users.stale_threshold_days,
+        "device_stale_days": settings.devices.stale_threshold_days,
+        "join_types": list(settings.devices.join_types),
+        "join_type_vocabulary": [asdict(join_type) for join_type in JOIN_TYPES],
+        "sign_in_imported": sign_in_imported(con),
+    }
+
+
+def connector_models() -> list[Model]:
+    """The staging and filtered models, in build order."""
+    return discover_models(MODELS_SCHEMA)
+
+
+def model_asset(model: Model) -> dg.AssetsDefinition:
+    """The asset that rebuilds `model.table` in the run's work copy."""
+
+    @dg.asset(
+        key=model.key,
+        group_name=model.group,
+        description=model.description,
+        deps=[dg.AssetKey(table.split(".")) for table in model.reads],
+        kinds={"duckdb", "sql"},
+        metadata={"dagster/table_name": model.table, "sql_file": str(model.path.name)},
+    )
+    def _build(warehouse: Warehouse, connector: ConnectorResource) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        with warehouse.transaction() as con:
+            prepare_connection(con)
+            parameters = connector_parameters(connector.settings, warehouse.run.started_at, con)
+            rows = build_model(con, model, parameters, warehouse.replace_table)
+            metadata = table_metadata(con, model.table, rows)
+        metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _build
+
+
+def model_assets() -> list[dg.AssetsDefinition]:
+    """One asset per connector model."""
+    return [model_asset(model) for model in connector_models()]

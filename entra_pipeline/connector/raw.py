@@ -1,0 +1,245 @@
+"""The raw layer: every Graph collection the connector reads, landed as `raw.*` in one step.
+
+One multi-asset extracts the collections concurrently (they share one Graph client and its
+bounded pool), streams them to files, and loads every raw table in one transaction. It also
+records what later layers must know about the extraction: the resolved group filters, and per
+collection whether it was read (sign-in activity may be unavailable).
+"""
+
+# No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+
+import dagster as dg
+import duckdb
+from dagster import AssetExecutionContext
+
+from entra_pipeline.graph.client import GraphClient
+from entra_pipeline.graph.collections import ALL as COLLECTIONS
+from entra_pipeline.graph.collections import GROUP_MEMBERS, SIGN_IN_ACTIVITY
+from entra_pipeline.graph.extract import CollectionReport, extract_all, resolve_groups
+from entra_pipeline.graph_session import recorded_graph_client
+from entra_pipeline.settings import ConnectorResource, ConnectorSettings
+from entra_pipeline.warehouse.loading import load_landed_table
+from entra_pipeline.warehouse.metadata import table_metadata
+from entra_pipeline.warehouse.publish import Warehouse
+
+RAW_GROUP = "raw"
+LANDED = (*COLLECTIONS, GROUP_MEMBERS)
+EXTRACTED_TABLES = tuple(landed.table for landed in LANDED)
+# Written here from the extraction itself: what later layers need to know about it.
+GROUP_FILTERS = "group_filters"
+EXTRACTION_STATUS = "extraction_status"
+RAW_TABLES = (*EXTRACTED_TABLES, GROUP_FILTERS, EXTRACTION_STATUS)
+
+DESCRIPTIONS = {
+    "users": "Every user of the tenant as Graph returns it, with licences and manager.",
+    "sign_in_activity": "Each user's sign-in activity (needs AuditLog.Read.All and Entra ID P1).",
+    "devices": "Every device of the tenant as Graph returns it, with registered owners.",
+    "groups": "Every group of the tenant.",
+    "subscribed_skus": "The tenant's licence SKUs: skuId to skuPartNumber.",
+    GROUP_MEMBERS.table: "Transitive members of the groups the connector's group filters name.",
+    GROUP_FILTERS: "The configured device and user group filters, resolved to object ids.",
+    EXTRACTION_STATUS: "Per collection: complete, unavailable (and why) or skipped, this run.",
+}
+
+
+def raw_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey([RAW_GROUP, table])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(raw_key(table), description=DESCRIPTIONS[table], group_name=RAW_GROUP)
+        for table in RAW_TABLES
+    ],
+    can_subset=False,
+)
+def raw_entra(
+    context: AssetExecutionContext, warehouse: Warehouse, connector: ConnectorResource
+) -> Iterator[dg.MaterializeResult]:
+    """Extract users, devices, groups, members, licences and sign-in activity from Graph."""
+    settings = connector.settings
+    started = time.monotonic()
+    extracted_at = datetime.now(UTC)
+    with warehouse.scratch_folder("extract-") as workdir:
+        with recorded_graph_client(connector, warehouse) as client:
+            filters = _resolve_group_filters(client, settings)
+            group_ids = sorted({group_id for _, _, group_id in filters})
+            context.log.info(
+                f"Extracting from {settings.graph_url} (sign-in activity: "
+                f"{settings.users.import_sign_in_activity}, member groups: {len(group_ids)})"
+            )
+            reports = extract_all(
+                client,
+                workdir,
+                sign_in_activity=settings.users.import_sign_in_activity,
+                group_ids=group_ids,
+            )
+        _notify_soft_failures(warehouse, reports)
+        with warehouse.transaction() as con:
+            rows = {
+                landed.table: load_landed_table(
+                    con,
+                    landed,
+                    reports[landed.table].files if landed.table in reports else (),
+                    settings.tenant_id,
+                    extracted_at,
+                )
+                for landed in LANDED
+            }
+            rows[GROUP_FILTERS] = load_group_filters(con, settings.tenant_id, extracted_at, filters)
+            rows[EXTRACTION_STATUS] = load_extraction_status(con, settings, extracted_at, reports)
+            _warn_when_user_stale_filter_skipped(con, warehouse, settings)
+            for table, count in rows.items():
+                warehouse.mark_built(f"raw.{table}", count)
+            metadata = {
+                table: table_metadata(con, f"raw.{table}", count) for table, count in rows.items()
+            }
+    # One step builds every raw table: each one's duration is the step's.
+    duration = round(time.monotonic() - started, 3)
+    context.log.info(
+        f"Raw layer extracted in {duration:.1f}s: "
+        + ", ".join(f"{table}={count}" for table, count in rows.items())
+    )
+    for table in RAW_TABLES:
+        yield dg.MaterializeResult(
+            asset_key=raw_key(table),
+            metadata={
+                **metadata[table],
+                **_graph_metadata(reports.get(table)),
+                "duration_seconds": duration,
+            },
+        )
+
+
+def _resolve_group_filters(
+    client: GraphClient, settings: ConnectorSettings
+) -> list[tuple[str, str, str]]:
+    """(applies_to, configured reference, object id) for every configured group filter."""
+    wanted = {"devices": settings.devices.groups, "users": settings.users.groups}
+    resolved = resolve_groups(client, [ref for refs in wanted.values() for ref in refs])
+    return [(kind, ref, resolved[ref]) for kind, refs in wanted.items() for ref in refs]
+
+
+def load_group_filters(
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    extracted_at: datetime,
+    filters: Sequence[tuple[str, str, str]],
+) -> int:
+    """The configured group filters with the object ids they resolved to."""
+    con.execute(
+        f"CREATE OR REPLACE TABLE raw.{GROUP_FILTERS} (tenant_id VARCHAR, extracted_at TIMESTAMPTZ, "
+        "applies_to VARCHAR, group_ref VARCHAR, group_id VARCHAR)"
+    )
+    if filters:
+        con.executemany(
+            f"INSERT INTO raw.{GROUP_FILTERS} VALUES (?, ?, ?, ?, ?)",
+            [(tenant_id, extracted_at, *row) for row in filters],
+        )
+    return len(filters)
+
+
+def load_extraction_status(
+    con: duckdb.DuckDBPyConnection,
+    settings: ConnectorSettings,
+    extracted_at: datetime,
+    reports: dict[str, CollectionReport],
+) -> int:
+    """Per extracted table: complete, unavailable (and why) or skipped (and why)."""
+    con.execute(
+        f"CREATE OR REPLACE TABLE raw.{EXTRACTION_STATUS} (tenant_id VARCHAR, "
+        "extracted_at TIMESTAMPTZ, collection VARCHAR, status VARCHAR, reason VARCHAR)"
+    )
+    rows = []
+    for table in EXTRACTED_TABLES:
+        report = reports.get(table)
+        if report is None:
+            reason = (
+                "users.import_sign_in_activity is false"
+                if table == SIGN_IN_ACTIVITY.table
+                else "no group filter is configured"
+            )
+            rows.append((table, "skipped", reason))
+        elif report.status == "unavailable":
+            rows.append((table, "unavailable", report.reason))
+        else:
+            rows.append((table, "complete", None))
+    con.executemany(
+        f"INSERT INTO raw.{EXTRACTION_STATUS} VALUES (?, ?, ?, ?, ?)",
+        [(settings.tenant_id, extracted_at, *row) for row in rows],
+    )
+    return len(rows)
+
+
+def create_empty_raw_layer(con: duckdb.DuckDBPyConnection, settings: ConnectorSettings) -> None:
+    """Every raw table, typed as an extraction lands it, with no rows (and sign-in activity
+    "skipped"): what the models can be built on without a network call."""
+    now = datetime.now(UTC)
+    for landed in LANDED:
+        load_landed_table(con, landed, (), settings.tenant_id, now)
+    load_group_filters(con, settings.tenant_id, now, [])
+    load_extraction_status(con, settings, now, {})
+
+
+def sign_in_status(con: duckdb.DuckDBPyConnection) -> tuple[str, str | None]:
+    """(status, reason) of this run's sign-in activity pass, from raw.extraction_status."""
+    found = con.execute(
+        f"SELECT status, reason FROM raw.{EXTRACTION_STATUS} WHERE collection = ?",
+        [SIGN_IN_ACTIVITY.table],
+    ).fetchall()
+    return found[0] if found else ("missing", None)
+
+
+def sign_in_imported(con: duckdb.DuckDBPyConnection) -> bool:
+    """SPEC 3: whether this run imported sign-in activity, which the user stale threshold needs."""
+    return sign_in_status(con)[0] == "complete"
+
+
+def _warn_when_user_stale_filter_skipped(
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, settings: ConnectorSettings
+) -> None:
+    """SPEC 3: the user stale threshold needs sign-in activity; say why it will not be applied."""
+    days = settings.users.stale_threshold_days
+    if days is None or sign_in_imported(con):
+        return
+    status, reason = sign_in_status(con)
+    reason = reason or "sign-in activity was not imported in this run"
+    warehouse.notify(
+        "stale_filter_skipped",
+        "warning",
+        f"The user stale threshold of {days} days was not applied because sign-in activity was "
+        f"not imported ({reason}); every licensed user was kept.",
+        {"stale_threshold_days": days, "sign_in_activity_status": status, "reason": reason},
+    )
+
+
+def _notify_soft_failures(warehouse: Warehouse, reports: dict[str, CollectionReport]) -> None:
+    sign_in = reports.get("sign_in_activity")
+    if sign_in is not None and sign_in.status == "unavailable":
+        error = sign_in.error
+        warehouse.notify(
+            "sign_in_activity_unavailable",
+            "warning",
+            f"Sign-in activity was not imported; its columns stay null this run: {sign_in.reason}",
+            {
+                "graph_code": getattr(error, "code", None),
+                "request_id": getattr(error, "request_id", None),
+            },
+        )
+
+
+def _graph_metadata(report: CollectionReport | None) -> dict[str, object]:
+    if report is None:
+        return {}
+    return {
+        "graph_pages": report.pages,
+        "graph_requests": report.requests,
+        "graph_retries": report.retries,
+        "graph_throttled": report.throttled,
+        "graph_restarts": report.restarts,
+        "extract_seconds": report.seconds,
+        "extraction_status": report.status,
+    }

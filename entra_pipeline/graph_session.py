@@ -1,0 +1,45 @@
+"""A Graph session recorded in the warehouse: what both sources wrap their extraction in.
+
+Its failures become `ops.notifications` (SPEC 1.3 codes) and its request and retry counts reach
+`ops.sync_runs`, however the extraction ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from entra_pipeline.graph.client import GraphClient
+from entra_pipeline.graph.errors import EntraError, GraphPermissionError, GroupNotFoundError
+from entra_pipeline.settings import ConnectorResource
+from entra_pipeline.warehouse.publish import Warehouse
+
+
+@contextlib.contextmanager
+def recorded_graph_client(
+    connector: ConnectorResource, warehouse: Warehouse
+) -> Iterator[GraphClient]:
+    """A Graph client whose failures and request counts are recorded in the run's outcome."""
+    with connector.graph_client() as client:
+        try:
+            yield client
+        except EntraError as error:
+            notify_extraction_failure(warehouse, error)
+            raise
+        finally:
+            total = client.total_stats()
+            warehouse.add_graph_stats(total.requests, total.retries)
+
+
+def notify_extraction_failure(warehouse: Warehouse, error: EntraError) -> None:
+    """The notification a failed extraction leaves in `ops.notifications` (SPEC 1.3 codes)."""
+    details: dict[str, object] = {"error": type(error).__name__}
+    if isinstance(error, GraphPermissionError):
+        details["permission"] = error.permission
+    for attribute in ("url", "status", "code", "request_id", "client_request_id"):
+        value = getattr(error, attribute, None)
+        if value:
+            details[attribute] = value
+    if isinstance(error, GroupNotFoundError):
+        details["groups"] = error.missing
+    warehouse.notify(error.notification_code, "error", str(error), details)

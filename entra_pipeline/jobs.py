@@ -1,0 +1,25 @@
+"""The names other tools rely on (SPEC 1.1): the two sync jobs, and the source each one records.
+
+A constant here, not a string in each module, so the warehouse, the sensors and freshness agree.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# What `dg.define_asset_job` returns; Dagster 1.13 does not export the class by name.
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition as AssetJob,
+)
+
+__all__ = ["CONNECTOR_JOB", "USER_SOURCE_JOB", "AssetJob", "Source", "source_of"]
+
+CONNECTOR_JOB = "entra_id_sync"
+USER_SOURCE_JOB = "mdm_user_source_sync"
+
+Source = Literal["connector", "user_source"]
+
+
+def source_of(job: str) -> Source:
+    """The `source` a job's rows carry in `ops.sync_runs` and `ops.notifications`."""
+    return "user_source" if job == USER_SOURCE_JOB else "connector"

@@ -1,0 +1,187 @@
+"""Freshness of the published tables: a WARN asset check per table, read from `ops.sync_runs` alone.
+
+A table is stale when its job's last successful sync is older than twice the schedule's period
+(hourly 2 h, daily 48 h, weekly 14 d; the MDM user source twice its interval). The checks run on
+their own schedule, never inside a sync (where the run being made is not recorded yet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
+from entra_pipeline.settings import (
+    DEFAULT_DUCKDB_PATH,
+    ConnectorSettings,
+    ScheduleOptions,
+    UserSourceOptions,
+)
+from entra_pipeline.warehouse.publish import query_sync_runs
+
+FRESHNESS_JOB = "freshness_checks"
+FRESHNESS_SCHEDULE = "freshness_checks_schedule"
+# Hourly, off the hour: a connector syncing on the hour has finished by then.
+FRESHNESS_CRON = "30 * * * *"
+STALE_AFTER_PERIODS = 2
+CONNECTOR_PERIODS = {
+    "hourly": timedelta(hours=1),
+    "daily": timedelta(days=1),
+    "weekly": timedelta(weeks=1),
+}
+
+
+@dataclass(frozen=True)
+class FreshnessTarget:
+    """A published table, the job that publishes it, and how often that job is scheduled."""
+
+    table: str
+    job: str
+
+    @property
+    def asset(self) -> dg.AssetKey:
+        return dg.AssetKey(self.table.split("."))
+
+    @property
+    def check_name(self) -> str:
+        return f"{self.table.replace('.', '_')}_fresh"
+
+    @property
+    def check_key(self) -> dg.AssetCheckKey:
+        return dg.AssetCheckKey(self.asset, self.check_name)
+
+
+CONNECTOR_TARGETS = (
+    FreshnessTarget("neurons.users", CONNECTOR_JOB),
+    FreshnessTarget("neurons.devices", CONNECTOR_JOB),
+)
+USER_SOURCE_TARGETS = (FreshnessTarget("mdm.users", USER_SOURCE_JOB),)
+TARGETS = (*CONNECTOR_TARGETS, *USER_SOURCE_TARGETS)
+# What the sync jobs leave out: they select whole groups, and a check inside a sync would judge a
+# run that has not been recorded yet.
+FRESHNESS_CHECKS = dg.AssetSelection.checks(*(target.check_key for target in TARGETS))
+
+
+def connector_period(options: ScheduleOptions) -> timedelta:
+    return CONNECTOR_PERIODS[options.repeats]
+
+
+def user_source_period(options: UserSourceOptions) -> timedelta:
+    return timedelta(minutes=options.sync_interval_minutes)
+
+
+def last_successful_sync(path: Path, tenant_id: str, job: str) -> datetime | None:
+    """When `job` last finished successfully, from the published file (None: never, or no file)."""
+    found = query_sync_runs(
+        path,
+        "SELECT max(finished_at) FROM ops.sync_runs "
+        "WHERE job = ? AND tenant_id = ? AND status = 'success'",
+        [job, tenant_id],
+    )
+    return found[0][0].astimezone(UTC) if found and found[0][0] else None
+
+
+def freshness_result(
+    target: FreshnessTarget,
+    path: Path,
+    tenant_id: str,
+    period: timedelta,
+    now: datetime,
+) -> dg.AssetCheckResult:
+    """Passed when `target.job` succeeded within `STALE_AFTER_PERIODS` periods before `now`."""
+    max_age = period * STALE_AFTER_PERIODS
+    last = last_successful_sync(path, tenant_id, target.job)
+    metadata: dict[str, object] = {
+        "job": target.job,
+        "max_age_hours": round(max_age.total_seconds() / 3600, 2),
+        "duckdb_path": dg.MetadataValue.path(str(path)),
+    }
+    if last is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{target.table} has never been published: ops.sync_runs has no "
+            f"successful {target.job} run",
+            metadata=metadata,
+        )
+    age = now - last
+    metadata["last_success_at"] = dg.MetadataValue.timestamp(last)
+    metadata["age_hours"] = round(age.total_seconds() / 3600, 2)
+    fresh = age <= max_age
+    return dg.AssetCheckResult(
+        passed=fresh,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{target.table} was last published by {target.job} at {last:%Y-%m-%d %H:%M} UTC, "
+            f"{_duration(age)} ago; stale after {_duration(max_age)} (twice the schedule's period)"
+        ),
+        metadata=metadata,
+    )
+
+
+def freshness_check(
+    target: FreshnessTarget, path: Path, tenant_id: str, period: timedelta
+) -> dg.AssetChecksDefinition:
+    """The WARN check that `target.table` was published within two periods of its schedule."""
+
+    @dg.asset_check(
+        asset=target.asset,
+        name=target.check_name,
+        blocking=False,
+        description=f"Warns when {target.job}'s last successful sync (ops.sync_runs) is older "
+        f"than {_duration(period * STALE_AFTER_PERIODS)}, twice its schedule's period.",
+    )
+    def _check() -> dg.AssetCheckResult:
+        return freshness_result(target, path, tenant_id, period, datetime.now(UTC))
+
+    return _check
+
+
+def freshness_definitions(settings: ConnectorSettings | None) -> dg.Definitions:
+    """The freshness checks of the published tables, and the job and schedule that run them."""
+    schedule = settings.schedule if settings else ScheduleOptions()
+    user_source = settings.user_source if settings else UserSourceOptions()
+    path = Path(settings.duckdb_path if settings else DEFAULT_DUCKDB_PATH)
+    tenant_id = settings.tenant_id if settings else ""
+    checks = [
+        freshness_check(target, path, tenant_id, connector_period(schedule))
+        for target in CONNECTOR_TARGETS
+    ] + [
+        freshness_check(target, path, tenant_id, user_source_period(user_source))
+        for target in USER_SOURCE_TARGETS
+    ]
+    job = dg.define_asset_job(
+        FRESHNESS_JOB,
+        selection=FRESHNESS_CHECKS,
+        description="Warns when a published table's last successful sync is older than twice "
+        "its schedule's period (reads ops.sync_runs; writes nothing)",
+        executor_def=dg.in_process_executor,
+    )
+    return dg.Definitions(
+        asset_checks=checks,
+        jobs=[job],
+        schedules=[
+            dg.ScheduleDefinition(
+                name=FRESHNESS_SCHEDULE,
+                job=job,
+                cron_schedule=FRESHNESS_CRON,
+                execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.RUNNING
+                if settings
+                else dg.DefaultScheduleStatus.STOPPED,
+                description="Freshness checks of neurons.* and mdm.users, hourly at :30",
+            )
+        ],
+    )
+
+
+def _duration(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    if hours >= 48:
+        return f"{hours / 24:g} days" if hours % 24 == 0 else f"{hours / 24:.1f} days"
+    if hours >= 1:
+        return f"{hours:g} h" if hours == int(hours) else f"{hours:.1f} h"
+    return f"{span.total_seconds() / 60:.0f} min"

@@ -1,0 +1,121 @@
+"""Run-status sensors: a sync that failed or was canceled is in `ops.sync_runs` even when it died
+before the warehouse could record it (killed process, resources that never came up).
+
+The warehouse teardown records every run that got its resources; these sensors record the others,
+once per run id, so an analyst can see from DuckDB alone why the data did not move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+import dagster as dg
+
+from entra_pipeline.jobs import AssetJob, source_of
+from entra_pipeline.secrets import redact
+from entra_pipeline.warehouse.publish import Notification, RunOutcome, record_unpublished_run
+
+FAILED_RUNS_SENSOR = "record_failed_sync_runs"
+CANCELED_RUNS_SENSOR = "record_canceled_sync_runs"
+RUN_FAILED_CODE = "run_failed"
+RUN_CANCELED_CODE = "run_canceled"
+
+
+def sync_run_sensors(
+    duckdb_path: str,
+    tenant_id: str,
+    jobs: Sequence[AssetJob],
+    *,
+    running: bool,
+) -> list[dg.SensorDefinition]:
+    """The failure and cancellation recorders for `jobs`, writing into the published `duckdb_path`."""
+    status = dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+    monitored = ", ".join(job.name for job in jobs)
+
+    @dg.run_failure_sensor(
+        name=FAILED_RUNS_SENSOR,
+        monitored_jobs=list(jobs),
+        default_status=status,
+        description=f"Records failed runs of {monitored} in ops.sync_runs and ops.notifications "
+        "when the run ended before its warehouse could (killed, resources not initialised).",
+    )
+    def record_failed_sync_runs(context: dg.RunFailureSensorContext) -> None:
+        _record(context, duckdb_path, tenant_id, "failure", _failure_message(context))
+
+    @dg.run_status_sensor(
+        name=CANCELED_RUNS_SENSOR,
+        run_status=dg.DagsterRunStatus.CANCELED,
+        monitored_jobs=list(jobs),
+        default_status=status,
+        description=f"Records canceled runs of {monitored} in ops.sync_runs and ops.notifications "
+        "when the run ended before its warehouse could.",
+    )
+    def record_canceled_sync_runs(context: dg.RunStatusSensorContext) -> None:
+        _record(context, duckdb_path, tenant_id, "canceled", "the run was canceled")
+
+    return [record_failed_sync_runs, record_canceled_sync_runs]
+
+
+def _record(
+    context: dg.RunStatusSensorContext,
+    duckdb_path: str,
+    tenant_id: str,
+    status: Literal["failure", "canceled"],
+    error: str,
+) -> None:
+    run = context.dagster_run
+    now = datetime.now(UTC)
+    started, finished = _run_times(context.instance.get_run_record_by_id(run.run_id), now)
+    code = RUN_FAILED_CODE if status == "failure" else RUN_CANCELED_CODE
+    verb = "failed" if status == "failure" else "was canceled"
+    message = redact(
+        f"Run {run.run_id} of {run.job_name} {verb} before it could record itself, so nothing "
+        f"was published: {error}"
+    )
+    details = {"run_id": run.run_id, "job": run.job_name, "dagster_status": run.status.value}
+    outcome = RunOutcome(
+        run_id=run.run_id,
+        job=run.job_name,
+        source=source_of(run.job_name),
+        started_at=started,
+        notifications=[Notification(now, "error", code, message, details)],
+    )
+    if record_unpublished_run(duckdb_path, tenant_id, outcome, finished, status, error):
+        context.log.info(f"Recorded {status} of run {run.run_id} ({run.job_name}) in ops.sync_runs")
+    else:
+        context.log.info(
+            f"Run {run.run_id} is already in ops.sync_runs (its warehouse recorded it)"
+        )
+
+
+def _run_times(record: dg.RunRecord | None, now: datetime) -> tuple[datetime, datetime]:
+    """When the run started (or was created, if it never started) and ended."""
+    if record is None:
+        return now, now
+    started = (
+        datetime.fromtimestamp(record.start_time, UTC)
+        if record.start_time
+        else record.create_timestamp.astimezone(UTC)
+    )
+    return started, datetime.fromtimestamp(record.end_time, UTC) if record.end_time else now
+
+
+def _failure_message(context: dg.RunFailureSensorContext) -> str:
+    """The user's error behind the first failed step, else the run's own failure."""
+    for event in context.get_step_failure_events():
+        error = getattr(event.event_specific_data, "error", None)
+        if error is not None:
+            return f"step {event.step_key} failed: {_root_cause(error)}"
+    error = getattr(context.failure_event.event_specific_data, "error", None)
+    if error is not None:
+        return _root_cause(error)
+    return context.failure_event.message or "the run failed"
+
+
+def _root_cause(error: object) -> str:
+    # Dagster wraps the user's exception (resource init, step execution): the innermost says why.
+    while getattr(error, "cause", None) is not None:
+        error = error.cause  # type: ignore[attr-defined]
+    return str(getattr(error, "message", error)).strip()

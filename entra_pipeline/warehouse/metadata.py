@@ -1,0 +1,52 @@
+"""What a materialization shows in Dagster about a table it built: rows, columns and a preview."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+PREVIEW_ROWS = 10
+
+
+def table_metadata(con: duckdb.DuckDBPyConnection, table: str, rows: int) -> dict[str, Any]:
+    """Row count, column schema and a markdown preview of `table`, for a materialization."""
+    described = con.execute(f"DESCRIBE {table}").fetchall()
+    preview = con.execute(f"SELECT * FROM {table} LIMIT {PREVIEW_ROWS}")
+    names = [column[0] for column in preview.description or []]
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=row[0], type=str(row[1])) for row in described]
+        ),
+        "preview": dg.MetadataValue.md(markdown_table(names, preview.fetchall())),
+    }
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table (Dagster renders it in the UI); pipes and newlines in values escaped."""
+
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(cell(c) for c in columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows),
+    ]
+    return "\n".join(lines)
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The columns of `schema.table` in the connection's database, in table order."""
+    schema, _, name = table.partition(".")
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? AND table_catalog = current_database() "
+        "ORDER BY ordinal_position",
+        [schema, name],
+    ).fetchall()
+    return [row[0] for row in rows]

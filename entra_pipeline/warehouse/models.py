@@ -1,0 +1,178 @@
+"""The one SQL model runner: `dbt_like_sql/<schema>/<table>.sql` files built into DuckDB tables.
+
+A model is a file and its name is its table. `{{ ref('staging.users') }}` names another model
+(it is built first), `{{ source('raw.users') }}` a table something else loaded; both become the
+table's name. `$name` is a DuckDB parameter the model's source binds from its options. The macros
+in `dbt_like_sql/macros/` are defined on every connection a model is built on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from entra_pipeline.warehouse.errors import ModelError
+
+SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
+MACROS = "macros"
+
+_TEMPLATE = re.compile(r"\{\{\s*(ref|source)\(\s*'([A-Za-z_]\w*\.[A-Za-z_]\w*)'\s*\)\s*\}\}")
+_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
+_GROUP = re.compile(r"^group:\s*(\w+)$")
+
+# replace_table(con, table, select_sql, params) -> rows: how a model's table is written.
+ReplaceTable = Callable[[duckdb.DuckDBPyConnection, str, str, Mapping[str, Any]], int]
+
+
+@dataclass(frozen=True)
+class Model:
+    """One SQL model: the table it builds, what it reads, and the parameters it binds."""
+
+    table: str
+    path: Path
+    sql: str  # refs and sources already replaced by table names
+    refs: tuple[str, ...]  # models built before this one
+    sources: tuple[str, ...]  # tables loaded by something other than a model
+    parameters: tuple[str, ...]
+    group: str
+    description: str
+
+    @property
+    def key(self) -> dg.AssetKey:
+        return dg.AssetKey(self.table.split("."))
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return (*self.sources, *self.refs)
+
+
+def read_model(path: Path, root: Path = SQL_ROOT) -> Model:
+    """Parse one model file: `<root>/<schema>/<table>.sql` with a leading `--` comment."""
+    relative = path.relative_to(root)
+    if len(relative.parts) != 2:
+        raise ModelError(f"{path}: models live at dbt_like_sql/<schema>/<table>.sql")
+    schema, table = relative.parts[0], path.stem
+    if not (schema.isidentifier() and table.isidentifier()):
+        raise ModelError(f"{path}: schema folder and file name must be SQL identifiers")
+    text = path.read_text(encoding="utf-8")
+    header = _leading_comment(text)
+    groups = [m.group(1) for line in header if (m := _GROUP.match(line))]
+    kept = "\n".join(line for line in header if not _GROUP.match(line))
+    description = re.sub(r"\n{3,}", "\n\n", kept).strip()
+    sql = _TEMPLATE.sub(lambda m: m.group(2), text)
+    if "{{" in sql:
+        raise ModelError(
+            f"{path}: only {{{{ ref('schema.table') }}}} and {{{{ source('schema.table') }}}} "
+            "are understood in templates"
+        )
+    found = _TEMPLATE.findall(text)
+    return Model(
+        table=f"{schema}.{table}",
+        path=path,
+        sql=sql,
+        refs=tuple(dict.fromkeys(name for kind, name in found if kind == "ref")),
+        sources=tuple(dict.fromkeys(name for kind, name in found if kind == "source")),
+        # DuckDB refuses parameters a statement does not use, so each model binds only its own.
+        parameters=tuple(dict.fromkeys(_PARAMETER.findall(_without_comments(sql)))),
+        group=groups[0] if groups else schema,
+        description=description,
+    )
+
+
+def discover_models(schema: str, root: Path = SQL_ROOT) -> list[Model]:
+    """Every model of one schema folder, in build order (a model after the models it refs)."""
+    return in_build_order(
+        [read_model(path, root) for path in sorted((root / schema).glob("*.sql"))]
+    )
+
+
+def in_build_order(models: Sequence[Model]) -> list[Model]:
+    """`models` ordered so that each comes after the models of the set it refs (a ref outside the
+    set must already be built); a cycle is a ModelError naming the files."""
+    tables = {model.table for model in models}
+    ordered: list[Model] = []
+    pending = list(models)
+    while pending:
+        built = {model.table for model in ordered}
+        ready = [model for model in pending if set(model.refs) & tables <= built]
+        if not ready:
+            raise ModelError(
+                "models refer to each other in a cycle: " + ", ".join(str(m.path) for m in pending)
+            )
+        ordered += ready
+        pending = [model for model in pending if model not in ready]
+    return ordered
+
+
+def bind_parameters(model: Model, available: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters `model` uses, from `available`; an unknown `$name` names the file."""
+    unknown = [name for name in model.parameters if name not in available]
+    if unknown:
+        raise ModelError(
+            f"{model.path}: unknown parameter ${unknown[0]}; models of {model.table.split('.')[0]} "
+            "can use " + ", ".join(f"${name}" for name in available)
+        )
+    return {name: available[name] for name in model.parameters}
+
+
+def prepare_connection(con: duckdb.DuckDBPyConnection, root: Path = SQL_ROOT) -> None:
+    """Define the shared macros on `con`, and read times in UTC (day arithmetic on TIMESTAMPTZ
+    follows the session time zone: thresholds are in UTC)."""
+    con.execute("SET TimeZone = 'UTC'")
+    for path in sorted((root / MACROS).glob("*.sql")):
+        con.execute(path.read_text(encoding="utf-8"))
+
+
+def build_model(
+    con: duckdb.DuckDBPyConnection,
+    model: Model,
+    parameters: Mapping[str, Any],
+    replace_table: ReplaceTable,
+) -> int:
+    """Build one model on a prepared connection; its row count."""
+    return replace_table(con, model.table, model.sql, bind_parameters(model, parameters))
+
+
+def build_models(
+    con: duckdb.DuckDBPyConnection,
+    models: Sequence[Model],
+    parameters: Mapping[str, Any],
+    replace_table: ReplaceTable,
+) -> dict[str, int]:
+    """Build `models` in order on `con` (macros defined first); rows per table."""
+    prepare_connection(con)
+    return {
+        model.table: build_model(con, model, parameters, replace_table)
+        for model in in_build_order(models)
+    }
+
+
+def create_table(
+    con: duckdb.DuckDBPyConnection, table: str, select_sql: str, params: Mapping[str, Any]
+) -> int:
+    """A plain `ReplaceTable`: the table in the connection's database, outside any warehouse run."""
+    schema = table.split(".")[0]
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS {select_sql}", dict(params))
+    ((count,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+    return int(count)
+
+
+def _leading_comment(text: str) -> list[str]:
+    """The `--` lines at the top of a file, without their markers."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line[2:].removeprefix(" ").rstrip())
+    return lines
+
+
+def _without_comments(sql: str) -> str:
+    return "\n".join(line.split("--", 1)[0] for line in sql.splitlines())

@@ -1,0 +1,419 @@
+"""The one place that publishes tables into the DuckDB file analysts read.
+
+A run builds its tables in a private work copy of the published file. When the run ends with no
+failed step, the tables it built are copied into a fresh copy of the *current* published file,
+and that copy is renamed over it in one atomic step: a reader holding a read-only connection keeps
+the old file and is never refused, a new reader sees the new file, and nobody sees half a sync.
+A run that fails publishes nothing but its `ops.sync_runs` row and its notifications.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import duckdb
+from pydantic import PrivateAttr
+
+from entra_pipeline.jobs import source_of
+from entra_pipeline.secrets import redact
+from entra_pipeline.settings import DEFAULT_DUCKDB_PATH
+from entra_pipeline.warehouse.errors import WarehouseError
+from entra_pipeline.warehouse.files import exclusive_lock, scratch_folder
+from entra_pipeline.warehouse.models import create_table
+from entra_pipeline.warehouse.sql import literal, split_table
+
+Severity = Literal["info", "warning", "error"]
+
+DEFAULT_MEMORY_LIMIT = "512MB"
+
+# Work copies left by runs that were killed; older than this they are certainly not in use.
+_ABANDONED_AFTER_SECONDS = 24 * 3600
+
+OPS_DDL = (
+    "CREATE SCHEMA IF NOT EXISTS ops",
+    """CREATE TABLE IF NOT EXISTS ops.sync_runs (
+        tenant_id VARCHAR, run_id VARCHAR, job VARCHAR, source VARCHAR,
+        started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
+        rows_per_table JSON, graph_requests BIGINT, graph_retries BIGINT, error VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS ops.notifications (
+        tenant_id VARCHAR, notified_at TIMESTAMPTZ, run_id VARCHAR, source VARCHAR,
+        severity VARCHAR, code VARCHAR, message VARCHAR, details JSON)""",
+)
+
+
+@dataclass(frozen=True)
+class Notification:
+    notified_at: datetime
+    severity: Severity
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+@dataclass
+class RunOutcome:
+    """What a run did, as recorded in `ops.sync_runs`."""
+
+    run_id: str
+    job: str
+    source: str
+    started_at: datetime
+    rows_per_table: dict[str, int] = field(default_factory=dict)
+    graph_requests: int = 0
+    graph_retries: int = 0
+    notifications: list[Notification] = field(default_factory=list)
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The DuckDB warehouse: a run's work copy, and the atomic publication of what it built."""
+
+    path: str = DEFAULT_DUCKDB_PATH
+    tenant_id: str = ""
+    # DuckDB would take most of the machine's memory for its buffers; a sync needs far less.
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+
+    _work_path: Path | None = PrivateAttr(default=None)
+    _base: FileIdentity | None = PrivateAttr(default=None)
+    _outcome: RunOutcome | None = PrivateAttr(default=None)
+    _log: Any = PrivateAttr(default=None)
+
+    # -- run lifecycle (Dagster calls these once per run with the in-process executor) --------
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.run is not None and context.run.is_finished:
+            # `dagster job execute` and `dg launch` initialise resources once more after the run
+            # has ended, to load outputs: that is not a run, and must not record one.
+            return
+        run_id = context.run.run_id if context.run else uuid.uuid4().hex
+        job = context.run.job_name if context.run else "adhoc"
+        self._log = context.log
+        self._begin(run_id, job)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._outcome is None:
+            return
+        error = _first_step_failure(context)
+        self._finish(error)
+
+    def _begin(self, run_id: str, job: str) -> None:
+        published = Path(self.path)
+        published.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_work_copies(published)
+        self._work_path = published.with_name(f"{published.name}.run-{run_id}")
+        with _publish_lock(published):
+            self._base = _identity(published)
+            if self._base is not None:
+                shutil.copyfile(published, self._work_path)
+        with contextlib.closing(self._connect()) as con:
+            for ddl in OPS_DDL:
+                con.execute(ddl)
+        self._outcome = RunOutcome(
+            run_id=run_id,
+            job=job,
+            source=source_of(job),
+            started_at=self.run_started_at(),
+        )
+
+    def run_started_at(self) -> datetime:
+        """The run's start: the `now` every option is evaluated against (SPEC 3). A subclass may
+        fix it (the transform tests pin their threshold boundaries this way)."""
+        return datetime.now(UTC)
+
+    def _finish(self, error: str | None) -> None:
+        outcome, work = self._require_run(), self._work_path
+        assert work is not None
+        status = "failure" if error else "success"
+        rows = _ops_rows(self.tenant_id, outcome, datetime.now(UTC), status, error)
+        if error is None:
+            _publish(Path(self.path), work, list(outcome.rows_per_table), rows, base=self._base)
+        else:
+            _publish(Path(self.path), None, [], rows)
+        work.unlink(missing_ok=True)
+        self._work_path, self._outcome = None, None
+
+    # -- what assets use -------------------------------------------------------------------
+
+    @property
+    def run(self) -> RunOutcome:
+        """The current run's outcome record (run id, start time, rows so far)."""
+        return self._require_run()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to this run's work copy, inside one transaction (a layer's writes)."""
+        self._require_run()
+        con = self._connect()
+        try:
+            con.execute("BEGIN TRANSACTION")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to this run's work copy for reading (tables built so far, or published)."""
+        self._require_run()
+        con = self._connect()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def replace_table(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        select_sql: str,
+        params: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Create or replace `schema.table` from a query in the work copy; returns its row count.
+
+        The table will be published when the run succeeds.
+        """
+        split_table(table)
+        count = create_table(con, table, select_sql, params or {})
+        self.mark_built(table, count)
+        return count
+
+    def mark_built(self, table: str, rows: int) -> None:
+        """Record that this run built `table` (created by other means) with `rows` rows."""
+        split_table(table)
+        self._require_run().rows_per_table[table] = rows
+
+    @contextlib.contextmanager
+    def scratch_folder(self, prefix: str) -> Iterator[Path]:
+        """A private folder beside the published file (same disk) for this run's extracted
+        pages, removed when the block ends."""
+        with scratch_folder(Path(self.path), prefix) as folder:
+            yield folder
+
+    def add_graph_stats(self, requests: int, retries: int) -> None:
+        outcome = self._require_run()
+        outcome.graph_requests += requests
+        outcome.graph_retries += retries
+
+    def notify(
+        self, code: str, severity: Severity, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        """Queue a notification for `ops.notifications` (written whether the run succeeds or not)."""
+        message = redact(message)
+        clean_details = json.loads(redact(json.dumps(details or {}, default=str)))
+        self._require_run().notifications.append(
+            Notification(datetime.now(UTC), severity, code, message, clean_details)
+        )
+        if self._log is not None:
+            log = {"info": self._log.info, "warning": self._log.warning, "error": self._log.error}
+            log[severity](f"[{code}] {message}")
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        return connect(self._work_path, memory_limit=self.memory_limit)
+
+    def _require_run(self) -> RunOutcome:
+        if self._outcome is None or self._work_path is None:
+            raise WarehouseError(
+                "The warehouse is used outside a Dagster run: materialize through a job or "
+                "dg.materialize so that it can open a work copy and publish at the end."
+            )
+        return self._outcome
+
+
+def _ops_rows(
+    tenant_id: str, outcome: RunOutcome, finished_at: datetime, status: str, error: str | None
+) -> dict[str, list[tuple]]:
+    """The `ops.sync_runs` row of a finished run and its `ops.notifications` rows."""
+    run_row = (
+        tenant_id,
+        outcome.run_id,
+        outcome.job,
+        outcome.source,
+        outcome.started_at,
+        finished_at,
+        status,
+        json.dumps(outcome.rows_per_table, sort_keys=True),
+        outcome.graph_requests,
+        outcome.graph_retries,
+        redact(error) if error else None,
+    )
+    notes = [
+        (
+            tenant_id,
+            n.notified_at,
+            outcome.run_id,
+            outcome.source,
+            n.severity,
+            n.code,
+            n.message,
+            json.dumps(n.details, sort_keys=True, default=str),
+        )
+        for n in outcome.notifications
+    ]
+    return {"ops.sync_runs": [run_row], "ops.notifications": notes}
+
+
+def connect(
+    path: Path | None, *, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the pipeline's memory limit (spills to disk beyond it)."""
+    return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
+
+
+def _first_step_failure(context: dg.InitResourceContext) -> str | None:
+    """The error of the run's first failed step, if any (a failed blocking check counts)."""
+    if context.instance is None or context.run is None:
+        return None
+    failures = context.instance.all_logs(
+        context.run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE}
+    )
+    for entry in failures:
+        event = entry.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        while error is not None and error.cause is not None:
+            error = error.cause  # the user's exception, not Dagster's wrapper
+        step = event.step_key if event else "?"
+        message = error.message.strip() if error else "step failed"
+        return f"step {step} failed: {message}"
+    return None
+
+
+def record_unpublished_run(
+    path: str | Path,
+    tenant_id: str,
+    outcome: RunOutcome,
+    finished_at: datetime,
+    status: str,
+    error: str,
+) -> bool:
+    """Record a run whose warehouse teardown never wrote it (killed, or failed before its
+    resources were up): one `ops.sync_runs` row and its notifications, published atomically.
+
+    Idempotent by run id: returns False, and writes nothing, when the run is already recorded.
+    """
+    published = Path(path)
+    published.parent.mkdir(parents=True, exist_ok=True)
+    return _publish(
+        published,
+        None,
+        [],
+        _ops_rows(tenant_id, outcome, finished_at, status, error),
+        unless_recorded=outcome.run_id,
+    )
+
+
+def _publish_lock(published: Path) -> contextlib.AbstractContextManager[None]:
+    """Serialise publications of one file across processes (two jobs may finish together)."""
+    return exclusive_lock(published.with_name(f"{published.name}.lock"))
+
+
+def _publish(
+    published: Path,
+    work: Path | None,
+    tables: list[str],
+    ops_rows: dict[str, list[tuple]],
+    *,
+    base: FileIdentity | None = None,
+    unless_recorded: str | None = None,
+) -> bool:
+    """Put `tables` of the work copy and `ops_rows` into the published file, in one rename.
+
+    When the published file is still the one the work copy was taken from (`base`), the work
+    copy itself becomes the published file: nothing is copied again. Otherwise another run
+    published meanwhile, and its tables are kept: `tables` are copied into a copy of the current
+    file. The file being built is private until the rename, so its statements need no common
+    transaction (one would hold every table in memory until the end).
+    With `unless_recorded`, nothing happens (False) when `ops.sync_runs` already has that run.
+    """
+    with _publish_lock(published):
+        if unless_recorded is not None and _run_recorded(published, unless_recorded):
+            return False
+        if work is not None and _identity(published) == base:
+            staged, copy_tables = work, []
+        else:
+            staged = published.with_name(f"{published.name}.publishing-{os.getpid()}")
+            staged.unlink(missing_ok=True)
+            if published.exists():
+                shutil.copyfile(published, staged)
+            copy_tables = tables
+        with contextlib.closing(connect(staged)) as con:
+            for ddl in OPS_DDL:
+                con.execute(ddl)
+            if copy_tables:
+                con.execute(f"ATTACH {literal(str(work))} AS work (READ_ONLY)")
+                for table in copy_tables:
+                    schema, _ = split_table(table)
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM work.{table}")
+                con.execute("DETACH work")
+            for table, rows in ops_rows.items():
+                if rows:
+                    marks = ",".join("?" * len(rows[0]))
+                    con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            con.execute("CHECKPOINT")
+        with open(staged, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staged, published)
+    return True
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which version of the published file a run started from (a rename gives a new inode)."""
+
+    inode: int
+    size: int
+    modified_ns: int
+
+
+def _identity(path: Path) -> FileIdentity | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return FileIdentity(stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _run_recorded(published: Path, run_id: str) -> bool:
+    found = query_sync_runs(
+        published, "SELECT count(*) FROM ops.sync_runs WHERE run_id = ?", [run_id]
+    )
+    return bool(found and found[0][0])
+
+
+def query_sync_runs(
+    published: Path, sql: str, params: list[Any] | None = None
+) -> list[tuple[Any, ...]] | None:
+    """Run `sql` on the published file's `ops.sync_runs`; None when no run was ever published."""
+    if not published.exists():
+        return None
+    with contextlib.closing(connect(published, read_only=True)) as con:
+        recorded = con.execute(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = 'ops' AND table_name = 'sync_runs'"
+        ).fetchall()
+        if not recorded[0][0]:
+            return None
+        return con.execute(sql, params or []).fetchall()
+
+
+def _remove_abandoned_work_copies(published: Path) -> None:
+    cutoff = time.time() - _ABANDONED_AFTER_SECONDS
+    for stale in published.parent.glob(f"{published.name}.run-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()

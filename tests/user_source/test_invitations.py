@@ -1,0 +1,309 @@
+"""Auto-invite end to end: the job against the emulator, a real SMTP server on 127.0.0.1, and the
+invitation ledger that keeps a user from ever being invited twice, across re-runs and failures."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from entra_pipeline.emulator.tls import server_context, write_certificates
+from entra_pipeline.settings import SmtpSettings
+from entra_pipeline.user_source import invitations
+from entra_pipeline.user_source.ledger import (
+    NOT_CONFIGURED,
+    OUTCOME_UNKNOWN,
+    InvitationLedger,
+    Letter,
+    Recipient,
+    invite,
+    ledger_path,
+)
+from tests.support import unused_port
+from tests.user_source.mdm_fixtures import (
+    ALICE,
+    CAROL,
+    DAVE,
+    ERIN,
+    FRANK,
+    GRACE,
+    SMTP_PASSWORD_VARIABLE,
+    Mailbox,
+    SmtpServer,
+    user,
+)
+
+FIRST_WAVE = {
+    ALICE: "alice@contoso.com",
+    DAVE: "dave@fabrikam.com",
+    ERIN: "erin.b@contoso.com",
+}  # Bob has no mailbox and Carol is disabled
+
+
+def smtp_options(port: int, **extra: Any) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "from": "mdm@contoso.com", **extra}
+
+
+def test_first_run_invites_enabled_users_with_mail_and_the_next_run_only_new_ones(
+    user_source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = Mailbox()
+    with SmtpServer(mailbox) as server:
+        source = user_source(smtp=smtp_options(server.port))
+        assert source.run(monkeypatch).success
+        assert sorted(mailbox.recipients) == sorted(FIRST_WAVE.values())
+        alice = next(m for m in mailbox.messages if m["To"] == "alice@contoso.com")
+        assert alice["From"] == "mdm@contoso.com"
+        assert alice["Subject"] == "Contoso: you are invited to register your devices"
+        body = alice.get_content().replace("\r\n", "\n")  # SMTP carries CRLF line ends
+        assert body.startswith("Hello Alice Smith,\n\nYou are invited to register your devices")
+        assert "work account alice@contoso.com" in body
+        assert {u: row[:3] for u, row in source.invitations().items()} == {
+            u: (mail, "sent", None) for u, mail in FIRST_WAVE.items()
+        }
+
+        tenant = source.emulator.tenant
+        tenant.add(
+            "user",
+            user(FRANK, "frank@contoso.com", mail="frank@contoso.com", given="Frank", surname="Ng"),
+        )
+        tenant.add(
+            "user",
+            user(
+                GRACE,
+                "grace@contoso.com",
+                mail="grace@contoso.com",
+                given="Grace",
+                surname="Li",
+                enabled=False,
+            ),
+        )
+        tenant.update(CAROL, accountEnabled=True)  # enabled since: invited now, the first time
+        assert source.run(monkeypatch).success
+
+    assert sorted(mailbox.recipients) == sorted(
+        [*FIRST_WAVE.values(), "frank@contoso.com", "carol@contoso.com"]
+    )
+    invitations = source.invitations()
+    assert set(invitations) == {*FIRST_WAVE, FRANK, CAROL}
+    assert {row[1] for row in invitations.values()} == {"sent"}
+    first_run, second_run = (
+        row[0] for row in source.query("SELECT run_id FROM ops.sync_runs ORDER BY started_at")
+    )
+    recorded = dict(source.query("SELECT user_id, recorded_run_id FROM mdm.invitations"))
+    assert recorded == {
+        **dict.fromkeys(FIRST_WAVE, first_run),
+        FRANK: second_run,
+        CAROL: second_run,
+    }
+
+
+def test_without_smtp_invitations_are_recorded_pending_and_sent_once_smtp_is_configured(
+    user_source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = user_source(smtp=None)
+    assert source.run(monkeypatch).success
+    assert source.invitations() == {
+        u: (mail, "pending", None, NOT_CONFIGURED, False) for u, mail in FIRST_WAVE.items()
+    }
+    assert source.run(monkeypatch).success  # nothing new: still three, nothing doubled
+    assert len(source.query("SELECT * FROM mdm.invitations")) == 3
+
+    mailbox = Mailbox()
+    with SmtpServer(mailbox) as server:
+        source.configure(smtp=smtp_options(server.port))
+        assert source.run(monkeypatch).success
+        assert source.run(monkeypatch).success
+    assert sorted(mailbox.recipients) == sorted(FIRST_WAVE.values())
+    assert {row[1] for row in source.invitations().values()} == {"sent"}
+
+
+def test_auto_invite_off_invites_nobody(user_source: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    mailbox = Mailbox()
+    with SmtpServer(mailbox) as server:
+        source = user_source(auto_invite=False, smtp=smtp_options(server.port))
+        assert source.run(monkeypatch).success
+    assert mailbox.envelopes == []
+    assert source.invitations() == {}
+
+
+def test_a_refused_recipient_is_recorded_failed_and_not_sent_again(
+    user_source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = Mailbox(refuse={"erin.b@contoso.com"})
+    with SmtpServer(mailbox) as server:
+        source = user_source(smtp=smtp_options(server.port))
+        assert source.run(monkeypatch).success
+        email, status, error, note, attempted = source.invitations()[ERIN]
+        assert (email, status, note, attempted) == ("erin.b@contoso.com", "failed", None, True)
+        assert error == "recipient refused: 550 5.1.1 <erin.b@contoso.com>: mailbox unavailable"
+        mailbox.refuse.clear()
+        assert source.run(monkeypatch).success
+    assert sorted(mailbox.recipients) == ["alice@contoso.com", "dave@fabrikam.com"]
+    assert source.invitations()[ERIN][1:3] == ("failed", error)
+
+
+def test_an_unreachable_smtp_server_leaves_invitations_pending_for_the_next_run(
+    user_source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = unused_port()  # nothing listens there yet
+    source = user_source(smtp=smtp_options(port))
+    result = source.run(monkeypatch)
+    assert result.success  # users are published; the e-mails wait
+    for _, status, error, note, attempted in source.invitations().values():
+        assert (status, error, attempted) == ("pending", None, False)
+        assert note.startswith(f"not sent yet: no SMTP session with 127.0.0.1:{port}: ")
+    mailbox = Mailbox()
+    with SmtpServer(mailbox) as server:
+        source.configure(smtp=smtp_options(server.port))
+        assert source.run(monkeypatch).success
+    assert sorted(mailbox.recipients) == sorted(FIRST_WAVE.values())
+
+
+def test_an_invitation_sent_by_a_run_that_fails_afterwards_is_never_sent_again(
+    user_source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = Mailbox()
+    with SmtpServer(mailbox) as server:
+        source = user_source(smtp=smtp_options(server.port))
+
+        def disk_full(*args: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+        # The e-mails go out, then the step fails: the run publishes nothing at all.
+        monkeypatch.setattr(invitations, "load_invitations", disk_full)
+        assert not source.run(monkeypatch).success
+        failed_run = source.last_run()[0]
+        assert sorted(mailbox.recipients) == sorted(FIRST_WAVE.values())
+        assert "mdm.invitations" not in source.tables()
+        monkeypatch.undo()
+
+        assert source.run(monkeypatch).success
+    assert len(mailbox.envelopes) == 3  # the ledger remembered
+    rows = source.query("SELECT user_id, status, recorded_run_id FROM mdm.invitations")
+    assert sorted(rows) == sorted((u, "sent", failed_run) for u in FIRST_WAVE)
+
+
+def test_starttls_and_login_with_the_password_from_the_environment(
+    user_source: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = write_certificates(tmp_path / "smtp-certs", ("127.0.0.1",))
+    # The SMTP client trusts the system store; a private CA is added the OpenSSL way.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_bundle))
+    password = "s3cret-smtp-pass"
+    monkeypatch.setenv(SMTP_PASSWORD_VARIABLE, password)
+    mailbox = Mailbox()
+    tls: ssl.SSLContext = server_context(certs)
+    with SmtpServer(mailbox, tls=tls) as server:
+        source = user_source(
+            smtp=smtp_options(
+                server.port,
+                starttls=True,
+                username="mdm-relay",
+                password=f"${{{SMTP_PASSWORD_VARIABLE}}}",
+            )
+        )
+        result = source.run(monkeypatch)
+    assert result.success
+    assert mailbox.logins == [("mdm-relay", password)]
+    assert sorted(mailbox.recipients) == sorted(FIRST_WAVE.values())
+    logged = "\n".join(str(event.message) for event in result.all_events)
+    assert password not in logged
+    assert password not in ledger_path(source.db).read_text()
+    assert password not in json.dumps(source.query("SELECT * FROM ops.notifications"), default=str)
+
+
+def test_a_wrong_smtp_password_sends_nothing_and_keeps_invitations_pending(
+    user_source: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = write_certificates(tmp_path / "smtp-certs", ("127.0.0.1",))
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_bundle))
+    monkeypatch.setenv(SMTP_PASSWORD_VARIABLE, "wrong-password")
+    mailbox = Mailbox()
+    with SmtpServer(mailbox, tls=server_context(certs)) as server:
+        source = user_source(
+            smtp=smtp_options(
+                server.port,
+                starttls=True,
+                username="mdm-relay",
+                password=f"${{{SMTP_PASSWORD_VARIABLE}}}",
+            )
+        )
+        assert source.run(monkeypatch).success
+    assert mailbox.envelopes == []
+    notes = {row[3] for row in source.invitations().values()}
+    [note] = notes
+    assert "SMTPAuthenticationError: 535" in note and "wrong-password" not in note
+
+
+# ---- the ledger on its own ---------------------------------------------------------------
+
+
+def _recipients() -> list[Recipient]:
+    return [Recipient(ALICE, "alice@contoso.com", "alice@contoso.com", "Alice Smith")]
+
+
+def _letter(recipient: Recipient) -> Letter:
+    return Letter("Invitation", f"Hello {recipient.displayName}")
+
+
+def test_a_send_interrupted_before_its_outcome_was_written_is_failed_and_never_retried(
+    tmp_path: Path,
+) -> None:
+    ledger = InvitationLedger(tmp_path / "entra.duckdb.invitations.jsonl")
+    at = datetime(2025, 6, 1, tzinfo=UTC).isoformat()
+    base = {"tenant_id": "t1", "user_id": ALICE, "run_id": "crashed-run", "at": at}
+    ledger.append(
+        [
+            {
+                **base,
+                "event": "recorded",
+                "userPrincipalName": "alice@contoso.com",
+                "email": "alice@contoso.com",
+            },
+            {**base, "event": "sending", "email": "alice@contoso.com"},
+        ]
+    )
+    mailbox = Mailbox()
+    with SmtpServer(mailbox) as server:
+        smtp = SmtpSettings.model_validate(smtp_options(server.port))
+        report, invitations = invite(
+            ledger,
+            tenant_id="t1",
+            run_id="next-run",
+            recipients=_recipients(),
+            smtp=smtp,
+            compose=_letter,
+        )
+    assert mailbox.envelopes == []
+    assert (report.recorded, report.sent) == (0, 0)
+    alice = invitations[ALICE]
+    assert (alice.status, alice.error, alice.recorded_run_id) == (
+        "failed",
+        OUTCOME_UNKNOWN,
+        "crashed-run",
+    )
+
+
+def test_a_line_torn_by_a_crash_is_skipped_and_the_next_event_stays_readable(
+    tmp_path: Path,
+) -> None:
+    ledger = InvitationLedger(tmp_path / "entra.duckdb.invitations.jsonl")
+    ledger.append([])  # nothing to write: no file either
+    assert not ledger.path.exists()
+    ledger.path.write_text('{"event":"recorded","tenant_id":"t1","user_id":"x","run_')
+    report, invitations = invite(
+        ledger, tenant_id="t1", run_id="r2", recipients=_recipients(), smtp=None, compose=_letter
+    )
+    assert report.recorded == 1
+    assert list(invitations) == [ALICE]
+    assert InvitationLedger(ledger.path).invitations("t1")[ALICE].status == "pending"
+    assert InvitationLedger(ledger.path).invitations("other-tenant") == {}
+
+
+def test_the_ledger_lives_beside_the_published_database() -> None:
+    assert ledger_path("data/entra.duckdb") == Path("data/entra.duckdb.invitations.jsonl")

@@ -39,8 +39,16 @@ _ENV_NAMES = {
 def start_emulator(users: int, devices: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
     """The emulator subprocess and the ENTRA_* settings it printed."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "entra_pipeline.cli", "emulator"]
-        + ["--users", str(users), "--devices", str(devices)],
+        [
+            sys.executable,
+            "-m",
+            "entra_pipeline.cli",
+            "emulator",
+            "--users",
+            str(users),
+            "--devices",
+            str(devices),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

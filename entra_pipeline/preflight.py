@@ -313,12 +313,13 @@ def _user_source_probes(settings: ConnectorSettings) -> list[Probe]:
 
 
 def _group_resolution(option: str, ref: str) -> Probe:
+    params: dict[str, str | int]
     path, params = (
         "/groups",
         {"$filter": f"displayName eq {odata_string(ref)}", "$select": "id,displayName"},
     )
     if is_guid(ref):
-        path, params = f"/groups/{ref}", {"$select": "id,displayName"}
+        path, params = f"/groups/{ref}", {"$select": "id,displayName"}  # by id: no filter
     return Probe(option, path, params, required_permission(path), resolves_group=ref)
 
 

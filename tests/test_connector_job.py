@@ -376,7 +376,8 @@ def test_wrong_secret_fails_with_a_clear_message_that_hides_it(
     assert not sync.run().success
     status, error, *_ = sync.last_run()
     assert status == "failure"
-    assert "AADSTS7000215" in error and "client secret" in error.lower()
+    assert "AADSTS7000215" in error
+    assert "client secret" in error.lower()
     assert wrong not in error
     assert [code for _, code, _ in sync.notifications()] == ["authentication_failed"]
 
@@ -440,8 +441,15 @@ def test_classic_dagster_job_execute_runs_the_sync_and_records_it_once(
         "TEST_ENTRA_SECRET": sync.emulator.client_secret,
     }
     completed = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "job", "execute"]
-        + ["-m", "entra_pipeline.definitions", "-j", CONNECTOR_JOB],
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "job",
+            "execute",
+            "-m",
+            "entra_pipeline.definitions",
+            "-j",
+            CONNECTOR_JOB,
+        ],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -12,6 +12,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.publish import Warehouse
 
 FAIL_AT_SECOND_ASSET = {"value": False}
@@ -102,7 +103,8 @@ def test_reader_holding_the_file_is_never_refused_and_sees_complete_data(tmp_pat
         text=True,
     )
     try:
-        assert reader.stdout is not None and reader.stdin is not None
+        assert reader.stdout is not None
+        assert reader.stdin is not None
         assert reader.stdout.readline().strip() == "open 5"
         result = _run(db, fail=False)  # publishes while the reader holds its connection
         assert result.success
@@ -117,7 +119,7 @@ def test_reader_holding_the_file_is_never_refused_and_sees_complete_data(tmp_pat
 
 def test_warehouse_outside_a_run_says_how_to_use_it(tmp_path: Path) -> None:
     warehouse = Warehouse(path=str(tmp_path / "x.duckdb"))
-    with pytest.raises(RuntimeError, match="used outside a Dagster run"), warehouse.transaction():
+    with pytest.raises(WarehouseError, match="used outside a Dagster run"), warehouse.transaction():
         pass
 
 

@@ -7,8 +7,8 @@
 WITH attributes AS (
     SELECT
         unnest(
-            CAST($custom_attributes AS STRUCT(name VARCHAR, source VARCHAR) []),
-            recursive := true
+            CAST($custom_attributes AS STRUCT(name VARCHAR, source VARCHAR)[]),
+            recursive := TRUE
         )
 ),
 

@@ -23,7 +23,7 @@ SELECT
     nullif(mail, '') AS mail,
     accountEnabled,
     userType,
-    coalesce(userType = 'Guest', false) AS is_guest,
+    coalesce(userType = 'Guest', FALSE) AS is_guest,
     graph_timestamp(createdDateTime) AS createdDateTime,
     onPremisesSyncEnabled,
     CASE

@@ -5,7 +5,13 @@
 -- graph_timestamp() ("" and 0001-01-01T00:00:00Z are NULL). The join type vocabulary arrives as
 -- $join_type_vocabulary (trust_type, option, label), from entra_pipeline/vocabulary.py.
 WITH join_types AS (
-    SELECT unnest(CAST($join_type_vocabulary AS STRUCT(trust_type VARCHAR, option VARCHAR, label VARCHAR)[]), recursive := true)
+    SELECT
+        unnest(
+            CAST(
+                $join_type_vocabulary AS STRUCT(trust_type VARCHAR, option VARCHAR, label VARCHAR)[]
+            ),
+            recursive := TRUE
+        )
 ),
 
 devices AS (

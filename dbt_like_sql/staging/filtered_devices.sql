@@ -18,12 +18,12 @@ WHERE
         CAST($device_stale_days AS INTEGER) IS NULL
         OR coalesce(
             d.last_activity_at
-                >= CAST($now AS TIMESTAMPTZ) - INTERVAL (CAST($device_stale_days AS INTEGER)) DAY,
-            false
+            >= CAST($now AS TIMESTAMPTZ) - INTERVAL (CAST($device_stale_days AS INTEGER)) DAY,
+            FALSE
         )
     )
     AND (
         len(CAST($join_types AS VARCHAR[])) = 0
-        OR coalesce(list_contains(CAST($join_types AS VARCHAR[]), d.join_type), false)
+        OR coalesce(list_contains(CAST($join_types AS VARCHAR[]), d.join_type), FALSE)
     )
     AND kept_by_group_filter(d.id, 'devices', 'device')

@@ -20,8 +20,8 @@ WHERE
         OR NOT CAST($sign_in_imported AS BOOLEAN)
         OR coalesce(
             u.last_activity_at
-                >= CAST($now AS TIMESTAMPTZ) - INTERVAL (CAST($user_stale_days AS INTEGER)) DAY,
-            false
+            >= CAST($now AS TIMESTAMPTZ) - INTERVAL (CAST($user_stale_days AS INTEGER)) DAY,
+            FALSE
         )
     )
     AND kept_by_group_filter(u.id, 'users', 'user')

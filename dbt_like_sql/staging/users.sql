@@ -1,5 +1,6 @@
 -- Users flattened from Graph: typed timestamps, licence names, manager, first business phone,
--- sign-in activity (null unless it was imported this run) and the activity the stale threshold reads.
+-- sign-in activity (null unless it was imported this run) and the activity the stale threshold
+-- reads.
 --
 -- Graph properties keep their Graph names; derived columns are snake_case. Timestamps go through
 -- graph_timestamp() ("" and 0001-01-01T00:00:00Z are NULL). $sign_in_imported says whether this
@@ -13,8 +14,10 @@ WITH sign_ins AS (
     SELECT
         id,
         graph_timestamp(signInActivity ->> 'lastSignInDateTime') AS lastSignInDateTime,
-        graph_timestamp(signInActivity ->> 'lastNonInteractiveSignInDateTime') AS lastNonInteractiveSignInDateTime,
-        graph_timestamp(signInActivity ->> 'lastSuccessfulSignInDateTime') AS lastSuccessfulSignInDateTime
+        graph_timestamp(signInActivity ->> 'lastNonInteractiveSignInDateTime')
+            AS lastNonInteractiveSignInDateTime,
+        graph_timestamp(signInActivity ->> 'lastSuccessfulSignInDateTime')
+            AS lastSuccessfulSignInDateTime
     FROM {{ source('raw.sign_in_activity') }}
     WHERE CAST($sign_in_imported AS BOOLEAN)
 ),
@@ -24,11 +27,15 @@ WITH sign_ins AS (
 licences AS (
     SELECT
         u.id,
-        string_agg(coalesce(sku.skuPartNumber, l.skuId), ',' ORDER BY coalesce(sku.skuPartNumber, l.skuId))
-            AS license_names
+        -- l is the struct column of each licence: l.skuId is its field, not a table's column.
+        -- noqa: disable=RF01
+        string_agg(
+            coalesce(sku.skuPartNumber, l.skuId), ',' ORDER BY coalesce(sku.skuPartNumber, l.skuId)
+        ) AS license_names
     FROM {{ source('raw.users') }} AS u,
-        unnest(from_json(u.assignedLicenses, '[{"skuId": "VARCHAR"}]')) AS t(l)
-    LEFT JOIN {{ source('raw.subscribed_skus') }} AS sku ON sku.skuId = l.skuId
+        unnest(from_json(u.assignedLicenses, '[{"skuId": "VARCHAR"}]')) AS t (l)
+    LEFT JOIN {{ source('raw.subscribed_skus') }} AS sku ON l.skuId = sku.skuId
+    -- noqa: enable=RF01
     GROUP BY u.id
 ),
 
@@ -50,7 +57,7 @@ users AS (
         u.employeeType,
         u.accountEnabled,
         u.userType,
-        coalesce(u.userType = 'Guest', false) AS is_guest,
+        coalesce(u.userType = 'Guest', FALSE) AS is_guest,
         graph_timestamp(u.createdDateTime) AS createdDateTime,
         u.onPremisesSyncEnabled,
         graph_timestamp(u.onPremisesLastSyncDateTime) AS onPremisesLastSyncDateTime,
@@ -82,8 +89,8 @@ users AS (
         u.onPremisesExtensionAttributes ->> 'extensionAttribute14' AS extensionAttribute14,
         u.onPremisesExtensionAttributes ->> 'extensionAttribute15' AS extensionAttribute15
     FROM {{ source('raw.users') }} AS u
-    LEFT JOIN licences AS lic ON lic.id = u.id
-    LEFT JOIN sign_ins AS s ON s.id = u.id
+    LEFT JOIN licences AS lic ON u.id = lic.id
+    LEFT JOIN sign_ins AS s ON u.id = s.id
 )
 
 SELECT
@@ -92,6 +99,8 @@ SELECT
     greatest(lastSignInDateTime, lastNonInteractiveSignInDateTime, lastSuccessfulSignInDateTime)
         AS last_sign_in_at,
     -- SPEC 3: what the user stale threshold compares; greatest() ignores NULLs.
-    greatest(lastSignInDateTime, lastNonInteractiveSignInDateTime, createdDateTime,
-        onPremisesLastSyncDateTime) AS last_activity_at
+    greatest(
+        lastSignInDateTime, lastNonInteractiveSignInDateTime, createdDateTime,
+        onPremisesLastSyncDateTime
+    ) AS last_activity_at
 FROM users

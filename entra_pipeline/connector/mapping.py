@@ -141,9 +141,10 @@ def mapping_problems(frame: pl.DataFrame, columns: dict[str, list[str]]) -> list
         valid = columns.get(record["data_type"] or "")
         source = record["source_attribute"]
         if valid is not None and source is not None and source not in valid:
-            table = _table_of(record["data_type"]).source
+            source_table = _table_of(record["data_type"]).source
             problems.append(
-                f"row {record['row']}: source_attribute {source!r} is not a column of {table}; "
+                f"row {record['row']}: source_attribute {source!r} is not a column of "
+                f"{source_table}; "
                 f"{_nearest(source, valid)}"
             )
     for table in MAPPED_TABLES:

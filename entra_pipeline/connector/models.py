@@ -57,7 +57,7 @@ def model_asset(model: Model) -> dg.AssetsDefinition:
     def _build(warehouse: Warehouse, connector: ConnectorResource) -> dg.MaterializeResult:
         started = time.perf_counter()
         with warehouse.transaction() as con:
-            prepare_connection(con)
+            prepare_connection(con, [model])
             parameters = connector_parameters(connector.settings, warehouse.run.started_at, con)
             rows = build_model(con, model, parameters, warehouse.replace_table)
             metadata = table_metadata(con, model.table, rows)

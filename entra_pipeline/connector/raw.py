@@ -10,6 +10,7 @@ collection whether it was read (sign-in activity may be unavailable).
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -153,7 +154,7 @@ def load_extraction_status(
         f"CREATE OR REPLACE TABLE raw.{EXTRACTION_STATUS} (tenant_id VARCHAR, "
         "extracted_at TIMESTAMPTZ, collection VARCHAR, status VARCHAR, reason VARCHAR)"
     )
-    rows = []
+    rows: list[tuple[str, str, str | None]] = []
     for table in EXTRACTED_TABLES:
         report = reports.get(table)
         if report is None:
@@ -231,7 +232,7 @@ def _notify_soft_failures(warehouse: Warehouse, reports: dict[str, CollectionRep
         )
 
 
-def _graph_metadata(report: CollectionReport | None) -> dict[str, object]:
+def _graph_metadata(report: CollectionReport | None) -> dict[str, Any]:
     if report is None:
         return {}
     return {

@@ -242,7 +242,7 @@ class EmulatorApp:
         ids = [str(item.get("id")) for item in items]
         if len(set(ids)) != len(ids):
             raise GraphError(400, "BadRequest", "Batch request contains duplicate ids.")
-        responses = []
+        responses: list[dict[str, Any]] = []
         for item in items:
             url = str(item.get("url", ""))
             path, query = parse_target(url if url.startswith("/") else "/" + url)
@@ -264,7 +264,7 @@ class EmulatorApp:
                 if k.lower() in ("content-type", "retry-after", "location")
             }
             responses.append(
-                {"id": str(item.get("id")), "status": answer.status, "headers": kept, "body": body}
+                {"id": ids[len(responses)], "status": answer.status, "headers": kept, "body": body}
             )
         # Graph answers batch items in no particular order; a stable shuffle keeps tests exact.
         responses.sort(key=lambda r: hashlib.sha256(r["id"].encode()).digest())

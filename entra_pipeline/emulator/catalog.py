@@ -19,7 +19,7 @@ SURNAMES = (
     "Allen", "Bauer", "Brown", "Clarke", "Dubois", "Ericsson", "Fernández", "García", "Gröning",
     "Hansen", "Jensen", "Kowalski", "Lambert", "Li", "Müller", "Nakamura", "Nguyen", "O'Brien",
     "Østergaard", "Patel", "Quiñones", "Rossi", "Schmidt", "Strauß", "Suzuki", "Taylor",
-    "Vance", "Wagner", "Yılmaz", "Zhang",
+    "Vance", "Wagner", "Yılmaz", "Zhang",  # noqa: RUF001 (Turkish dotless i, on purpose)
 )  # fmt: skip
 
 # Whole CJK names (surname first, no givenName/surname split in the display name).
@@ -33,7 +33,7 @@ ASCII_FOLD = {
     "Æ": "AE",
     "ł": "l",
     "Ł": "L",
-    "ı": "i",
+    "ı": "i",  # noqa: RUF001
     "'": "",
 }
 

@@ -53,7 +53,7 @@ def delta_page(resources: GraphResources, kind: str, ctx: GraphContext) -> dict[
     tenant = resources.tenant
     codec = resources.codec
 
-    state = {"since": None, "upto": tenant.version, "p": 0}
+    state: dict[str, Any] = {"since": None, "upto": tenant.version, "p": 0}
     if options.get("deltatoken"):
         payload = codec.decode(options.get("deltatoken") or "", error=resync_required())
         if payload.get("f") != fingerprint or payload.get("k") != kind:
@@ -87,10 +87,10 @@ def delta_page(resources: GraphResources, kind: str, ctx: GraphContext) -> dict[
             if reason is not None:
                 items.append({"id": _id_of(resources, kind, index), "@removed": {"reason": reason}})
                 continue
-            obj = tenant.object_at(kind, index)
-            if obj is not None:
+            changed = tenant.object_at(kind, index)
+            if changed is not None:
                 items.append(
-                    _entry(resources, kind, index, obj, select, tracks_relationship, since)
+                    _entry(resources, kind, index, changed, select, tracks_relationship, since)
                 )
 
     body: dict[str, Any] = {
@@ -142,7 +142,7 @@ def _entry(
     else:
         members = []
         for member_kind, member_index, added in tenant.membership_changes_since(index, since):
-            member = {
+            member: dict[str, Any] = {
                 "@odata.type": ODATA_TYPES[member_kind],
                 "id": tenant.id_at(member_kind, member_index),
             }

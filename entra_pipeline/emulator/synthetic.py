@@ -26,7 +26,7 @@ _NEVER = "0001-01-01T00:00:00Z"  # what Graph sends inside signInActivity for "n
 class _Draw:
     """Successive bounded random draws from a SHAKE-128 byte stream (fast, stable everywhere)."""
 
-    __slots__ = ("_key", "_bytes", "_pos")
+    __slots__ = ("_bytes", "_key", "_pos")
 
     _CHUNK = 256  # bytes per refill: enough for a whole user without a second hash call
 
@@ -625,16 +625,16 @@ class SyntheticTenant(Tenant):
             if traits.project_phoenix:
                 groups.append(names["Project Phoenix"])
             return tuple(groups)
-        traits = self._device_traits(index)
+        device = self._device_traits(index)
         groups = []
         by_trust = {
             "AzureAd": "Devices - Autopilot",
             "ServerAd": "Devices - Hybrid Joined",
             "Workplace": "Devices - BYOD",
         }
-        if traits.trust_type is not None:
-            groups.append(names[by_trust[traits.trust_type]])
-        if traits.project_phoenix:
+        if device.trust_type is not None:
+            groups.append(names[by_trust[device.trust_type]])
+        if device.project_phoenix:
             groups.append(names["Project Phoenix"])
         return tuple(groups)
 

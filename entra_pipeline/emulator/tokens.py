@@ -127,7 +127,7 @@ class TokenService:
                 "at_hash",
                 "c_hash",
                 "email",
-            ],  # fmt: skip
+            ],
             "kerberos_endpoint": f"{base}/kerberos",
             "tenant_region_scope": "EU",
             "cloud_instance_name": "microsoftonline.com",

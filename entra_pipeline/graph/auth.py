@@ -42,7 +42,7 @@ def environment_proxy(url: str) -> str | None:
     """The proxy HTTPS_PROXY / ALL_PROXY names for `url`, unless NO_PROXY exempts its host."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if urllib.request.proxy_bypass_environment(host):
+    if urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     proxies = urllib.request.getproxies_environment()
     return proxies.get(parts.scheme) or proxies.get("all")

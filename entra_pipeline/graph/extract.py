@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -183,7 +184,7 @@ def extract_group_members(
     workers = max(1, min(max_workers, len(group_ids)))
     writers = [_NdjsonWriter(folder / f"part-{n}.ndjson") for n in range(workers)]
     try:
-        _run_all([lambda w=w: work(w) for w in writers], workers, cancel)
+        _run_all([functools.partial(work, writer) for writer in writers], workers, cancel)
     finally:
         for writer in writers:
             writer.close()
@@ -252,7 +253,7 @@ def extract_all(
     """
     cancel = threading.Event()
     tasks: dict[str, Callable[[], Extracted]] = {
-        c.table: (lambda c=c: extract_collection(client, c, workdir, cancel=cancel))
+        c.table: functools.partial(extract_collection, client, c, workdir, cancel=cancel)
         for c in (USERS, DEVICES, GROUPS, SUBSCRIBED_SKUS)
     }
     if sign_in_activity:
@@ -289,7 +290,7 @@ def extract_all(
             reports[table] = report
 
     _run_all(
-        [lambda t=t, task=task: run(t, task) for t, task in tasks.items()], max_workers, cancel
+        [functools.partial(run, table, task) for table, task in tasks.items()], max_workers, cancel
     )
     return {table: reports[table] for table in tasks}
 
@@ -327,7 +328,7 @@ def _run_all(jobs: Sequence[Callable[[], None]], max_workers: int, cancel: threa
             cancel.set()
             for future in futures:
                 future.cancel()
-    errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+    errors = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
     # The failure that set off the cancellation matters, not the jobs it stopped.
     first = next((e for e in errors if not isinstance(e, _Cancelled)), None)
     if first is not None or errors:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -94,7 +95,7 @@ def freshness_result(
     """Passed when `target.job` succeeded within `STALE_AFTER_PERIODS` periods before `now`."""
     max_age = period * STALE_AFTER_PERIODS
     last = last_successful_sync(path, tenant_id, target.job)
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "job": target.job,
         "max_age_hours": round(max_age.total_seconds() / 3600, 2),
         "duckdb_path": dg.MetadataValue.path(str(path)),

@@ -26,7 +26,7 @@ RUN_CANCELED_CODE = "run_canceled"
 def sync_run_sensors(
     duckdb_path: str,
     tenant_id: str,
-    jobs: Sequence[AssetJob],
+    jobs: Sequence[AssetJob | dg.JobDefinition],
     *,
     running: bool,
 ) -> list[dg.SensorDefinition]:

@@ -150,4 +150,7 @@ def load_invitations(
     return rows
 
 
-_POLARS_TYPES = {"VARCHAR": pl.String, "TIMESTAMPTZ": pl.Datetime("us", "UTC")}
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "VARCHAR": pl.String(),
+    "TIMESTAMPTZ": pl.Datetime("us", "UTC"),
+}

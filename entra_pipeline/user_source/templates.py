@@ -31,7 +31,7 @@ BUILTIN_VARIABLES = dict(
     )
 )
 
-RENDERED_SCHEMA = {
+RENDERED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "tenant_id": pl.String,
     "user_id": pl.String,
     "userPrincipalName": pl.String,

@@ -3,7 +3,8 @@
 A model is a file and its name is its table. `{{ ref('staging.users') }}` names another model
 (it is built first), `{{ source('raw.users') }}` a table something else loaded; both become the
 table's name. `$name` is a DuckDB parameter the model's source binds from its options. The macros
-in `dbt_like_sql/macros/` are defined on every connection a model is built on.
+in `dbt_like_sql/macros/` (one file per macro, named as it) are defined before the models that call
+them are built.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ _TEMPLATE = re.compile(r"\{\{\s*(ref|source)\(\s*'([A-Za-z_]\w*\.[A-Za-z_]\w*)'\
 _PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
 _GROUP = re.compile(r"^group:\s*(\w+)$")
 
+# Bound parameters: by name ($name, what models use) or by position (?).
+Parameters = Mapping[str, Any] | Sequence[Any]
 # replace_table(con, table, select_sql, params) -> rows: how a model's table is written.
-ReplaceTable = Callable[[duckdb.DuckDBPyConnection, str, str, Mapping[str, Any]], int]
+ReplaceTable = Callable[[duckdb.DuckDBPyConnection, str, str, Parameters], int]
 
 
 @dataclass(frozen=True)
@@ -121,12 +124,20 @@ def bind_parameters(model: Model, available: Mapping[str, Any]) -> dict[str, Any
     return {name: available[name] for name in model.parameters}
 
 
-def prepare_connection(con: duckdb.DuckDBPyConnection, root: Path = SQL_ROOT) -> None:
-    """Define the shared macros on `con`, and read times in UTC (day arithmetic on TIMESTAMPTZ
-    follows the session time zone: thresholds are in UTC)."""
+def prepare_connection(
+    con: duckdb.DuckDBPyConnection, models: Sequence[Model], root: Path = SQL_ROOT
+) -> None:
+    """Define on `con` the macros `models` call, and read times in UTC (day arithmetic on
+    TIMESTAMPTZ follows the session time zone: thresholds are in UTC).
+
+    `macros/<name>.sql` defines the macro `<name>`; only the macros a model calls are defined,
+    because DuckDB binds the tables a macro reads when it is created.
+    """
     con.execute("SET TimeZone = 'UTC'")
     for path in sorted((root / MACROS).glob("*.sql")):
-        con.execute(path.read_text(encoding="utf-8"))
+        called = re.compile(rf"\b{re.escape(path.stem)}\s*\(")
+        if any(called.search(model.sql) for model in models):
+            con.execute(path.read_text(encoding="utf-8"))
 
 
 def build_model(
@@ -145,8 +156,8 @@ def build_models(
     parameters: Mapping[str, Any],
     replace_table: ReplaceTable,
 ) -> dict[str, int]:
-    """Build `models` in order on `con` (macros defined first); rows per table."""
-    prepare_connection(con)
+    """Build `models` in order on `con` (their macros defined first); rows per table."""
+    prepare_connection(con, models)
     return {
         model.table: build_model(con, model, parameters, replace_table)
         for model in in_build_order(models)
@@ -154,12 +165,13 @@ def build_models(
 
 
 def create_table(
-    con: duckdb.DuckDBPyConnection, table: str, select_sql: str, params: Mapping[str, Any]
+    con: duckdb.DuckDBPyConnection, table: str, select_sql: str, params: Parameters = ()
 ) -> int:
     """A plain `ReplaceTable`: the table in the connection's database, outside any warehouse run."""
     schema = table.split(".")[0]
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    con.execute(f"CREATE OR REPLACE TABLE {table} AS {select_sql}", dict(params))
+    bound = dict(params) if isinstance(params, Mapping) else list(params)
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS {select_sql}", bound)
     ((count,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
     return int(count)
 

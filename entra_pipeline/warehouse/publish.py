@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from entra_pipeline.secrets import redact
 from entra_pipeline.settings import DEFAULT_DUCKDB_PATH
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.files import exclusive_lock, scratch_folder
-from entra_pipeline.warehouse.models import create_table
+from entra_pipeline.warehouse.models import Parameters, create_table
 from entra_pipeline.warehouse.sql import literal, split_table
 
 Severity = Literal["info", "warning", "error"]
@@ -179,14 +179,14 @@ class Warehouse(dg.ConfigurableResource):
         con: duckdb.DuckDBPyConnection,
         table: str,
         select_sql: str,
-        params: Mapping[str, Any] | None = None,
+        params: Parameters = (),
     ) -> int:
         """Create or replace `schema.table` from a query in the work copy; returns its row count.
 
         The table will be published when the run succeeds.
         """
         split_table(table)
-        count = create_table(con, table, select_sql, params or {})
+        count = create_table(con, table, select_sql, params)
         self.mark_built(table, count)
         return count
 

@@ -192,7 +192,8 @@ def test_broken_mapping_row_fails_the_run_naming_row_and_nearest_name(
     [(status, error)] = transform.query(
         "SELECT status, error FROM ops.sync_runs ORDER BY finished_at DESC LIMIT 1"
     )
-    assert status == "failure" and problem in error
+    assert status == "failure"
+    assert problem in error
     assert {t: transform.query(f"SELECT * FROM {t} ORDER BY 2") for t in PUBLISHED} == before
 
 

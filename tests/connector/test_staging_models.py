@@ -154,7 +154,8 @@ def test_models_are_discovered_from_files_with_refs_groups_and_descriptions() ->
     assert filtered.parameters == ("user_stale_days", "sign_in_imported", "now")
     assert filtered.description.startswith("Users the connector imports (SPEC 3)")
     assert "group:" not in filtered.description
-    assert "{{" not in filtered.sql and "FROM staging.users AS u" in filtered.sql
+    assert "{{" not in filtered.sql
+    assert "FROM staging.users AS u" in filtered.sql
 
 
 def test_adding_a_model_is_adding_a_file(tmp_path: Path) -> None:

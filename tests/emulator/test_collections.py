@@ -161,7 +161,8 @@ def test_device_group_members_cast_to_device(emulator: Emulator) -> None:
         client,
         f"/groups/{managed['id']}/transitiveMembers/microsoft.graph.device?$select=id,trustType",
     )
-    assert devices and {d["trustType"] for d in devices} == {"AzureAd", "ServerAd"}
+    assert devices
+    assert {d["trustType"] for d in devices} == {"AzureAd", "ServerAd"}
     expected = [
         m["id"]
         for m in emulator.tenant.transitive_members(managed["id"])

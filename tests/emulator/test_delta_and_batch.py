@@ -29,10 +29,8 @@ def test_user_delta_rounds_report_changes_and_removals(emulator: Emulator) -> No
     tenant = emulator.tenant
     first, delta_link = _round(client, "/users/delta?$select=id,displayName,department")
     assert [u["id"] for u in first] == [u["id"] for u in tenant.users()]
-    assert (
-        delta_link.startswith(f"{emulator.graph_url}/v1.0/users/delta?")
-        and "$deltatoken=" in delta_link
-    )
+    assert delta_link.startswith(f"{emulator.graph_url}/v1.0/users/delta?")
+    assert "$deltatoken=" in delta_link
 
     empty, delta_link = _round(client, delta_link)
     assert empty == []
@@ -59,7 +57,8 @@ def test_user_delta_rounds_report_changes_and_removals(emulator: Emulator) -> No
     assert tenant.user_count == 59
     assert _round(client, delta_link)[0] == []
     listed = client.get("/users?$top=999&$select=id").json()["value"]
-    assert len(listed) == 59 and soft["id"] not in {u["id"] for u in listed}
+    assert len(listed) == 59
+    assert soft["id"] not in {u["id"] for u in listed}
 
 
 def test_delta_pages_follow_next_links(emulator: Emulator) -> None:
@@ -67,7 +66,8 @@ def test_delta_pages_follow_next_links(emulator: Emulator) -> None:
     body = client.get(
         "/devices/delta?$select=id", headers={"Prefer": "odata.maxpagesize=15"}
     ).json()
-    assert len(body["value"]) == 15 and "@odata.nextLink" in body
+    assert len(body["value"]) == 15
+    assert "@odata.nextLink" in body
     items, _ = _round(client, body["@odata.nextLink"])
     assert len(items) == 25
 

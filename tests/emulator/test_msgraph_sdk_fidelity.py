@@ -15,15 +15,15 @@ import pytest
 pytest.importorskip("msgraph")
 pytest.importorskip("azure.identity")
 
-from azure.identity.aio import ClientSecretCredential  # noqa: E402
-from kiota_abstractions.base_request_configuration import RequestConfiguration  # noqa: E402
-from kiota_authentication_azure.azure_identity_authentication_provider import (  # noqa: E402
+from azure.identity.aio import ClientSecretCredential
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
-from msgraph import GraphRequestAdapter, GraphServiceClient  # noqa: E402
-from msgraph_core import GraphClientFactory  # noqa: E402
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph_core import GraphClientFactory
 
-from entra_pipeline.emulator import Emulator  # noqa: E402
+from entra_pipeline.emulator import Emulator
 
 # The SDK warns about its own deprecated request-configuration classes; not ours to fix.
 pytestmark = [pytest.mark.fidelity, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -83,7 +83,8 @@ def test_sdk_parses_users_across_pages(emulator_factory: Callable[..., Emulator]
     config = RequestConfiguration(query_parameters=query)
     users, pages = _with_sdk(emu, lambda client: _all_pages(client.users, config))
     expected = list(emu.tenant.users())
-    assert pages == 3 and len(users) == len(expected) == 130
+    assert pages == 3
+    assert len(users) == len(expected) == 130
     for got, want in zip(users, expected, strict=True):
         assert got.id == want["id"]
         assert got.display_name == want["displayName"]
@@ -134,7 +135,8 @@ def test_sdk_parses_devices_and_groups_with_members(
 
     devices, device_pages, groups, everyone_id, members = _with_sdk(emu, work)
     expected_devices = list(emu.tenant.devices())
-    assert device_pages == 3 and len(devices) == 120
+    assert device_pages == 3
+    assert len(devices) == 120
     for got, want in zip(devices, expected_devices, strict=True):
         assert (got.id, got.display_name, got.trust_type) == (
             want["id"],

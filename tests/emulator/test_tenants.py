@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import tracemalloc
 from collections import Counter
@@ -49,7 +50,8 @@ def test_users_have_realistic_variety(synthetic: SyntheticTenant) -> None:
     names = "".join(u["displayName"] for u in users)
     for char in "éøüßÅ李佐김":
         assert char in names, char
-    assert any(u["mail"] is None for u in users) and any(u.get("department") is None for u in users)
+    assert any(u["mail"] is None for u in users)
+    assert any(u.get("department") is None for u in users)
     synced = [u for u in users if u.get("onPremisesSyncEnabled")]
     assert 600 < len(synced) < 900
     assert all(u["onPremisesExtensionAttributes"]["extensionAttribute1"] for u in synced)
@@ -85,7 +87,8 @@ def test_sign_in_ages_and_never_values(synthetic: SyntheticTenant) -> None:
         dt.datetime.fromisoformat(u["createdDateTime"].replace("Z", "+00:00"))
         for u in synthetic.users()
     ]
-    assert max(created) <= CLOCK and (CLOCK - min(created)).days > 2000
+    assert max(created) <= CLOCK
+    assert (CLOCK - min(created)).days > 2000
 
 
 def test_devices_cover_every_trust_type_owner_and_check_in_age(synthetic: SyntheticTenant) -> None:
@@ -106,7 +109,8 @@ def test_devices_cover_every_trust_type_owner_and_check_in_age(synthetic: Synthe
         for d in devices
         if d["approximateLastSignInDateTime"]
     ]
-    assert min(ages) < 30 and max(ages) > 90
+    assert min(ages) < 30
+    assert max(ages) > 90
     owner_counts = Counter(len(synthetic.registered_owners(d["id"])) for d in devices)
     assert set(owner_counts) == {0, 1, 2}
     assert all(d["onPremisesLastSyncDateTime"] for d in devices if d["trustType"] == "ServerAd")
@@ -115,7 +119,7 @@ def test_devices_cover_every_trust_type_owner_and_check_in_age(synthetic: Synthe
 def test_groups_nest_several_levels_and_mix_member_types(synthetic: SyntheticTenant) -> None:
     by_name = {g["displayName"]: g for g in synthetic.groups()}
     chain = ["All Employees", "Region - Americas", "Dept - Engineering", "Team - Platform"]
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert by_name[child]["id"] in {
             m["id"] for m in synthetic.direct_members(by_name[parent]["id"])
         }
@@ -212,7 +216,8 @@ def test_file_tenant_served_by_the_emulator(emulator_factory: Callable[..., Emul
         "@odata.type": "#microsoft.graph.user",
         "id": "a0000000-0000-4000-8000-000000000001",
     }
-    assert users[1]["signInActivity"] is None and users[1]["assignedLicenses"] == []
+    assert users[1]["signInActivity"] is None
+    assert users[1]["assignedLicenses"] == []
     (sku,) = client.get("/subscribedSkus").json()["value"]
     # Properties the file leaves out answer null, or [] for collections, as Graph does.
     assert (sku["skuPartNumber"], sku["consumedUnits"], sku["servicePlans"]) == ("SPE_E3", None, [])
@@ -233,5 +238,6 @@ def test_objects_built_for_a_few_properties_agree_with_full_objects(
     for index in range(300):
         full = synthetic.user(index)
         partial = synthetic.object_at("user", index, properties)
-        assert full is not None and partial is not None
+        assert full is not None
+        assert partial is not None
         assert {p: partial.get(p) for p in properties} == {p: full.get(p) for p in properties}

@@ -86,7 +86,8 @@ def test_every_materialization_of_both_syncs_carries_the_standard_metadata(
     assert lacking == {}
     for key, metadata in materializations.items():
         rows = metadata["dagster/row_count"]
-        assert isinstance(rows.value, int) and rows.value >= 0, key
+        assert isinstance(rows.value, int), key
+        assert rows.value >= 0, key
         assert isinstance(metadata["dagster/column_schema"].schema, dg.TableSchema), key
         assert isinstance(metadata["preview"], dg.MarkdownMetadataValue), key
     graph_backed = [f"raw/{c.table}" for c in GRAPH_COLLECTIONS] + [

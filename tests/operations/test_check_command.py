@@ -97,9 +97,11 @@ def test_probes_send_the_syncs_select_and_expand_with_top_1(
 
     sent = {(r.path, r.query.get("$select")): r.query for r in emulator.requests}
     users = sent[("/v1.0/users", USERS.select)]
-    assert users["$expand"] == USERS.expand and users["$top"] == "1"
+    assert users["$expand"] == USERS.expand
+    assert users["$top"] == "1"
     devices = sent[("/v1.0/devices", DEVICES.select)]
-    assert devices["$expand"] == DEVICES.expand and devices["$top"] == "1"
+    assert devices["$expand"] == DEVICES.expand
+    assert devices["$top"] == "1"
     assert sent[("/v1.0/users", "id,signInActivity")]["$top"] == "1"
 
 
@@ -268,10 +270,12 @@ def test_bad_secret_fails_the_token_step_and_is_never_printed(
 
     token = step(report, "token")
     assert token.status == "failed"
-    assert "AADSTS7000215" in token.detail and "ENTRA_CLIENT_SECRET" in token.detail
+    assert "AADSTS7000215" in token.detail
+    assert "ENTRA_CLIENT_SECRET" in token.detail
     assert {f.status for f in report.calls} == {"not probed"}
     assert report.exit_code == EXIT_CANNOT_SYNC
-    assert wrong not in text and emulator.client_secret not in text
+    assert wrong not in text
+    assert emulator.client_secret not in text
 
 
 def test_unknown_tenant_fails_the_token_step_naming_the_tenant(
@@ -302,7 +306,8 @@ def test_unreachable_token_service_says_so_quickly(
 
     token = step(report, "token")
     assert token.status == "failed"
-    assert "is unreachable" in token.detail and "check authority_host" in token.detail
+    assert "is unreachable" in token.detail
+    assert "check authority_host" in token.detail
     assert report.exit_code == EXIT_CANNOT_SYNC
 
 
@@ -336,7 +341,8 @@ def test_untrusted_tls_certificate_points_at_ca_bundle(
 
     token = step(report, "token")
     assert token.status == "failed"
-    assert "does not trust" in token.detail and "set ca_bundle" in token.detail
+    assert "does not trust" in token.detail
+    assert "set ca_bundle" in token.detail
 
 
 def test_config_error_exits_2_with_its_message_before_any_network_call(
@@ -347,7 +353,8 @@ def test_config_error_exits_2_with_its_message_before_any_network_call(
     config = step(report, "config")
     assert config.status == "failed"
     assert "devices.join_types.0: 'azure_joined' is not allowed" in config.detail
-    assert [s.option for s in report.steps] == ["config"] and report.calls == []
+    assert [s.option for s in report.steps] == ["config"]
+    assert report.calls == []
     assert emulator.requests == []
     assert report.exit_code == EXIT_INVALID_CONFIG
 
@@ -416,7 +423,8 @@ def test_cli_prints_the_table_and_exits_with_the_check_code(
     lines = result.stdout.splitlines()
     assert lines[0] == "entra-pipeline check: Operate test"
     devices = next(line for line in lines if line.startswith("  devices "))
-    assert "Device.Read.All" in devices and devices.endswith("MISSING [1]")
+    assert "Device.Read.All" in devices
+    assert devices.endswith("MISSING [1]")
     assert lines[-1] == "A sync cannot run: 1 problem above (exit 1)."
     assert emulator.client_secret not in result.stdout + result.stderr
 

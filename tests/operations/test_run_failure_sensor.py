@@ -112,7 +112,8 @@ def test_failed_run_recorded_by_its_warehouse_is_not_recorded_again(
 
     assert query(db, "SELECT run_id, status FROM ops.sync_runs") == [(result.run_id, "failure")]
     assert query(db, "SELECT * FROM ops.notifications ORDER BY notified_at") == before
-    assert [row[0] for row in before] and "run_failed" not in {row[5] for row in before}
+    assert [row[0] for row in before]
+    assert "run_failed" not in {row[5] for row in before}
 
 
 def test_run_whose_warehouse_never_started_is_recorded_with_the_root_cause(

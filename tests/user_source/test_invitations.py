@@ -237,7 +237,8 @@ def test_a_wrong_smtp_password_sends_nothing_and_keeps_invitations_pending(
     assert mailbox.envelopes == []
     notes = {row[3] for row in source.invitations().values()}
     [note] = notes
-    assert "SMTPAuthenticationError: 535" in note and "wrong-password" not in note
+    assert "SMTPAuthenticationError: 535" in note
+    assert "wrong-password" not in note
 
 
 # ---- the ledger on its own ---------------------------------------------------------------

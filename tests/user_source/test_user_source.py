@@ -198,7 +198,8 @@ def test_attribute_missing_for_everyone_and_for_some_users_are_notified(
     assert set(notes) == {"attributes_not_synchronized_all", "attributes_not_synchronized_some"}
     severity, source, message, details = notes["attributes_not_synchronized_all"]
     assert (severity, source) == ("warning", "user_source")
-    assert "faxNumber" in message and "any of the 5 users" in message
+    assert "faxNumber" in message
+    assert "any of the 5 users" in message
     assert json.loads(details)["attributes"] == {
         "faxNumber": {
             "users": 5,
@@ -364,11 +365,12 @@ def test_unreachable_service_fails_the_run_and_keeps_the_published_tables(
         expected = "Microsoft Graph did not answer"
     result = source.run(monkeypatch)
     assert not result.success
-    severity, origin, message, details = source.notifications()["service_unreachable"]
+    severity, origin, message, _details = source.notifications()["service_unreachable"]
     assert (severity, origin) == ("error", "user_source")
     assert expected in message
     _, status, error, _ = source.last_run()
-    assert status == "failure" and "UnreachableError" in error
+    assert status == "failure"
+    assert "UnreachableError" in error
     assert source.tables() == before
     assert ledger_path(source.db).read_bytes() == ledger
 

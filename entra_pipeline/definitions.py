@@ -16,11 +16,11 @@ from entra_pipeline.connector.definitions import connector_definitions
 from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.operations.freshness import FRESHNESS_CHECKS, freshness_definitions
 from entra_pipeline.operations.sensors import sync_run_sensors
+from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.secrets import RedactingFilter
 from entra_pipeline.settings import (
     DEFAULT_DUCKDB_PATH,
     ConfigError,
-    ConnectorResource,
     ConnectorSettings,
     ScheduleOptions,
     UserSourceOptions,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.errors import EntraError, GraphPermissionError, GroupNotFoundError
-from entra_pipeline.settings import ConnectorResource
+from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.warehouse.publish import Warehouse
 
 

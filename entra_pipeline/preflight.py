@@ -38,8 +38,9 @@ from entra_pipeline.graph.errors import (
     required_permission,
 )
 from entra_pipeline.graph.extract import collection_params, odata_string, resolve_groups
+from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.secrets import redact
-from entra_pipeline.settings import ConfigError, ConnectorResource, ConnectorSettings, config_path
+from entra_pipeline.settings import ConfigError, ConnectorSettings, config_path
 from entra_pipeline.user_source.attributes import custom_attribute, directory_users
 from entra_pipeline.vocabulary import is_guid
 from entra_pipeline.warehouse.errors import ModelError

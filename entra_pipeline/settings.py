@@ -6,17 +6,13 @@ echo a secret.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import zoneinfo
-from collections.abc import Iterator
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import dagster as dg
 import yaml
 from pydantic import (
     BaseModel,
@@ -31,9 +27,6 @@ from pydantic import (
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.secrets import redact, register_secret
 from entra_pipeline.vocabulary import JOIN_TYPE_OPTIONS, is_guid
-
-if TYPE_CHECKING:
-    from entra_pipeline.graph.client import GraphClient
 
 log = logging.getLogger(__name__)
 
@@ -392,41 +385,3 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
         model = nested[0]
     names = [f.alias or name for name, f in model.model_fields.items()]
     return ", ".join(names)
-
-
-class ConnectorResource(dg.ConfigurableResource):
-    """The connector configuration, read from the YAML named by ENTRA_CONNECTOR_CONFIG, and the
-    Graph client it describes."""
-
-    config_path: str | None = None
-    # How hard Graph calls are retried; tests shorten the backoff.
-    max_retries: int = 6
-    backoff_base_seconds: float = 1.0
-
-    @cached_property
-    def settings(self) -> ConnectorSettings:
-        return load_settings(self.config_path)
-
-    @contextlib.contextmanager
-    def graph_client(self) -> Iterator[GraphClient]:
-        """A Graph client authenticated as the app registration (closed on exit)."""
-        from entra_pipeline.graph.auth import TokenProvider
-        from entra_pipeline.graph.client import GraphClient, RetryPolicy
-
-        settings = self.settings
-        tokens = TokenProvider(
-            tenant_id=settings.tenant_id,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret.get_secret_value(),
-            authority_host=settings.authority_host,
-            graph_url=settings.graph_url,
-            ca_bundle=settings.ca_bundle,
-        )
-        retry = RetryPolicy(max_retries=self.max_retries, backoff_base=self.backoff_base_seconds)
-        try:
-            with GraphClient(
-                settings.graph_url, tokens, ca_bundle=settings.ca_bundle, retry=retry
-            ) as client:
-                yield client
-        finally:
-            tokens.close()

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Quick start 2: set up .venv/ with the test extras, lint, and run the whole test suite.
+# Quick start 2: set up .venv/ with the test extras, lint (ruff), type-check (mypy), lint the SQL
+# models (sqlfluff), and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev,fidelity
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/sqlfluff lint dbt_like_sql
 # pytest exits 5 when it collected no test: that is a failure here, and set -e makes it one.
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -19,7 +19,7 @@ import polars as pl
 from pandera.errors import SchemaErrors
 
 from entra_pipeline.errors import PipelineError
-from entra_pipeline.settings import ConnectorResource
+from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.warehouse.metadata import table_columns, table_metadata
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import quoted

@@ -15,7 +15,8 @@ import dagster as dg
 import duckdb
 
 from entra_pipeline.connector.raw import sign_in_imported
-from entra_pipeline.settings import ConnectorResource, ConnectorSettings
+from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.vocabulary import JOIN_TYPES
 from entra_pipeline.warehouse.metadata import table_metadata
 from entra_pipeline.warehouse.models import Model, build_model, discover_models, prepare_connection

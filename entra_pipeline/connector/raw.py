@@ -21,7 +21,8 @@ from entra_pipeline.graph.collections import ALL as COLLECTIONS
 from entra_pipeline.graph.collections import GROUP_MEMBERS, SIGN_IN_ACTIVITY
 from entra_pipeline.graph.extract import CollectionReport, extract_all, resolve_groups
 from entra_pipeline.graph_session import recorded_graph_client
-from entra_pipeline.settings import ConnectorResource, ConnectorSettings
+from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.loading import load_landed_table
 from entra_pipeline.warehouse.metadata import table_metadata
 from entra_pipeline.warehouse.publish import Warehouse

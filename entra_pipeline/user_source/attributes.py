@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 
 from entra_pipeline.graph.collections import DIRECTORY_USERS, Collection
-from entra_pipeline.settings import ConnectorResource
+from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.user_source.tables import mdm_key
 from entra_pipeline.warehouse.publish import Warehouse
 

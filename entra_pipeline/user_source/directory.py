@@ -22,7 +22,8 @@ from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import GROUP_MEMBERS, GROUPS, Collection
 from entra_pipeline.graph.extract import Extracted, extract_collection, extract_group_members
 from entra_pipeline.graph_session import recorded_graph_client
-from entra_pipeline.settings import ConnectorResource, UserSourceOptions
+from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.attributes import (
     CustomAttribute,
     attribute_coverage,

@@ -10,7 +10,8 @@ import duckdb
 import polars as pl
 from dagster import AssetExecutionContext
 
-from entra_pipeline.settings import ConnectorResource, UserSourceOptions
+from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.ledger import (
     INVITATION_COLUMNS,
     Invitation,

@@ -10,11 +10,8 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from entra_pipeline.settings import (
-    BUILTIN_TEMPLATE_VARIABLES,
-    TEMPLATE_VAR_RE,
-    ConnectorResource,
-)
+from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.settings import BUILTIN_TEMPLATE_VARIABLES, TEMPLATE_VAR_RE
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
 from entra_pipeline.warehouse.metadata import table_metadata
 from entra_pipeline.warehouse.publish import Warehouse

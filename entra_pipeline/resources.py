@@ -1,0 +1,49 @@
+"""The connector resource every source's assets use: the connector configuration, parsed once per
+run from the YAML named by ENTRA_CONNECTOR_CONFIG, and the Graph client it describes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import cached_property
+
+import dagster as dg
+
+from entra_pipeline.graph.auth import TokenProvider
+from entra_pipeline.graph.client import GraphClient, RetryPolicy
+from entra_pipeline.settings import ConnectorSettings, load_settings
+
+
+class ConnectorResource(dg.ConfigurableResource):
+    """The connector configuration, read from the YAML named by ENTRA_CONNECTOR_CONFIG, and the
+    Graph client it describes."""
+
+    config_path: str | None = None
+    # How hard Graph calls are retried; tests shorten the backoff.
+    max_retries: int = 6
+    backoff_base_seconds: float = 1.0
+
+    @cached_property
+    def settings(self) -> ConnectorSettings:
+        return load_settings(self.config_path)
+
+    @contextlib.contextmanager
+    def graph_client(self) -> Iterator[GraphClient]:
+        """A Graph client authenticated as the app registration (closed on exit)."""
+        settings = self.settings
+        tokens = TokenProvider(
+            tenant_id=settings.tenant_id,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret.get_secret_value(),
+            authority_host=settings.authority_host,
+            graph_url=settings.graph_url,
+            ca_bundle=settings.ca_bundle,
+        )
+        retry = RetryPolicy(max_retries=self.max_retries, backoff_base=self.backoff_base_seconds)
+        try:
+            with GraphClient(
+                settings.graph_url, tokens, ca_bundle=settings.ca_bundle, retry=retry
+            ) as client:
+                yield client
+        finally:
+            tokens.close()

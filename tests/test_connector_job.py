@@ -368,6 +368,26 @@ def test_no_stale_warning_when_sign_in_was_imported_or_the_threshold_is_off(
     assert stale_warnings(off) == []
 
 
+def test_sync_without_audit_log_permission_succeeds_without_sign_in_activity(
+    sync_factory: Any,
+) -> None:
+    sync = sync_factory(
+        {"users": {"stale_threshold_days": 30}},
+        permissions=set(CONNECTOR_PERMISSIONS - {"AuditLog.Read.All"}),
+    )
+    assert sync.run().success
+    notes = {code: message for _, code, message in sync.notifications()}
+    assert set(notes) == {"sign_in_activity_unavailable", "stale_filter_skipped"}
+    assert "AuditLog.Read.All" in notes["sign_in_activity_unavailable"]
+    assert sync.query(
+        "SELECT status FROM raw.extraction_status WHERE collection = 'sign_in_activity'"
+    ) == [("unavailable",)]
+    *_, started = sync.last_run()
+    assert _ids(sync, "neurons.users", "User.EntraObjectId") == expected_users(
+        sync.emulator, started, 30, sign_in=False
+    )
+
+
 def test_wrong_secret_fails_with_a_clear_message_that_hides_it(
     sync_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

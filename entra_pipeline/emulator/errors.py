@@ -63,6 +63,17 @@ def insufficient_privileges() -> GraphError:
     )
 
 
+def sign_in_permission_missing() -> GraphError:
+    # `GET /v1.0/users?$select=displayName,signInActivity` without AuditLog.Read.All answers this
+    # 403, not Authorization_RequestDenied (body as reported in
+    # microsoftgraph/microsoft-graph-explorer-v4#2731 and #3165).
+    return GraphError(
+        403,
+        "Authentication_MSGraphPermissionMissing",
+        "Calling principal does not have required MSGraph permissions AuditLog.Read.All",
+    )
+
+
 def non_premium_tenant() -> GraphError:
     return GraphError(
         403,

@@ -115,7 +115,8 @@ class GraphResources:
             raise errors.insufficient_privileges()
 
     def _check_sign_in_activity(self) -> None:
-        self.require(READ_AUDIT)
+        if not self.granted(READ_AUDIT):
+            raise errors.sign_in_permission_missing()
         if not self.premium:
             raise errors.non_premium_tenant()
         wait = self._sign_in_throttle()

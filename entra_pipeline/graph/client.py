@@ -38,7 +38,12 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=120.0
 # Graph asks clients to wait Retry-After on these; other 5xx get exponential backoff.
 _RETRY_AFTER_STATUSES = frozenset({429, 503, 504})
 _EXPIRED_PAGE_TOKEN = "Directory_ExpiredPageToken"
-_PERMISSION_DENIED = "Authorization_RequestDenied"
+# Graph names a missing application permission with more than one code: directory reads answer
+# Authorization_RequestDenied, `$select=signInActivity` answers Authentication_MSGraphPermissionMissing
+# (microsoftgraph/microsoft-graph-explorer-v4#2731).
+_PERMISSION_DENIED = frozenset(
+    {"Authorization_RequestDenied", "Authentication_MSGraphPermissionMissing"}
+)
 _NON_PREMIUM = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
 
 Row = dict[str, Any]
@@ -359,7 +364,7 @@ class GraphClient:
         }
         path = display_path(described)
         ids = _ids_of(fields["request_id"], fields["client_request_id"])
-        if code == _PERMISSION_DENIED:
+        if code in _PERMISSION_DENIED:
             return GraphPermissionError(
                 f"Graph denied GET {path}: the app registration lacks the application "
                 f"permission {required_permission(described)}; grant it with admin consent "

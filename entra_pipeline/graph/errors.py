@@ -87,7 +87,8 @@ class GraphError(EntraError):
 
 
 class GraphPermissionError(GraphError):
-    """403 Authorization_RequestDenied: the app lacks an application permission."""
+    """403 Authorization_RequestDenied or Authentication_MSGraphPermissionMissing: the app lacks an
+    application permission."""
 
     notification_code = "permission_missing"
 

@@ -68,7 +68,7 @@ def test_missing_permissions_answer_403_authorization_request_denied(
     emu = emulator_factory(users=5, devices=5, permissions={"User.Read.All"})
     client = graph(emu)
     assert client.get("/users").status_code == 200
-    for path in ("/devices", "/groups", "/subscribedSkus", "/users?$select=id,signInActivity"):
+    for path in ("/devices", "/groups", "/subscribedSkus"):
         response = client.get(path)
         assert response.status_code == 403, path
         assert response.json()["error"]["code"] == "Authorization_RequestDenied"
@@ -84,6 +84,21 @@ def test_missing_permissions_answer_403_authorization_request_denied(
     }
     for path in ("/devices", "/subscribedSkus", "/users?$select=id,signInActivity"):
         assert client.get(path).status_code == 200, path
+
+
+def test_sign_in_activity_without_audit_log_answers_403_msgraph_permission_missing(
+    emulator_factory: Callable[..., Emulator],
+) -> None:
+    # Not Authorization_RequestDenied: Graph's own code for this call.
+    emu = emulator_factory(users=5, devices=5, permissions={"User.Read.All"})
+    response = graph(emu).get("/users?$select=id,signInActivity")
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "Authentication_MSGraphPermissionMissing"
+    assert error["message"] == (
+        "Calling principal does not have required MSGraph permissions AuditLog.Read.All"
+    )
+    assert set(error["innerError"]) >= {"date", "request-id", "client-request-id"}
 
 
 def test_members_the_app_may_not_read_come_back_as_type_and_id(

@@ -9,11 +9,11 @@ config yet it still loads (runs then fail with a message saying which file to pr
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import dagster as dg
 
 from entra_pipeline.connector.definitions import connector_definitions
-from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.operations.freshness import FRESHNESS_CHECKS, freshness_definitions
 from entra_pipeline.operations.sensors import sync_run_sensors
 from entra_pipeline.resources import ConnectorResource
@@ -48,16 +48,21 @@ def build_definitions(
         connector_definitions(schedule, excluded=FRESHNESS_CHECKS),
         user_source_definitions(user_source, schedule.timezone, excluded=FRESHNESS_CHECKS),
     )
-    sync_jobs = [job for job in sources.jobs or () if job.name in (CONNECTOR_JOB, USER_SOURCE_JOB)]
+    configured = settings is not None
     policy = dg.Definitions(
-        sensors=sync_run_sensors(duckdb_path, tenant_id, sync_jobs, running=settings is not None),
+        sensors=sync_run_sensors(
+            duckdb_path, tenant_id, list(sources.jobs or ()), running=configured
+        ),
         resources={
             "warehouse": Warehouse(path=duckdb_path, tenant_id=tenant_id),
             "connector": connector or ConnectorResource(config_path=config_path),
         },
         executor=dg.in_process_executor,
     )
-    return dg.Definitions.merge(sources, policy, freshness_definitions(settings))
+    freshness = freshness_definitions(
+        schedule, user_source, Path(duckdb_path), tenant_id, running=configured
+    )
+    return dg.Definitions.merge(sources, policy, freshness)
 
 
 def _settings_if_configured() -> ConnectorSettings | None:

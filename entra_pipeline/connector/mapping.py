@@ -20,7 +20,7 @@ from pandera.errors import SchemaErrors
 
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.warehouse.metadata import table_columns, table_metadata
+from entra_pipeline.warehouse.metadata import table_columns, table_key, table_metadata
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import quoted
 
@@ -39,11 +39,11 @@ class MappedTable:
 
     @property
     def key(self) -> dg.AssetKey:
-        return dg.AssetKey(self.target.split("."))
+        return table_key(self.target)
 
     @property
     def source_key(self) -> dg.AssetKey:
-        return dg.AssetKey(self.source.split("."))
+        return table_key(self.source)
 
 
 MAPPED_TABLES = (

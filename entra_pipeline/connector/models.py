@@ -18,7 +18,7 @@ from entra_pipeline.connector.raw import sign_in_imported
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.vocabulary import JOIN_TYPES
-from entra_pipeline.warehouse.metadata import table_metadata
+from entra_pipeline.warehouse.metadata import table_key, table_metadata
 from entra_pipeline.warehouse.models import Model, build_model, discover_models, prepare_connection
 from entra_pipeline.warehouse.publish import Warehouse
 
@@ -51,7 +51,7 @@ def model_asset(model: Model) -> dg.AssetsDefinition:
         key=model.key,
         group_name=model.group,
         description=model.description,
-        deps=[dg.AssetKey(table.split(".")) for table in model.reads],
+        deps=[table_key(table) for table in model.reads],
         kinds={"duckdb", "sql"},
         metadata={"dagster/table_name": model.table, "sql_file": str(model.path.name)},
     )

@@ -219,7 +219,7 @@ def _warn_when_user_stale_filter_skipped(
 
 
 def _notify_soft_failures(warehouse: Warehouse, reports: dict[str, CollectionReport]) -> None:
-    sign_in = reports.get("sign_in_activity")
+    sign_in = reports.get(SIGN_IN_ACTIVITY.table)
     if sign_in is not None and sign_in.status == "unavailable":
         error = sign_in.error
         warehouse.notify(

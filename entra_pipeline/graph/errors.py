@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.graph.collections import ALL as COLLECTIONS
-from entra_pipeline.graph.collections import SIGN_IN_ACTIVITY
+from entra_pipeline.graph.collections import GROUP_MEMBERS, SIGN_IN_ACTIVITY
 from entra_pipeline.secrets import redact
 
 
@@ -125,7 +125,6 @@ class GroupNotFoundError(EntraError):
 
 # The permission each call needs, from the one registry of collections; the member listings read a
 # relationship rather than a collection, and sign-in activity shares its path with the users.
-_MEMBERS_PERMISSION = "GroupMember.Read.All"
 _PERMISSION_BY_PATH = {c.path: c.permission for c in COLLECTIONS if c is not SIGN_IN_ACTIVITY}
 
 
@@ -138,7 +137,7 @@ def required_permission(url: str) -> str:
     if not segments:
         return "Directory.Read.All"
     if segments[0] == "groups" and len(segments) >= 3:
-        return _MEMBERS_PERMISSION
+        return GROUP_MEMBERS.permission
     selected = ",".join(parse_qs(parts.query).get("$select", [])).split(",")
     if segments[0] == "users" and "signInActivity" in selected:
         return SIGN_IN_ACTIVITY.permission

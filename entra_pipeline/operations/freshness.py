@@ -15,12 +15,8 @@ from typing import Any
 import dagster as dg
 
 from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
-from entra_pipeline.settings import (
-    DEFAULT_DUCKDB_PATH,
-    ConnectorSettings,
-    ScheduleOptions,
-    UserSourceOptions,
-)
+from entra_pipeline.settings import ScheduleOptions, UserSourceOptions
+from entra_pipeline.warehouse.metadata import table_key
 from entra_pipeline.warehouse.publish import query_sync_runs
 
 FRESHNESS_JOB = "freshness_checks"
@@ -44,7 +40,7 @@ class FreshnessTarget:
 
     @property
     def asset(self) -> dg.AssetKey:
-        return dg.AssetKey(self.table.split("."))
+        return table_key(self.table)
 
     @property
     def check_name(self) -> str:
@@ -141,12 +137,16 @@ def freshness_check(
     return _check
 
 
-def freshness_definitions(settings: ConnectorSettings | None) -> dg.Definitions:
-    """The freshness checks of the published tables, and the job and schedule that run them."""
-    schedule = settings.schedule if settings else ScheduleOptions()
-    user_source = settings.user_source if settings else UserSourceOptions()
-    path = Path(settings.duckdb_path if settings else DEFAULT_DUCKDB_PATH)
-    tenant_id = settings.tenant_id if settings else ""
+def freshness_definitions(
+    schedule: ScheduleOptions,
+    user_source: UserSourceOptions,
+    path: Path,
+    tenant_id: str,
+    *,
+    running: bool,
+) -> dg.Definitions:
+    """The freshness checks of the tables published at `path`, and the job and schedule that run
+    them (stopped unless `running`: before there is a config)."""
     checks = [
         freshness_check(target, path, tenant_id, connector_period(schedule))
         for target in CONNECTOR_TARGETS
@@ -171,7 +171,7 @@ def freshness_definitions(settings: ConnectorSettings | None) -> dg.Definitions:
                 cron_schedule=FRESHNESS_CRON,
                 execution_timezone="UTC",
                 default_status=dg.DefaultScheduleStatus.RUNNING
-                if settings
+                if running
                 else dg.DefaultScheduleStatus.STOPPED,
                 description="Freshness checks of neurons.* and mdm.users, hourly at :30",
             )

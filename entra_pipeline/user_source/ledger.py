@@ -88,7 +88,7 @@ class InvitationLedger:
     @contextlib.contextmanager
     def locked(self) -> Iterator[InvitationLedger]:
         """Exclusive use of the ledger: two runs at once must not both invite the same user."""
-        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
+        with exclusive_lock(self.path):
             self._end_torn_line()
             yield self
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock_path` (created if missing) across processes."""
+def exclusive_lock(guarded: Path) -> Iterator[None]:
+    """Hold the exclusive advisory lock of `guarded` across processes: the file `<name>.lock`
+    beside it (created if missing)."""
+    lock_path = guarded.with_name(f"{guarded.name}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

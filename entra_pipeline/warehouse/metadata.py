@@ -11,6 +11,11 @@ import duckdb
 PREVIEW_ROWS = 10
 
 
+def table_key(table: str) -> dg.AssetKey:
+    """The asset of a warehouse table: `schema.table` is asset `[schema, table]`."""
+    return dg.AssetKey(table.split("."))
+
+
 def table_metadata(con: duckdb.DuckDBPyConnection, table: str, rows: int) -> dict[str, Any]:
     """Row count, column schema and a markdown preview of `table`, for a materialization."""
     described = con.execute(f"DESCRIBE {table}").fetchall()

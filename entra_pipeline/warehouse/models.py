@@ -19,6 +19,7 @@ import dagster as dg
 import duckdb
 
 from entra_pipeline.warehouse.errors import ModelError
+from entra_pipeline.warehouse.metadata import table_key
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 MACROS = "macros"
@@ -48,7 +49,7 @@ class Model:
 
     @property
     def key(self) -> dg.AssetKey:
-        return dg.AssetKey(self.table.split("."))
+        return table_key(self.table)
 
     @property
     def reads(self) -> tuple[str, ...]:

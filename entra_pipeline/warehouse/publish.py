@@ -111,7 +111,7 @@ class Warehouse(dg.ConfigurableResource):
         published.parent.mkdir(parents=True, exist_ok=True)
         _remove_abandoned_work_copies(published)
         self._work_path = published.with_name(f"{published.name}.run-{run_id}")
-        with _publish_lock(published):
+        with exclusive_lock(published):  # two jobs may finish together
             self._base = _identity(published)
             if self._base is not None:
                 shutil.copyfile(published, self._work_path)
@@ -316,11 +316,6 @@ def record_unpublished_run(
     )
 
 
-def _publish_lock(published: Path) -> contextlib.AbstractContextManager[None]:
-    """Serialise publications of one file across processes (two jobs may finish together)."""
-    return exclusive_lock(published.with_name(f"{published.name}.lock"))
-
-
 def _publish(
     published: Path,
     work: Path | None,
@@ -339,7 +334,7 @@ def _publish(
     transaction (one would hold every table in memory until the end).
     With `unless_recorded`, nothing happens (False) when `ops.sync_runs` already has that run.
     """
-    with _publish_lock(published):
+    with exclusive_lock(published):  # two jobs may finish together
         if unless_recorded is not None and _run_recorded(published, unless_recorded):
             return False
         if work is not None and _identity(published) == base:

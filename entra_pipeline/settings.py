@@ -55,6 +55,9 @@ BUILTIN_TEMPLATE_VARIABLES = (
     "userLastName",
 )
 SECRET_KEYS = {"client_secret", "password"}
+# An environment variable whose name says it holds a secret: its value is masked wherever it shows
+# up, whichever key it was (mistakenly) written into.
+SECRET_VARIABLE_RE = re.compile(r"SECRET|PASSWORD|PASSWD|PWD|TOKEN|CREDENTIAL|PRIVATE|KEY", re.I)
 # Template text is rendered per user later: `${attributeName}` there is not an environment variable.
 NOT_INTERPOLATED = {("user_source", "templates")}
 
@@ -231,6 +234,13 @@ class ConnectorSettings(_Strict):
     @field_validator("authority_host", "graph_url")
     @classmethod
     def _https_url(cls, value: str) -> str:
+        host = value.split("://", 1)[-1].split("/", 1)[0]
+        if "@" in host:
+            register_secret(host.rsplit("@", 1)[0])  # user:password, whatever follows
+            raise ValueError(
+                "must not carry credentials (user:password@host): the app authenticates with "
+                "client_id and client_secret, and a proxy's credentials belong in HTTPS_PROXY"
+            )
         if not re.match(r"^https://[^/\s]+(:\d+)?/?$", value):
             raise ValueError(
                 f"{value!r} must be an https:// URL of a host, without a path "
@@ -302,6 +312,8 @@ def parse_settings(
     environment = os.environ if env is None else env
     secret_literal = _literal_secret(document)
     interpolated = _interpolate(document, environment, source, ())
+    # Before validation: an error about a key must not echo a secret written into it.
+    _register_secret_values(interpolated)
     try:
         settings = ConnectorSettings.model_validate(interpolated)
     except ValidationError as error:
@@ -317,6 +329,18 @@ def parse_settings(
             source,
         )
     return settings
+
+
+def _register_secret_values(value: Any, key: str = "") -> None:
+    """Register every value written under a secret key (client_secret, password) anywhere."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _register_secret_values(item, str(name))
+    elif isinstance(value, list):
+        for item in value:
+            _register_secret_values(item, key)
+    elif isinstance(value, str) and key in SECRET_KEYS:
+        register_secret(value)
 
 
 def _literal_secret(document: dict[str, Any]) -> bool:
@@ -340,6 +364,8 @@ def _interpolate(value: Any, env: Any, source: str, where: tuple[str, ...]) -> A
                     f"{source}: {'.'.join(where)} refers to ${{{name}}}, but the environment "
                     f"variable {name} is not set"
                 )
+            if SECRET_VARIABLE_RE.search(name):
+                register_secret(env[name])
             return env[name]
 
         return ENV_RE.sub(substitute, value)

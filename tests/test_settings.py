@@ -156,3 +156,37 @@ def test_shipped_example_config_is_valid() -> None:
     settings = load_settings(example, env=ENV)
     assert settings.connector_name == "Contoso Entra ID"
     assert settings.user_source.templates == {}
+
+
+def test_a_secret_written_into_the_wrong_key_is_never_echoed() -> None:
+    # The client secret pasted into client_id, through its variable: the GUID error hides it.
+    # A value no other test registered: the redaction registry is per process.
+    fresh = "fresh-secret-for-the-wrong-key"
+    env = {**ENV, "ENTRA_CLIENT_SECRET": fresh}
+    message = _error(_config(client_id="${ENTRA_CLIENT_SECRET}"), env=env)
+    assert fresh not in message
+    assert message.splitlines()[-1] == (
+        "  client_id: '***' is not a GUID; use the Application (client) ID of the app registration"
+    )
+
+
+def test_any_secret_looking_variable_is_masked_wherever_it_is_used() -> None:
+    password = "smtp-relay-password-42"
+    env = {**ENV, "SMTP_RELAY_PASSWORD": password}
+    message = _error(_config(tenant_id="${SMTP_RELAY_PASSWORD}"), env=env)
+    assert "tenant_id:" in message
+    assert password not in message
+
+
+def test_a_literal_secret_repeated_under_another_key_is_masked() -> None:
+    literal = "literal-secret-pasted-twice"
+    message = _error(_config(client_id=literal, client_secret=literal))
+    assert "client_id: '***' is not a GUID" in message
+
+
+@pytest.mark.parametrize("key", ["authority_host", "graph_url"])
+def test_urls_with_credentials_are_rejected_without_echoing_them(key: str) -> None:
+    message = _error(_config(**{key: "https://svc-user:url-password-9@graph.microsoft.com"}))
+    assert f"{key}: must not carry credentials (user:password@host)" in message
+    assert "url-password-9" not in message
+    assert "svc-user" not in message

@@ -345,6 +345,16 @@ def test_untrusted_tls_certificate_points_at_ca_bundle(
     assert "set ca_bundle" in token.detail
 
 
+def test_client_secret_pasted_into_client_id_is_never_printed(
+    emulator: Emulator, config_for: ConfigFor
+) -> None:
+    report = check_connector(str(config_for(emulator, client_id=f"${{{SECRET_VARIABLE}}}")))
+    text = render(report)
+    assert "client_id: '***' is not a GUID" in step(report, "config").detail
+    assert emulator.client_secret not in text
+    assert report.exit_code == EXIT_INVALID_CONFIG
+
+
 def test_config_error_exits_2_with_its_message_before_any_network_call(
     emulator: Emulator, config_for: ConfigFor
 ) -> None:

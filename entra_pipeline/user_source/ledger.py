@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import smtplib
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +27,7 @@ from entra_pipeline.warehouse.files import exclusive_lock
 log = logging.getLogger(__name__)
 
 LEDGER_SUFFIX = ".invitations.jsonl"
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
 SMTP_TIMEOUT_SECONDS = 30.0
 
 Status = Literal["pending", "sent", "failed"]
@@ -295,13 +297,20 @@ def _text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
 
+def header_text(value: str) -> str:
+    """A header value on one line: a CR, LF or other control character (from a display name in a
+    template, say) becomes a space, so no text can start a header of its own."""
+    return _CONTROL_CHARACTERS.sub(" ", value).strip()
+
+
 def invitation_message(
     smtp: SmtpSettings, recipient: Recipient, letter: Letter, tenant_id: str
 ) -> EmailMessage:
+    """The e-mail for one recipient; ValueError when the address cannot be a header (CR/LF in it)."""
     message = EmailMessage()
     message["From"] = smtp.from_address
     message["To"] = recipient.email
-    message["Subject"] = letter.subject
+    message["Subject"] = header_text(letter.subject)
     # One Message-ID per invitation: a receiving system can tell a duplicate it never should see.
     domain = smtp.from_address.rpartition("@")[2] or "entra-pipeline.invalid"
     message["Message-ID"] = f"<invitation.{tenant_id}.{recipient.user_id}@{domain}>"
@@ -387,7 +396,18 @@ def _send(
                     ],
                 )
                 return
-            message = invitation_message(smtp, recipient, compose(recipient), tenant_id)
+            try:
+                message = invitation_message(smtp, recipient, compose(recipient), tenant_id)
+            except ValueError as error:
+                # Nothing was handed over: this user's invitation fails, the others go on.
+                text = redact(f"the e-mail could not be built: {error}")
+                ledger.record(
+                    state,
+                    [_event("failed", tenant_id, recipient.user_id, run_id, now(), error=text)],
+                )
+                report.failed += 1
+                report.failures.append((recipient.email, text))
+                continue
             ledger.record(
                 state,
                 [

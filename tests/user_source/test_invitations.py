@@ -308,3 +308,52 @@ def test_a_line_torn_by_a_crash_is_skipped_and_the_next_event_stays_readable(
 
 def test_the_ledger_lives_beside_the_published_database() -> None:
     assert ledger_path("data/entra.duckdb") == Path("data/entra.duckdb.invitations.jsonl")
+
+
+def test_a_line_break_in_a_templated_subject_never_starts_a_header(
+    user_source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = Mailbox()
+    with SmtpServer(mailbox) as server:
+        source = user_source(
+            smtp=smtp_options(server.port),
+            templates={"invitation_subject": "Welcome ${userDisplayName}"},
+        )
+        source.emulator.tenant.update(ALICE, displayName="Alice\r\nBcc: attacker@evil.example")
+        assert source.run(monkeypatch).success
+    alice = next(m for m in mailbox.messages if m["To"] == "alice@contoso.com")
+    assert alice["Subject"] == "Welcome Alice Bcc: attacker@evil.example"
+    assert alice["Bcc"] is None
+    assert "attacker@evil.example" not in mailbox.recipients
+    assert sorted(mailbox.recipients) == sorted(FIRST_WAVE.values())
+
+
+def test_a_recipient_whose_mail_cannot_be_built_fails_alone_and_the_others_are_sent(
+    tmp_path: Path,
+) -> None:
+    # mdm.users' blocking check keeps such an address from Graph out of a run; the ledger holds
+    # the line on its own too.
+    broken = "erin.b@contoso.com\r\nBcc: attacker@evil.example"
+    recipients = [
+        Recipient(ALICE, "alice@contoso.com", "alice@contoso.com", "Alice"),
+        Recipient(ERIN, "erin.b@contoso.com", broken, "Erin"),
+    ]
+    mailbox = Mailbox()
+    with SmtpServer(mailbox) as server:
+        report, state = invite(
+            InvitationLedger(tmp_path / "entra.duckdb.invitations.jsonl"),
+            tenant_id="contoso",
+            run_id="run-1",
+            recipients=recipients,
+            smtp=SmtpSettings(host="127.0.0.1", port=server.port, from_address="mdm@contoso.com"),
+            compose=lambda r: Letter("Welcome", f"Hello {r.displayName}"),
+        )
+    assert mailbox.recipients == ["alice@contoso.com"]
+    assert (report.sent, report.failed) == (1, 1)
+    assert state[ALICE].status == "sent"
+    erin = state[ERIN]
+    assert (erin.status, erin.attempted_at) == ("failed", None)
+    assert erin.error == (
+        "the e-mail could not be built: Header values may not contain linefeed or carriage "
+        "return characters"
+    )

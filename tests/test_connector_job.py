@@ -301,6 +301,39 @@ def test_missing_permission_fails_names_it_and_keeps_published_tables(sync_facto
     assert "Device.Read.All" in notes[0][2]
 
 
+@pytest.mark.parametrize(
+    ("variant", "problem"),
+    [
+        ("no_value", "with a page without `value`"),
+        ("null_value", "with a `value` that is not a list of objects (None)"),
+        ("array_body", "with a JSON list, not an object"),
+        ("lone_surrogate", "with a lone UTF-16 surrogate escape, which is not text"),
+        ("bad_timestamp", "'not a timestamp' is not a timestamp"),
+        ("repeat_next_link", "with a next link it already gave on an earlier page"),
+        ("foreign_next_link", "points to another host (graph.evil.example)"),
+    ],
+)
+def test_a_page_graph_would_never_send_fails_the_run_naming_the_request(
+    sync_factory: Any, variant: str, problem: str
+) -> None:
+    sync = sync_factory()
+    assert sync.run().success
+    before = _published_fingerprint(sync)
+    sync.emulator.faults.hostile_next(variant, "/devices", count=3)
+    assert not sync.run().success
+    assert _published_fingerprint(sync) == before
+    [(severity, code, message)] = sync.notifications()
+    assert (severity, code) == ("error", "graph_request_failed")
+    assert "GET /v1.0/devices" in message
+    assert problem in message
+    if variant != "foreign_next_link":  # that one is refused before any request is sent
+        devices = {r.request_id for r in sync.emulator.requests if r.path == "/v1.0/devices"}
+        assert any(f"request-id {request_id}" in message for request_id in devices)
+    status, error, *_ = sync.last_run()
+    assert status == "failure"
+    assert problem in error
+
+
 def test_non_premium_tenant_skips_sign_in_and_the_user_stale_filter(sync_factory: Any) -> None:
     sync = sync_factory(premium=False)
     assert sync.run().success

@@ -13,7 +13,7 @@ import time
 import urllib.parse
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from entra_pipeline.emulator import faults as fault_kinds
@@ -104,7 +104,8 @@ class EmulatorApp:
         request_id = str(uuid.uuid4())
         client_request_id = request.headers.get("client-request-id") or str(uuid.uuid4())
         graph = request.path.startswith("/v1.0/")
-        response = self._faulted(request, graph)
+        fault = self._fault(request)
+        response = self._faulted(request, graph, fault)
         if response is None:
             try:
                 response = self._route(request, graph)
@@ -112,6 +113,8 @@ class EmulatorApp:
                 response = _graph_error(error, request_id, client_request_id)
             except StsError as error:
                 response = Response(error.status, _dump(error.body()), {"Content-Type": _STS_JSON})
+            if fault is not None and fault.kind == fault_kinds.HOSTILE and response.status == 200:
+                response = _spoiled(response, fault.variant, request)
         if graph:
             response.headers.setdefault("Content-Type", _JSON)
             response.headers["request-id"] = request_id
@@ -134,15 +137,18 @@ class EmulatorApp:
 
     # ---- faults -----------------------------------------------------------------------------
 
-    def _faulted(self, request: Request, graph: bool) -> Response | None:
+    def _fault(self, request: Request) -> Fault | None:
         lowered = {k.lower() for k in request.query}
-        fault = self.faults.decide(
+        return self.faults.decide(
             request.path,
             page_follow="$skiptoken" in lowered,
             delta_follow="$deltatoken" in lowered,
             in_batch=request.in_batch,
         )
-        if fault is None:
+
+    def _faulted(self, request: Request, graph: bool, fault: Fault | None) -> Response | None:
+        """The answer a fault gives instead of Graph's (None: Graph answers)."""
+        if fault is None or fault.kind == fault_kinds.HOSTILE:
             return None
         if fault.kind == fault_kinds.SLOW:
             time.sleep(fault.seconds)
@@ -269,6 +275,31 @@ class EmulatorApp:
         # Graph answers batch items in no particular order; a stable shuffle keeps tests exact.
         responses.sort(key=lambda r: hashlib.sha256(r["id"].encode()).digest())
         return {"responses": responses}
+
+
+def _spoiled(response: Response, variant: str, request: Request) -> Response:
+    """A hostile fault's answer: Graph's page, spoiled the way `variant` names (see faults.py).
+    None of these is something Graph sends; they prove the client refuses them."""
+    body = json.loads(response.body)
+    rows = body.get("value") or []
+    if variant == "no_value":
+        del body["value"]
+    elif variant == "null_value":
+        body["value"] = None
+    elif variant == "array_body":
+        body = rows
+    elif variant == "lone_surrogate" and rows:
+        rows[0]["displayName"] = "\ud800"
+    elif variant == "bad_timestamp" and rows:
+        for key in [k for k in rows[0] if k.endswith("DateTime")]:
+            rows[0][key] = "not a timestamp"
+    elif variant in ("repeat_next_link", "foreign_next_link"):
+        query = urllib.parse.urlencode(request.query, quote_via=urllib.parse.quote)
+        own_host = request.headers.get("host", "127.0.0.1")
+        host = "graph.evil.example" if variant == "foreign_next_link" else own_host
+        body["@odata.nextLink"] = f"https://{host}{request.path}?{query}"
+    # ensure_ascii: the lone surrogate travels as the \ud800 escape a hostile server would send.
+    return replace(response, body=json.dumps(body, ensure_ascii=True).encode("ascii"))
 
 
 def _fault_error(fault: Fault) -> GraphError:

@@ -20,7 +20,28 @@ DROP = "drop"  # close the connection without an answer
 SLOW = "slow"  # sleep, then answer normally
 EXPIRE_PAGE_TOKEN = "expire_page_token"  # 400 Directory_ExpiredPageToken on a $skiptoken follow
 EXPIRE_DELTA_TOKEN = "expire_delta_token"  # 410 Gone (resyncRequired) on a $deltatoken follow
-KINDS = (THROTTLE, UNAVAILABLE, GATEWAY_TIMEOUT, DROP, SLOW, EXPIRE_PAGE_TOKEN, EXPIRE_DELTA_TOKEN)
+# Not Graph: a hostile or broken server (or a man in the middle), to prove the client refuses
+# what Graph never sends. The page is answered, then spoiled as `variant` says.
+HOSTILE = "hostile"
+HOSTILE_VARIANTS = (
+    "no_value",  # the page's `value` removed
+    "null_value",  # `value: null`
+    "array_body",  # the body is the JSON array of rows, not an object
+    "lone_surrogate",  # a displayName of "\ud800", JSON-escaped
+    "bad_timestamp",  # every ...DateTime of the first row is "not a timestamp"
+    "repeat_next_link",  # the next link points back at this very page
+    "foreign_next_link",  # the next link points at another host
+)
+KINDS = (
+    THROTTLE,
+    UNAVAILABLE,
+    GATEWAY_TIMEOUT,
+    DROP,
+    SLOW,
+    EXPIRE_PAGE_TOKEN,
+    EXPIRE_DELTA_TOKEN,
+    HOSTILE,
+)
 
 
 @dataclass
@@ -37,10 +58,16 @@ class FaultRule:
     count: int = 1
     retry_after: int = 1
     seconds: float = 0.0
+    variant: str = ""  # HOSTILE only: one of HOSTILE_VARIANTS
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+        if (self.kind == HOSTILE) != (self.variant in HOSTILE_VARIANTS):
+            raise ValueError(
+                f"a hostile fault needs a variant, one of {', '.join(HOSTILE_VARIANTS)}; other "
+                f"faults take none (got {self.kind!r} with {self.variant!r})"
+            )
 
     def matches(self, path: str) -> bool:
         if not self.path:
@@ -55,6 +82,7 @@ class Fault:
     kind: str
     retry_after: int = 1
     seconds: float = 0.0
+    variant: str = ""
 
 
 class Faults:
@@ -135,6 +163,10 @@ class Faults:
     def expire_delta_token_next(self, path: str = "", count: int = 1) -> Faults:
         return self.add(FaultRule(EXPIRE_DELTA_TOKEN, path, count))
 
+    def hostile_next(self, variant: str, path: str = "", count: int = 1) -> Faults:
+        """The next `count` pages of `path` answered, then spoiled as `variant` says."""
+        return self.add(FaultRule(HOSTILE, path, count, variant=variant))
+
     def clear(self) -> None:
         """Drop every scripted fault and zero every rate."""
         with self._lock:
@@ -174,7 +206,7 @@ class Faults:
                 if rule.kind == DROP and in_batch:
                     continue
                 rule.count -= 1
-                return self._apply(Fault(rule.kind, rule.retry_after, rule.seconds))
+                return self._apply(Fault(rule.kind, rule.retry_after, rule.seconds, rule.variant))
             self._rules = [rule for rule in self._rules if rule.count > 0]
             if page_follow and self._page_follows == self.expire_page_token_after:
                 return self._apply(Fault(EXPIRE_PAGE_TOKEN))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -71,6 +72,9 @@ class RetryPolicy:
     backoff_max: float = 60.0
     retry_after_max: float = 300.0  # a longer Retry-After is capped to this
     max_restarts: int = 3  # restarts of one listing after Directory_ExpiredPageToken
+    # A listing longer than this is not a directory but a loop: 100,000 pages hold 10 million
+    # objects at the 100 a page `$expand` allows, 99.9 million at 999.
+    max_pages: int = 100_000
 
     def backoff(self, retry: int) -> float:
         # Full jitter: concurrent threads that failed together do not retry together.
@@ -173,6 +177,7 @@ class GraphClient:
         *,
         label: str | None = None,
         on_restart: Callable[[], None] | None = None,
+        check_row: Callable[[Row], str | None] | None = None,
     ) -> Iterator[list[Row]]:
         """Yield the `value` rows of each page of a Graph listing, following `@odata.nextLink`.
 
@@ -182,6 +187,11 @@ class GraphClient:
         from its first page. With `on_restart`, the caller is told and discards what it has
         (nothing is remembered here, so a million rows cost no memory); without it, the ids
         already yielded are remembered and not yielded again.
+
+        A page that is not a Graph page (no `value`, a `value` that is not a list of objects,
+        a lone surrogate, a row `check_row` names a problem of), a next link that repeats an
+        earlier one, or more than `retry.max_pages` pages end the listing with GraphRequestError
+        naming the request and Graph's request-id.
         """
         first_url = self._absolute(path_or_url)
         label = label or display_path(first_url)
@@ -191,17 +201,20 @@ class GraphClient:
         while True:
             url: str | None = first_url
             page_params = params
+            links: set[int] = set()  # hashes: a 20,000-page chain costs ~1 MB, not ~10
             try:
                 while url is not None:
-                    body = self._get(url, page_params, headers, label, described)
+                    response = self._request(url, page_params, headers, label, described)
+                    body, rows = _page_rows(response, described, check_row)
                     self._count(label, pages=1)
-                    rows: list[Row] = body.get("value", [])
                     if seen is not None:
                         if restarts:
                             rows = [row for row in rows if row.get("id") not in seen]
                         seen.update(row["id"] for row in rows if "id" in row)
                     yield rows
                     url = self._next_link(body, described)
+                    if url is not None:
+                        _check_progress(url, links, self.retry.max_pages, response, described)
                     page_params = None
                 return
             except _ExpiredPageToken as expired:
@@ -258,7 +271,20 @@ class GraphClient:
         label: str,
         described: str,
     ) -> dict[str, Any]:
-        """One GET with every retry: throttling, 5xx, transport failures, one 401 refresh."""
+        """One GET with every retry, and its JSON object."""
+        response = self._request(url, params, headers, label, described)
+        return _json_object(response, described)
+
+    def _request(
+        self,
+        url: str,
+        params: Mapping[str, str | int] | None,
+        headers: Mapping[str, str] | None,
+        label: str,
+        described: str,
+    ) -> httpx.Response:
+        """One GET with every retry: throttling, 5xx, transport failures, one 401 refresh; the
+        successful response."""
         retries = 0
         token_refreshed = False
         while True:
@@ -291,7 +317,7 @@ class GraphClient:
                 )
             else:
                 if response.is_success:
-                    return _json_body(response, described)
+                    return response
                 error = self._error(response, described, client_request_id)
                 status = response.status_code
                 if status == 401 and not token_refreshed:
@@ -345,9 +371,10 @@ class GraphClient:
     ) -> GraphError:
         """The typed error for a Graph error answer, with Graph's code, message and ids."""
         try:
-            body = response.json().get("error", {})
+            document = response.json()
         except ValueError:
-            body = {}
+            document = {}
+        body = document.get("error", {}) if isinstance(document, dict) else {}
         if not isinstance(body, dict):
             body = {}
         inner = body.get("innerError") or body.get("innererror") or {}
@@ -406,17 +433,84 @@ def _described(url: str, params: Mapping[str, str | int] | None) -> str:
     return str(httpx.URL(url, params=params)) if params else url
 
 
-def _json_body(response: httpx.Response, described: str) -> dict[str, Any]:
+def _check_progress(
+    link: str, links: set[int], max_pages: int, response: httpx.Response, described: str
+) -> None:
+    """A listing must move on: a next link seen before would page forever, and one that never
+    ends is bounded. `links` holds the links followed so far, so len(links) + 1 pages are in."""
+    fetched = len(links) + 1
+    if hash(link) in links:
+        raise _malformed(
+            response,
+            described,
+            f"a next link it already gave on an earlier page (page {fetched}); the "
+            "listing would never end",
+        )
+    if fetched >= max_pages:
+        raise _malformed(
+            response, described, f"more than {max_pages} pages; the listing would not end"
+        )
+    links.add(hash(link))
+
+
+def _malformed(response: httpx.Response, described: str, problem: str) -> GraphRequestError:
+    """The error for a successful answer the pipeline cannot take as Graph's, with its ids."""
+    request_id = response.headers.get("request-id")
+    client_request_id = response.headers.get("client-request-id")
+    return GraphRequestError(
+        f"Graph answered GET {display_path(described)} with {problem}; nothing from this run is "
+        f"published ({_ids_of(request_id, client_request_id)})",
+        url=described,
+        status=response.status_code,
+        request_id=request_id,
+        client_request_id=client_request_id,
+    )
+
+
+def _json_object(response: httpx.Response, described: str) -> dict[str, Any]:
     try:
-        return response.json()
+        body = response.json()
     except ValueError as exc:
-        raise GraphRequestError(
-            f"Graph answered GET {display_path(described)} with a body that is not JSON "
-            f"({response.headers.get('content-type')}): {response.text[:200]!r}",
-            url=described,
-            status=response.status_code,
-            request_id=response.headers.get("request-id"),
-        ) from exc
+        problem = (
+            f"a body that is not JSON ({response.headers.get('content-type')}): "
+            f"{response.text[:200]!r}"
+        )
+        raise _malformed(response, described, problem) from exc
+    if not isinstance(body, dict):
+        raise _malformed(response, described, f"a JSON {type(body).__name__}, not an object")
+    return body
+
+
+# A \uD800-\uDFFF escape without its pair: JSON can carry it, UTF-8 (and so no table) cannot.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _page_rows(
+    response: httpx.Response, described: str, check_row: Callable[[Row], str | None] | None
+) -> tuple[dict[str, Any], list[Row]]:
+    """A listing page's body and its `value` rows, or GraphRequestError naming what is wrong:
+    no `value`, a `value` that is not a list of objects, text no table can hold, or a row that
+    `check_row` finds fault with."""
+    body = _json_object(response, described)
+    if "value" not in body:
+        raise _malformed(response, described, "a page without `value`")
+    rows = body["value"]
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise _malformed(
+            response, described, f"a `value` that is not a list of objects ({rows!r:.80})"
+        )
+    # Searched in the bytes (no second decode of every page); Graph rarely escapes at all.
+    if b"\\u" in response.content and _LONE_SURROGATE.search(response.content):
+        raise _malformed(response, described, "a lone UTF-16 surrogate escape, which is not text")
+    if check_row is not None:
+        for row in rows:
+            problem = check_row(row)
+            if problem:
+                raise _malformed(response, described, f"object {row.get('id')!r}: {problem}")
+    return body, rows
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
 
@@ -102,6 +103,44 @@ class _NdjsonWriter:
         self._file.close()
 
 
+def timestamp_check(collection: Collection) -> Callable[[Row], str | None]:
+    """A row check for `collection`'s Graph timestamps (top-level `...DateTime` strings, and
+    those inside a JSON object such as signInActivity): each is null, "" or ISO 8601.
+
+    Staging casts them; a value that cannot be cast is caught here, where the page and its
+    request-id are known, rather than as a bare conversion error later."""
+    flat = [
+        c for c, kind in collection.columns.items() if kind == "VARCHAR" and c.endswith("DateTime")
+    ]
+    nested = [c for c, kind in collection.columns.items() if kind == "JSON"]
+
+    def problem(row: Row) -> str | None:
+        for name in flat:
+            if not _is_graph_timestamp(row.get(name)):
+                return f"{name} {row.get(name)!r} is not a timestamp"
+        for name in nested:
+            value = row.get(name)
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if key.endswith("DateTime") and not _is_graph_timestamp(item):
+                        return f"{name}.{key} {item!r} is not a timestamp"
+        return None
+
+    return problem
+
+
+def _is_graph_timestamp(value: object) -> bool:
+    if value is None or value == "":
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def collection_params(collection: Collection) -> dict[str, str | int]:
     """The query of a collection's first page, straight from the registry."""
     params: dict[str, str | int] = {"$select": collection.select, "$top": collection.page_size}
@@ -127,6 +166,7 @@ def extract_collection(
             collection_params(collection),
             label=collection.table,
             on_restart=writer.restart_listing,
+            check_row=timestamp_check(collection),
         )
         for rows in _unless_cancelled(pages, cancel):
             writer.write(rows)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from entra_pipeline.emulator import Emulator, Faults
+from entra_pipeline.emulator.faults import FaultRule
 
 from .helpers import graph
 
@@ -139,3 +140,11 @@ def test_request_log_records_method_path_query_status_and_ids(emulator: Emulator
     assert record.query == {"$top": "3", "$select": "id"}
     assert record.client_request_id == "abc-123"
     assert record.in_batch is False
+
+
+def test_a_hostile_fault_names_its_variant_and_only_it_takes_one() -> None:
+    with pytest.raises(ValueError, match="a hostile fault needs a variant, one of no_value"):
+        FaultRule("hostile")
+    with pytest.raises(ValueError, match="other faults take none"):
+        FaultRule("throttle", variant="no_value")
+    assert FaultRule("hostile", variant="array_body").variant == "array_body"

@@ -268,3 +268,25 @@ def test_bearer_token_never_in_errors_or_logs(
         assert token not in text
     graph.close()
     tokens.close()
+
+
+def test_a_listing_longer_than_max_pages_is_refused(
+    emulator: Emulator, client_factory: Callable[..., GraphClient]
+) -> None:
+    client = client_factory(emulator, retry=RetryPolicy(max_retries=1, max_pages=2))
+    pages = client.iter_pages("/users", {"$select": "id", "$top": 10})
+    assert [len(rows) for rows in (next(pages), next(pages))] == [10, 10]
+    with pytest.raises(GraphRequestError, match=r"more than 2 pages; the listing would not end"):
+        next(pages)
+
+
+def test_a_next_link_seen_before_ends_the_listing_with_the_request_ids(
+    emulator: Emulator, graph: GraphClient
+) -> None:
+    emulator.faults.hostile_next("repeat_next_link", "/users", count=2)
+    with pytest.raises(GraphRequestError) as caught:
+        list(graph.iter_pages("/users", {"$select": "id", "$top": 10}))
+    error = caught.value
+    assert "a next link it already gave on an earlier page (page 2)" in str(error)
+    assert error.request_id == emulator.requests[-1].request_id
+    assert f"request-id {error.request_id}" in str(error)

@@ -19,6 +19,7 @@ from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.settings import load_settings
+from entra_pipeline.warehouse.files import private_directories
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET_VARIABLE = "ENTRA_DEMO_CLIENT_SECRET"
@@ -28,7 +29,7 @@ DEMO_JOBS = (CONNECTOR_JOB, USER_SOURCE_JOB)
 def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     db = Path(args.db).resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
+    private_directories(db.parent)
     print(
         f"Starting the Graph emulator: {args.users} users, {args.devices} devices (seed {args.seed})"
     )

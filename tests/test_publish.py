@@ -156,3 +156,29 @@ def test_runs_finishing_in_turn_keep_each_others_tables(tmp_path: Path) -> None:
         assert con.execute("SELECT n FROM raw.slow").fetchall() == [(1,)]
         assert con.execute("SELECT count(*) FROM raw.numbers").fetchone() == (5,)
         assert con.execute("SELECT count(*) FROM ops.sync_runs").fetchone() == (3,)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_published_file_lock_and_created_folders_are_owner_only(tmp_path: Path) -> None:
+    db = tmp_path / "private" / "warehouse" / "entra.duckdb"
+    chosen = _mode(tmp_path)
+    assert _run(db, fail=False).success
+    assert _run(db, fail=True).success is False  # a failed run publishes too (its ops rows)
+    assert _mode(db) == 0o600
+    assert _mode(db.with_name("entra.duckdb.lock")) == 0o600
+    assert _mode(tmp_path / "private") == 0o700
+    assert _mode(tmp_path / "private" / "warehouse") == 0o700
+    assert _mode(tmp_path) == chosen  # a folder the user chose is left as it is
+
+
+def test_a_file_published_before_permissions_were_tightened_becomes_owner_only(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "entra.duckdb"
+    assert _run(db, fail=False).success
+    db.chmod(0o644)
+    assert _run(db, fail=False).success
+    assert _mode(db) == 0o600

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import SmtpSettings
-from entra_pipeline.warehouse.files import exclusive_lock
+from entra_pipeline.warehouse.files import PRIVATE_FILE, exclusive_lock, make_private
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,9 @@ class InvitationLedger:
         lines = "".join(
             json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in events
         )
-        with open(self.path, "ab") as handle:
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+        make_private(self.path)  # a ledger written before permissions were tightened, too
+        with os.fdopen(descriptor, "ab") as handle:
             handle.write(lines.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())

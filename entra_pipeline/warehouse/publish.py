@@ -29,7 +29,12 @@ from entra_pipeline.jobs import source_of
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import DEFAULT_DUCKDB_PATH
 from entra_pipeline.warehouse.errors import WarehouseError
-from entra_pipeline.warehouse.files import exclusive_lock, scratch_folder
+from entra_pipeline.warehouse.files import (
+    exclusive_lock,
+    make_private,
+    private_directories,
+    scratch_folder,
+)
 from entra_pipeline.warehouse.models import Parameters, create_table
 from entra_pipeline.warehouse.sql import literal, split_table
 
@@ -108,7 +113,7 @@ class Warehouse(dg.ConfigurableResource):
 
     def _begin(self, run_id: str, job: str) -> None:
         published = Path(self.path)
-        published.parent.mkdir(parents=True, exist_ok=True)
+        private_directories(published.parent)
         _remove_abandoned_work_copies(published)
         self._work_path = published.with_name(f"{published.name}.run-{run_id}")
         with exclusive_lock(published):  # two jobs may finish together
@@ -118,6 +123,7 @@ class Warehouse(dg.ConfigurableResource):
         with contextlib.closing(self._connect()) as con:
             for ddl in OPS_DDL:
                 con.execute(ddl)
+        make_private(self._work_path)
         self._outcome = RunOutcome(
             run_id=run_id,
             job=job,
@@ -306,7 +312,7 @@ def record_unpublished_run(
     Idempotent by run id: returns False, and writes nothing, when the run is already recorded.
     """
     published = Path(path)
-    published.parent.mkdir(parents=True, exist_ok=True)
+    private_directories(published.parent)
     return _publish(
         published,
         None,
@@ -360,6 +366,7 @@ def _publish(
                     marks = ",".join("?" * len(rows[0]))
                     con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
             con.execute("CHECKPOINT")
+        make_private(staged)  # the rename gives the published file these permissions
         with open(staged, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(staged, published)

@@ -357,3 +357,14 @@ def test_a_recipient_whose_mail_cannot_be_built_fails_alone_and_the_others_are_s
         "the e-mail could not be built: Header values may not contain linefeed or carriage "
         "return characters"
     )
+
+
+def test_the_ledger_and_its_lock_are_owner_only(
+    user_source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = user_source(smtp=None)
+    assert source.run(monkeypatch).success
+    ledger = ledger_path(source.db)
+    assert ledger.stat().st_mode & 0o777 == 0o600
+    assert ledger.with_name(ledger.name + ".lock").stat().st_mode & 0o777 == 0o600
+    assert source.db.stat().st_mode & 0o777 == 0o600

@@ -9,9 +9,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from entra_pipeline.graph.auth import token_tenant
 from entra_pipeline.graph.client import GraphClient
-from entra_pipeline.graph.errors import EntraError, GraphPermissionError, GroupNotFoundError
+from entra_pipeline.graph.errors import (
+    EntraError,
+    GraphPermissionError,
+    GroupNotFoundError,
+    TokenRequestError,
+)
 from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.vocabulary import is_guid
 from entra_pipeline.warehouse.publish import Warehouse
 
 
@@ -29,6 +36,19 @@ def recorded_graph_client(
         finally:
             total = client.total_stats()
             warehouse.add_graph_stats(total.requests, total.retries)
+
+
+def tenant_guid(configured: str, client: GraphClient) -> str:
+    """The tenant's canonical id (a lower-case GUID): the configured one when it is a GUID, else
+    the `tid` of the client's access token (the config may name the tenant by a domain)."""
+    if is_guid(configured):
+        return configured.lower()
+    tid = token_tenant(client.access_token())
+    if tid is None or not is_guid(tid):
+        raise TokenRequestError(
+            f"the access token issued for tenant {configured} names no tenant id (tid claim)"
+        )
+    return tid
 
 
 def notify_extraction_failure(warehouse: Warehouse, error: EntraError) -> None:

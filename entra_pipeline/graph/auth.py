@@ -6,6 +6,8 @@ when Graph rejects it, and turns AADSTS errors into typed errors that say what t
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
 import time
@@ -46,6 +48,20 @@ def environment_proxy(url: str) -> str | None:
         return None
     proxies = urllib.request.getproxies_environment()
     return proxies.get(parts.scheme) or proxies.get("all")
+
+
+def token_tenant(access_token: str) -> str | None:
+    """The `tid` claim of an access token: the tenant's GUID, whatever name it was asked by.
+
+    The token came from the token service over TLS just now, so reading the claim needs no
+    signature check; a token that is not a JWT gives None."""
+    try:
+        payload = access_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    tid = claims.get("tid") if isinstance(claims, dict) else None
+    return tid.lower() if isinstance(tid, str) else None
 
 
 class TokenProvider:

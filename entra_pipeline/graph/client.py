@@ -156,6 +156,10 @@ class GraphClient:
     def total_stats(self) -> RequestStats:
         return sum(self.stats.values(), RequestStats())
 
+    def access_token(self) -> str:
+        """The app-only token the client sends (e.g. to read its tenant claim); never log it."""
+        return self._tokens.token()
+
     def get_json(
         self,
         path_or_url: str,

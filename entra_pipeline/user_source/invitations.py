@@ -10,6 +10,7 @@ import duckdb
 import polars as pl
 from dagster import AssetExecutionContext
 
+from entra_pipeline.graph_session import recorded_graph_client, tenant_guid
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.ledger import (
@@ -18,6 +19,7 @@ from entra_pipeline.user_source.ledger import (
     InvitationLedger,
     Letter,
     Recipient,
+    TenantKey,
     invite,
     ledger_path,
 )
@@ -52,9 +54,12 @@ def mdm_invitations(
         templated = _templated_letters(con, options) if options.auto_invite else {}
     if not options.auto_invite:
         context.log.info("user_source.auto_invite is false: nobody is invited this run.")
+    # The ledger is keyed by the tenant's GUID, however the config names the tenant.
+    with recorded_graph_client(connector, warehouse) as client:
+        tenant = TenantKey(settings.tenant_id, tenant_guid(settings.tenant_id, client))
     report, invitations = invite(
         ledger,
-        tenant_id=settings.tenant_id,
+        tenant=tenant,
         run_id=warehouse.run.run_id,
         recipients=recipients,
         smtp=options.smtp if options.auto_invite else None,

@@ -46,6 +46,15 @@ def ledger_path(duckdb_path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + LEDGER_SUFFIX)
 
 
+@dataclass(frozen=True)
+class TenantKey:
+    """Whose invitations: the tenant as configured (what `mdm.*` carry) and its canonical GUID
+    (what keys the ledger: the configured text may be a domain, or a GUID in any case)."""
+
+    configured: str
+    guid: str
+
+
 @dataclass
 class Invitation:
     """One user's invitation as the ledger knows it: one row of `mdm.invitations`."""
@@ -94,11 +103,16 @@ class InvitationLedger:
             self._end_torn_line()
             yield self
 
-    def invitations(self, tenant_id: str) -> dict[str, Invitation]:
-        """Every invitation of `tenant_id`, by user id, in the order they were recorded."""
+    def invitations(self, tenant: TenantKey) -> dict[str, Invitation]:
+        """Every invitation of `tenant`, by user id, in the order they were recorded.
+
+        An event is the tenant's when it carries the tenant's GUID. Events written before the
+        ledger carried GUIDs have only the configured text (a domain, or a GUID in any case);
+        they count by the user's object id alone, which no other tenant's user has.
+        """
         state: dict[str, Invitation] = {}
         for event in self._events():
-            if event.get("tenant_id") == tenant_id:
+            if event.get("tenant_guid", tenant.guid) == tenant.guid:
                 _apply(state, event)
         return state
 
@@ -306,7 +320,7 @@ def header_text(value: str) -> str:
 
 
 def invitation_message(
-    smtp: SmtpSettings, recipient: Recipient, letter: Letter, tenant_id: str
+    smtp: SmtpSettings, recipient: Recipient, letter: Letter, tenant: TenantKey
 ) -> EmailMessage:
     """The e-mail for one recipient; ValueError when the address cannot be a header (CR/LF in it)."""
     message = EmailMessage()
@@ -315,7 +329,7 @@ def invitation_message(
     message["Subject"] = header_text(letter.subject)
     # One Message-ID per invitation: a receiving system can tell a duplicate it never should see.
     domain = smtp.from_address.rpartition("@")[2] or "entra-pipeline.invalid"
-    message["Message-ID"] = f"<invitation.{tenant_id}.{recipient.user_id}@{domain}>"
+    message["Message-ID"] = f"<invitation.{tenant.guid}.{recipient.user_id}@{domain}>"
     message.set_content(letter.body)
     return message
 
@@ -323,7 +337,7 @@ def invitation_message(
 def invite(
     ledger: InvitationLedger,
     *,
-    tenant_id: str,
+    tenant: TenantKey,
     run_id: str,
     recipients: Iterable[Recipient],
     smtp: SmtpSettings | None,
@@ -340,7 +354,7 @@ def invite(
     """
     report = InvitationReport()
     with ledger.locked():
-        state = ledger.invitations(tenant_id)
+        state = ledger.invitations(tenant)
         current = {r.user_id: r for r in recipients}
         note = None if smtp else NOT_CONFIGURED
         new = [r for user_id, r in current.items() if user_id not in state]
@@ -349,7 +363,7 @@ def invite(
             [
                 _event(
                     "recorded",
-                    tenant_id,
+                    tenant,
                     r.user_id,
                     run_id,
                     now(),
@@ -367,7 +381,7 @@ def invite(
                 for i in state.values()
                 if i.status == "pending" and i.user_id in current
             ]
-            _send(ledger, state, pending, smtp, compose, tenant_id, run_id, now, report)
+            _send(ledger, state, pending, smtp, compose, tenant, run_id, now, report)
         return report, state
 
 
@@ -377,7 +391,7 @@ def _send(
     pending: list[Recipient],
     smtp: SmtpSettings,
     compose: Callable[[Recipient], Letter],
-    tenant_id: str,
+    tenant: TenantKey,
     run_id: str,
     now: Callable[[], datetime],
     report: InvitationReport,
@@ -393,19 +407,19 @@ def _send(
                 ledger.record(
                     state,
                     [
-                        _event("deferred", tenant_id, r.user_id, run_id, now(), note=reason)
+                        _event("deferred", tenant, r.user_id, run_id, now(), note=reason)
                         for r in pending[position:]
                     ],
                 )
                 return
             try:
-                message = invitation_message(smtp, recipient, compose(recipient), tenant_id)
+                message = invitation_message(smtp, recipient, compose(recipient), tenant)
             except ValueError as error:
                 # Nothing was handed over: this user's invitation fails, the others go on.
                 text = redact(f"the e-mail could not be built: {error}")
                 ledger.record(
                     state,
-                    [_event("failed", tenant_id, recipient.user_id, run_id, now(), error=text)],
+                    [_event("failed", tenant, recipient.user_id, run_id, now(), error=text)],
                 )
                 report.failed += 1
                 report.failures.append((recipient.email, text))
@@ -415,7 +429,7 @@ def _send(
                 [
                     _event(
                         "sending",
-                        tenant_id,
+                        tenant,
                         recipient.user_id,
                         run_id,
                         now(),
@@ -429,21 +443,22 @@ def _send(
                 text = describe_smtp_error(error)
                 ledger.record(
                     state,
-                    [_event("failed", tenant_id, recipient.user_id, run_id, now(), error=text)],
+                    [_event("failed", tenant, recipient.user_id, run_id, now(), error=text)],
                 )
                 report.failed += 1
                 report.failures.append((recipient.email, text))
             else:
-                ledger.record(state, [_event("sent", tenant_id, recipient.user_id, run_id, now())])
+                ledger.record(state, [_event("sent", tenant, recipient.user_id, run_id, now())])
                 report.sent += 1
 
 
 def _event(
-    kind: Event, tenant_id: str, user_id: str, run_id: str, at: datetime, **fields: Any
+    kind: Event, tenant: TenantKey, user_id: str, run_id: str, at: datetime, **fields: Any
 ) -> dict[str, Any]:
     return {
         "event": kind,
-        "tenant_id": tenant_id,
+        "tenant_id": tenant.configured,
+        "tenant_guid": tenant.guid,
         "user_id": user_id,
         "run_id": run_id,
         "at": at.isoformat(),

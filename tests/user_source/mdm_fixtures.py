@@ -156,6 +156,7 @@ class UserSource:
     emulator: Emulator
     tmp_path: Path
     options: dict[str, Any] = field(default_factory=dict)
+    top_level: dict[str, Any] = field(default_factory=dict)  # connector keys, e.g. tenant_id
 
     @property
     def db(self) -> Path:
@@ -176,6 +177,7 @@ class UserSource:
             **emu.connection_settings(SECRET_VARIABLE),
             "duckdb_path": str(self.db),
             "user_source": {"name": "Contoso", "auto_invite": True, **self.options},
+            **self.top_level,
             **top_level,
         }
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")

@@ -20,6 +20,7 @@ from entra_pipeline.user_source.ledger import (
     InvitationLedger,
     Letter,
     Recipient,
+    TenantKey,
     invite,
     ledger_path,
 )
@@ -36,6 +37,9 @@ from tests.user_source.mdm_fixtures import (
     SmtpServer,
     user,
 )
+
+T1 = TenantKey("t1", "0f1e2d3c-4b5a-4978-8796-a5b4c3d2e1f0")
+OTHER_TENANT = TenantKey("other-tenant", "9e8d7c6b-5a49-4837-9261-504f3e2d1c0b")
 
 FIRST_WAVE = {
     ALICE: "alice@contoso.com",
@@ -274,7 +278,7 @@ def test_a_send_interrupted_before_its_outcome_was_written_is_failed_and_never_r
         smtp = SmtpSettings.model_validate(smtp_options(server.port))
         report, invitations = invite(
             ledger,
-            tenant_id="t1",
+            tenant=T1,
             run_id="next-run",
             recipients=_recipients(),
             smtp=smtp,
@@ -298,12 +302,12 @@ def test_a_line_torn_by_a_crash_is_skipped_and_the_next_event_stays_readable(
     assert not ledger.path.exists()
     ledger.path.write_text('{"event":"recorded","tenant_id":"t1","user_id":"x","run_')
     report, invitations = invite(
-        ledger, tenant_id="t1", run_id="r2", recipients=_recipients(), smtp=None, compose=_letter
+        ledger, tenant=T1, run_id="r2", recipients=_recipients(), smtp=None, compose=_letter
     )
     assert report.recorded == 1
     assert list(invitations) == [ALICE]
-    assert InvitationLedger(ledger.path).invitations("t1")[ALICE].status == "pending"
-    assert InvitationLedger(ledger.path).invitations("other-tenant") == {}
+    assert InvitationLedger(ledger.path).invitations(T1)[ALICE].status == "pending"
+    assert InvitationLedger(ledger.path).invitations(OTHER_TENANT) == {}
 
 
 def test_the_ledger_lives_beside_the_published_database() -> None:
@@ -342,7 +346,7 @@ def test_a_recipient_whose_mail_cannot_be_built_fails_alone_and_the_others_are_s
     with SmtpServer(mailbox) as server:
         report, state = invite(
             InvitationLedger(tmp_path / "entra.duckdb.invitations.jsonl"),
-            tenant_id="contoso",
+            tenant=T1,
             run_id="run-1",
             recipients=recipients,
             smtp=SmtpSettings(host="127.0.0.1", port=server.port, from_address="mdm@contoso.com"),
@@ -368,3 +372,53 @@ def test_the_ledger_and_its_lock_are_owner_only(
     assert ledger.stat().st_mode & 0o777 == 0o600
     assert ledger.with_name(ledger.name + ".lock").stat().st_mode & 0o777 == 0o600
     assert source.db.stat().st_mode & 0o777 == 0o600
+
+
+def test_naming_the_tenant_by_domain_or_upper_case_guid_invites_nobody_twice(
+    user_source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = Mailbox()
+    with SmtpServer(mailbox) as server:
+        source = user_source(smtp=smtp_options(server.port))
+        guid = source.emulator.tenant_id
+        for tenant_id in ("contoso.com", guid.upper(), guid, "CONTOSO.COM"):
+            source.top_level["tenant_id"] = tenant_id
+            assert source.run(monkeypatch).success, tenant_id
+    assert sorted(mailbox.recipients) == sorted(FIRST_WAVE.values())
+    assert {row[1] for row in source.invitations().values()} == {"sent"}
+    events = [json.loads(line) for line in ledger_path(source.db).read_text().splitlines()]
+    assert {event["tenant_guid"] for event in events} == {guid.lower()}
+
+
+def test_a_ledger_written_before_tenant_guids_keeps_its_invitations(
+    user_source: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = user_source(smtp=None)
+    legacy = {"tenant_id": "contoso.com", "user_id": ALICE, "run_id": "old-run"}
+    InvitationLedger(ledger_path(source.db)).append(
+        [
+            {
+                **legacy,
+                "event": "recorded",
+                "at": "2026-01-05T02:00:00+00:00",
+                "userPrincipalName": "alice@contoso.com",
+                "email": "alice@contoso.com",
+            },
+            {
+                **legacy,
+                "event": "sending",
+                "at": "2026-01-05T02:00:01+00:00",
+                "email": "alice@contoso.com",
+            },
+            {**legacy, "event": "sent", "at": "2026-01-05T02:00:02+00:00"},
+        ]
+    )
+    assert source.run(monkeypatch).success  # configured by GUID now
+    invitations = source.invitations()
+    assert invitations[ALICE][1] == "sent"
+    assert {u: row[1] for u, row in invitations.items() if u != ALICE} == {
+        DAVE: "pending",
+        ERIN: "pending",
+    }
+    recorded = source.query("SELECT user_id, recorded_run_id FROM mdm.invitations")
+    assert dict(recorded)[ALICE] == "old-run"

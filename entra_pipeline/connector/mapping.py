@@ -72,8 +72,12 @@ def read_mapping(path: Path) -> pl.DataFrame:
     The row number is the line an editor or spreadsheet shows (the header is row 1).
     """
     with open(path, encoding="utf-8-sig", newline="") as handle:  # Excel writes a BOM
-        reader = csv.reader(handle)
+        # strict: an unterminated quote is an error, not a cell that swallows the file's rest.
+        reader = csv.reader(handle, strict=True)
         header = [name.strip() for name in next(reader, [])]
+        problems = header_problems(header)
+        if problems:
+            raise MappingInvalid(path, problems)
         records = []
         for values in reader:
             if not any(value.strip() for value in values):
@@ -87,6 +91,32 @@ def read_mapping(path: Path) -> pl.DataFrame:
     return pl.DataFrame(
         [{name: record.get(name) for name in schema} for record in records], schema=schema
     )
+
+
+def header_problems(header: list[str]) -> list[str]:
+    """What is wrong with the CSV's header row: every column must be there, named exactly."""
+    expected = ", ".join(CSV_COLUMNS)
+    if not header:
+        return [f"the mapping CSV is empty; its first row must be the header: {expected}"]
+    if any("\x00" in name for name in header):
+        return ["the header contains a NUL character: the file is not a text CSV"]
+    if len(header) == 1 and ";" in header[0]:
+        return [
+            f"the header {header[0]!r} is separated by ';': the mapping CSV separates columns "
+            f"with commas ({expected})"
+        ]
+    problems = []
+    by_lower = {name.lower(): name for name in header}
+    for column in CSV_COLUMNS:
+        if column in header:
+            continue
+        written = by_lower.get(column)
+        hint = f" (it is written {written!r}; names are lower-case)" if written else ""
+        problems.append(
+            f"the header has no {column!r} column{hint}; the mapping CSV needs the columns "
+            f"{expected}"
+        )
+    return problems
 
 
 def _cell(value: str | None) -> str | None:
@@ -263,6 +293,8 @@ def validated_mapping(path: Path, columns: dict[str, list[str]]) -> tuple[pl.Dat
     """The mapping frame and its problems; an unreadable file is a problem, not a crash."""
     try:
         frame = read_mapping(path)
+    except MappingInvalid as invalid:
+        return pl.DataFrame(), invalid.problems
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         return pl.DataFrame(), [
             f"the mapping CSV cannot be read ({error}); mapping_path in the connector config "

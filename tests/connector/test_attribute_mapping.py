@@ -237,3 +237,64 @@ def test_missing_mapping_file_is_a_mapping_invalid_error(tmp_path: Path) -> None
         f"the mapping CSV cannot be read ([Errno 2] No such file or directory: '{missing}'); "
         "mapping_path in the connector config names it"
     ]
+
+
+NEEDS = (
+    "the mapping CSV needs the columns data_type, source_attribute, target_attribute, description"
+)
+BROKEN_FILES = {
+    "empty": (
+        b"",
+        "the mapping CSV is empty; its first row must be the header: data_type, "
+        "source_attribute, target_attribute, description",
+    ),
+    "no target_attribute": (
+        b"data_type,source_attribute,description\nUser,id,x\n",
+        f"the header has no 'target_attribute' column; {NEEDS}",
+    ),
+    "no data_type": (
+        b"source_attribute,target_attribute,description\nid,X,x\n",
+        f"the header has no 'data_type' column; {NEEDS}",
+    ),
+    "capitalised header": (
+        b"Data_Type,source_attribute,target_attribute,description\nUser,id,X,x\n",
+        "the header has no 'data_type' column (it is written 'Data_Type'; names are "
+        f"lower-case); {NEEDS}",
+    ),
+    "semicolons": (
+        b"data_type;source_attribute;target_attribute;description\nUser;id;X;x\n",
+        "the header 'data_type;source_attribute;target_attribute;description' is separated by "
+        "';': the mapping CSV separates columns with commas (data_type, source_attribute, "
+        "target_attribute, description)",
+    ),
+    "NUL in the header": (
+        b"data_type,source_attribute,target\x00_attribute,description\nUser,id,X,x\n",
+        "the header contains a NUL character: the file is not a text CSV",
+    ),
+    "unterminated quote": (
+        b'data_type,source_attribute,target_attribute,description\nUser,id,X,"never closed\n',
+        "the mapping CSV cannot be read (unexpected end of data); mapping_path in the "
+        "connector config names it",
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", list(BROKEN_FILES))
+def test_a_broken_mapping_file_is_mapping_invalid_and_nothing_is_published(
+    broken: str, published_good_sync: Path, tmp_path: Path
+) -> None:
+    content, problem = BROKEN_FILES[broken]
+    transform = Transform(db=tmp_path / "entra.duckdb", tmp_path=tmp_path)
+    shutil.copyfile(published_good_sync, transform.db)
+    before = {t: transform.query(f"SELECT * FROM {t} ORDER BY 2") for t in PUBLISHED}
+    mapping = tmp_path / "broken.csv"
+    mapping.write_bytes(content)
+
+    result = transform.run(connector(tmp_path, mapping=mapping), raise_on_error=False)
+
+    assert not result.success
+    [(severity, message, details)] = transform.notifications("mapping_invalid")
+    assert severity == "error"
+    assert details["problems"] == [problem]
+    assert problem in message
+    assert {t: transform.query(f"SELECT * FROM {t} ORDER BY 2") for t in PUBLISHED} == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import ssl
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,8 @@ Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "satur
 DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$"
 )
+# A stale threshold is days; a century bounds it (and keeps DuckDB's day arithmetic in range).
+MAX_STALE_DAYS = 36500
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A custom attribute: a top-level property, extensionAttribute1..15 or extension_<appId>_<name>.
@@ -67,11 +70,13 @@ class ConfigError(PipelineError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is not 1 day and the string '30' is not 30 (a number from ${ENV} is
+    # text, so numbers are written in the file).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DeviceOptions(_Strict):
-    stale_threshold_days: int | None = Field(default=90, ge=0)
+    stale_threshold_days: int | None = Field(default=90, ge=0, le=MAX_STALE_DAYS)
     join_types: list[JoinType] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
 
@@ -82,7 +87,7 @@ class DeviceOptions(_Strict):
 
 
 class UserOptions(_Strict):
-    stale_threshold_days: int | None = Field(default=90, ge=0)
+    stale_threshold_days: int | None = Field(default=90, ge=0, le=MAX_STALE_DAYS)
     groups: list[str] = Field(default_factory=list)
     import_sign_in_activity: bool = True
 
@@ -138,7 +143,7 @@ class SmtpSettings(_Strict):
     username: str | None = None
     password: SecretStr | None = None
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 class UserSourceOptions(_Strict):
@@ -251,8 +256,38 @@ class ConnectorSettings(_Strict):
     @field_validator("ca_bundle")
     @classmethod
     def _bundle_exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).is_file():
+        if value is None:
+            return value
+        if not Path(value).is_file():
             raise ValueError(f"CA bundle {value!r} does not exist or is not a file")
+        try:
+            ssl.create_default_context(cafile=value)
+        except (ssl.SSLError, OSError, ValueError) as error:
+            raise ValueError(
+                f"CA bundle {value!r} is not a PEM file of CA certificates ({error})"
+            ) from None
+        return value
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_given(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError(
+                "is empty: set it to the app registration's client secret (from the environment, "
+                "e.g. client_secret: ${ENTRA_CLIENT_SECRET})"
+            )
+        return value
+
+    @field_validator("duckdb_path")
+    @classmethod
+    def _database_file(cls, value: str) -> str:
+        path = Path(value)
+        if path.is_dir():
+            raise ValueError(
+                f"{value!r} is a directory; name the DuckDB file, e.g. data/entra.duckdb"
+            )
+        if path.is_file() and path.stat().st_size and not is_duckdb_file(path):
+            raise ValueError(f"{value!r} exists and is not a DuckDB database; name another file")
         return value
 
     @model_validator(mode="after")
@@ -281,6 +316,33 @@ def _unique(values: list[str]) -> list[str]:
     return values
 
 
+def is_duckdb_file(path: Path) -> bool:
+    """Whether `path` starts like a DuckDB database (the magic `DUCK` after an 8-byte checksum)."""
+    with path.open("rb") as handle:
+        return handle.read(12)[8:12] == b"DUCK"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (the last would win)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is written twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The config file to read: the argument, else $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml."""
     return Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_FILE)
@@ -297,7 +359,14 @@ def load_settings(
             "(see connector.example.yaml)"
         )
     try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{file}: not UTF-8 text ({error.reason} at byte {error.start}; a UTF-16 or binary "
+            "file?): save the config as UTF-8"
+        ) from None
+    try:
+        document = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{file}: not valid YAML: {error}") from None
     if not isinstance(document, dict):

@@ -190,3 +190,76 @@ def test_urls_with_credentials_are_rejected_without_echoing_them(key: str) -> No
     assert f"{key}: must not carry credentials (user:password@host)" in message
     assert "url-password-9" not in message
     assert "svc-user" not in message
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        # strict types: YAML's true is not 1 day, the text '30' is not 30
+        (
+            {"users": {"stale_threshold_days": True}},
+            "users.stale_threshold_days: Input should be a valid integer",
+        ),
+        (
+            {"devices": {"stale_threshold_days": "30"}},
+            "devices.stale_threshold_days: Input should be a valid integer",
+        ),
+        (
+            {"users": {"import_sign_in_activity": "yes"}},
+            "users.import_sign_in_activity: Input should be a valid boolean",
+        ),
+        # bounded: past 2^31 days passed check and failed every sync after the extraction
+        (
+            {"devices": {"stale_threshold_days": 2**31}},
+            "devices.stale_threshold_days: Input should be less than or equal to 36500",
+        ),
+        ({"users": {"stale_threshold_days": 36501}}, "less than or equal to 36500"),
+    ],
+)
+def test_numbers_and_switches_are_strict_and_bounded(
+    override: dict[str, object], expected: str
+) -> None:
+    assert expected in _error(_config(**override))
+
+
+def test_an_empty_client_secret_is_rejected_before_the_token_service(tmp_path: Path) -> None:
+    message = _error(_config(), env={**ENV, "ENTRA_CLIENT_SECRET": ""})
+    assert "client_secret: is empty: set it to the app registration's client secret" in message
+
+
+def test_a_ca_bundle_that_is_not_pem_is_rejected(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("not a certificate\n")
+    message = _error(_config(ca_bundle=str(bundle)))
+    assert f"ca_bundle: CA bundle {str(bundle)!r} is not a PEM file of CA certificates" in message
+
+
+def test_duckdb_path_must_name_a_duckdb_file(tmp_path: Path) -> None:
+    message = _error(_config(duckdb_path=str(tmp_path)))
+    assert f"duckdb_path: {str(tmp_path)!r} is a directory" in message
+    other = tmp_path / "notes.txt"
+    other.write_text("meeting notes\n")
+    message = _error(_config(duckdb_path=str(other)))
+    assert f"duckdb_path: {str(other)!r} exists and is not a DuckDB database" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("tenant_id: x\n".encode("utf-16"), "not UTF-8 text (invalid start byte at byte 0"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8 text"),
+        (
+            b"tenant_id: a\nclient_id: b\ntenant_id: c\n",
+            "not valid YAML: the key 'tenant_id' is written twice",
+        ),
+    ],
+)
+def test_files_that_are_not_one_utf8_yaml_mapping_are_clear(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "connector.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env=ENV)
+    assert expected in str(caught.value)
+    assert str(path) in str(caught.value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from entra_pipeline.settings import MAX_STALE_DAYS
 from tests.connector.transform_fixtures import (
     ALL_DEVICES,
     LICENSED_USERS,
@@ -47,7 +48,9 @@ def test_device_stale_threshold_keeps_activity_at_the_boundary_on_each_timestamp
 
 def test_device_without_any_activity_is_dropped_by_any_threshold(transform: Transform) -> None:
     write_raw(transform.db, contoso())
-    transform.run(connector(transform.tmp_path, devices__stale_threshold_days=100_000), "staging/")
+    transform.run(
+        connector(transform.tmp_path, devices__stale_threshold_days=MAX_STALE_DAYS), "staging/"
+    )
     assert transform.ids("staging.filtered_devices") == [
         d for d in ALL_DEVICES if d != "d-no-activity"
     ]
@@ -132,7 +135,9 @@ def test_user_stale_threshold_keeps_activity_at_the_boundary_on_each_timestamp(
 
 def test_user_without_any_activity_is_dropped_by_any_threshold(transform: Transform) -> None:
     write_raw(transform.db, contoso())
-    transform.run(connector(transform.tmp_path, users__stale_threshold_days=100_000), "staging/")
+    transform.run(
+        connector(transform.tmp_path, users__stale_threshold_days=MAX_STALE_DAYS), "staging/"
+    )
     assert transform.ids("staging.filtered_users") == [
         u for u in LICENSED_USERS if u != "u-no-activity"
     ]

@@ -7,6 +7,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+def count(text: str) -> int:
+    """A number of synthetic objects: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
+
+
+def duckdb_file(text: str) -> str:
+    """A DuckDB file to publish to: new, or a DuckDB database; never a folder or another file."""
+    from entra_pipeline.settings import is_duckdb_file
+
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; name a DuckDB file in it")
+    if path.is_file() and path.stat().st_size and not is_duckdb_file(path):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a DuckDB database")
+    return text
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -26,10 +50,11 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="start the emulator with a synthetic tenant and run the full sync against it"
     )
-    demo.add_argument("--users", type=int, default=500, help="synthetic users (default 500)")
-    demo.add_argument("--devices", type=int, default=800, help="synthetic devices (default 800)")
+    demo.add_argument("--users", type=count, default=500, help="synthetic users (default 500)")
+    demo.add_argument("--devices", type=count, default=800, help="synthetic devices (default 800)")
     demo.add_argument(
         "--db",
+        type=duckdb_file,
         default="data/demo.duckdb",
         help="DuckDB file to publish to (default data/demo.duckdb)",
     )

@@ -24,6 +24,7 @@ from entra_pipeline.settings import (
     ConnectorSettings,
     ScheduleOptions,
     UserSourceOptions,
+    configured_duckdb_path,
     load_settings,
 )
 from entra_pipeline.user_source.definitions import user_source_definitions
@@ -36,13 +37,18 @@ def build_definitions(
     settings: ConnectorSettings | None,
     config_path: str | None = None,
     connector: ConnectorResource | None = None,
+    *,
+    unconfigured_duckdb_path: str | None = None,
 ) -> dg.Definitions:
-    """Everything Dagster serves, for one connector configuration (None: not configured yet).
+    """Everything Dagster serves, for one connector configuration (None: not configured yet, or
+    invalid; its runs fail, recorded in `unconfigured_duckdb_path` when the file names one).
 
     `connector` overrides the connector resource (tests shorten its retry backoff)."""
     schedule = settings.schedule if settings else ScheduleOptions(active=False)
     user_source = settings.user_source if settings else UserSourceOptions(enabled=False)
-    duckdb_path = settings.duckdb_path if settings else DEFAULT_DUCKDB_PATH
+    duckdb_path = (
+        settings.duckdb_path if settings else unconfigured_duckdb_path or DEFAULT_DUCKDB_PATH
+    )
     tenant_id = settings.tenant_id if settings else ""
     sources = dg.Definitions.merge(
         connector_definitions(schedule, excluded=FRESHNESS_CHECKS),
@@ -65,12 +71,14 @@ def build_definitions(
     return dg.Definitions.merge(sources, policy, freshness)
 
 
-def _settings_if_configured() -> ConnectorSettings | None:
+def load_definitions() -> dg.Definitions:
+    """The Definitions of the config named by ENTRA_CONNECTOR_CONFIG, valid or not."""
     try:
-        return load_settings()
+        settings = load_settings()
     except ConfigError as error:
         log.warning("entra-pipeline is not configured yet (%s); schedules stay stopped", error)
-        return None
+        return build_definitions(None, unconfigured_duckdb_path=configured_duckdb_path())
+    return build_definitions(settings)
 
 
 @dg.definitions
@@ -79,4 +87,4 @@ def defs() -> dg.Definitions:
     dagster_log = logging.getLogger("dagster")
     if not any(isinstance(f, RedactingFilter) for f in dagster_log.filters):
         dagster_log.addFilter(RedactingFilter())
-    return build_definitions(_settings_if_configured())
+    return load_definitions()

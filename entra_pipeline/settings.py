@@ -374,6 +374,23 @@ def load_settings(
     return parse_settings(document, env=env, source=str(file))
 
 
+def configured_duckdb_path(path: str | os.PathLike[str] | None = None) -> str | None:
+    """The `duckdb_path` an invalid config still names, when it names one plainly: where the
+    failed runs it causes are recorded (rather than ./data/entra.duckdb of whatever folder)."""
+    try:
+        document = yaml.safe_load(config_path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    value = document.get("duckdb_path") if isinstance(document, dict) else None
+    try:
+        text = _interpolate(value, os.environ, "config", ("duckdb_path",))
+    except ConfigError:
+        return None
+    if not isinstance(text, str) or not text or Path(text).is_dir():
+        return None
+    return text
+
+
 def parse_settings(
     document: dict[str, Any], env: dict[str, str] | None = None, source: str = "config"
 ) -> ConnectorSettings:

@@ -21,7 +21,7 @@ import duckdb
 import pytest
 import yaml
 
-from entra_pipeline.definitions import build_definitions
+from entra_pipeline.definitions import build_definitions, load_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.jobs import CONNECTOR_JOB
 from entra_pipeline.resources import ConnectorResource
@@ -515,3 +515,36 @@ def test_classic_dagster_job_execute_runs_the_sync_and_records_it_once(
     assert sync.query("SELECT job, status FROM ops.sync_runs") == [(CONNECTOR_JOB, "success")]
     assert _ids(sync, "raw.users", "id") == {u["id"] for u in sync.emulator.tenant.users()}
     assert sync.emulator.client_secret not in completed.stdout + completed.stderr
+
+
+def test_a_run_with_an_invalid_config_is_recorded_in_the_configured_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not in ./data/entra.duckdb of whatever folder the run happens to start in.
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "warehouse" / "entra.duckdb"
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "tenant_id": "contoso.onmicrosoft.com",
+                "client_id": "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+                "client_secret": "${TEST_ENTRA_SECRET}",
+                "duckdb_path": str(db),
+                "devices": {"join_types": ["azure_joined"]},
+            }
+        )
+    )
+    monkeypatch.setenv("ENTRA_CONNECTOR_CONFIG", str(config))
+    monkeypatch.setenv("TEST_ENTRA_SECRET", "not-used-the-config-is-invalid")
+    result = (
+        load_definitions()
+        .resolve_job_def(CONNECTOR_JOB)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
+    assert not result.success
+    assert not (tmp_path / "data").exists()
+    with duckdb.connect(str(db), read_only=True) as con:
+        [(status, error)] = con.execute("SELECT status, error FROM ops.sync_runs").fetchall()
+    assert status == "failure"
+    assert "devices.join_types.0: 'azure_joined' is not allowed" in error

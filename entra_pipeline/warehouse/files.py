@@ -58,3 +58,42 @@ def scratch_folder(beside: Path, prefix: str) -> Iterator[Path]:
     # TemporaryDirectory creates the folder 0700.
     with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as folder:
         yield Path(folder)
+
+
+class OwnerLock:
+    """A file held locked for as long as its owner (a run's process) lives: the kernel drops the
+    lock when the process dies, however it dies (kill -9 included), so a free lock on an owner
+    file means its run is gone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise
+        self._descriptor: int | None = descriptor
+
+    def release(self) -> None:
+        """Unlock and remove the owner file (the run ended and cleaned up after itself)."""
+        if self._descriptor is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._descriptor)  # closing drops the lock
+        self._descriptor = None
+
+
+def owner_is_gone(path: Path) -> bool:
+    """Whether nobody holds the owner lock at `path` (its process ended without releasing it)."""
+    try:
+        descriptor = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False  # released meanwhile: the owner cleaned up itself
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)
+    return True

@@ -30,8 +30,10 @@ from entra_pipeline.secrets import redact
 from entra_pipeline.settings import DEFAULT_DUCKDB_PATH
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.files import (
+    OwnerLock,
     exclusive_lock,
     make_private,
+    owner_is_gone,
     private_directories,
     scratch_folder,
 )
@@ -89,6 +91,7 @@ class Warehouse(dg.ConfigurableResource):
     memory_limit: str = DEFAULT_MEMORY_LIMIT
 
     _work_path: Path | None = PrivateAttr(default=None)
+    _owner: OwnerLock | None = PrivateAttr(default=None)
     _base: FileIdentity | None = PrivateAttr(default=None)
     _outcome: RunOutcome | None = PrivateAttr(default=None)
     _log: Any = PrivateAttr(default=None)
@@ -103,7 +106,7 @@ class Warehouse(dg.ConfigurableResource):
         run_id = context.run.run_id if context.run else uuid.uuid4().hex
         job = context.run.job_name if context.run else "adhoc"
         self._log = context.log
-        self._begin(run_id, job)
+        self._begin(run_id, job, context.instance)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._outcome is None:
@@ -111,12 +114,19 @@ class Warehouse(dg.ConfigurableResource):
         error = _first_step_failure(context)
         self._finish(error)
 
-    def _begin(self, run_id: str, job: str) -> None:
+    def _begin(self, run_id: str, job: str, instance: dg.DagsterInstance | None = None) -> None:
         published = Path(self.path)
         private_directories(published.parent)
         _remove_abandoned_work_copies(published)
         self._work_path = published.with_name(f"{published.name}.run-{run_id}")
         with exclusive_lock(published):  # two jobs may finish together
+            # Under the publication lock, so no run is between creating its owner file and
+            # locking it while another looks for dead ones.
+            self._owner = OwnerLock(_owner_path(published, run_id))
+            dead = _remove_dead_runs_leftovers(published)
+        for dead_run in dead:
+            self._record_dead_run(dead_run, run_id, instance)
+        with exclusive_lock(published):
             self._base = _identity(published)
             if self._base is not None:
                 shutil.copyfile(published, self._work_path)
@@ -130,6 +140,34 @@ class Warehouse(dg.ConfigurableResource):
             source=source_of(job),
             started_at=self.run_started_at(),
         )
+
+    def _record_dead_run(
+        self, run_id: str, found_by: str, instance: dg.DagsterInstance | None
+    ) -> None:
+        """A run whose process died (kill -9, out of memory, a lost machine): FAILURE in Dagster,
+        a failure row in ops.sync_runs (once: the run-failure sensor may record it too)."""
+        message = (
+            "the run's process ended without finishing (killed, or its machine lost); nothing "
+            f"of it was published, and run {found_by} removed its work copy and scratch files"
+        )
+        run = instance.get_run_by_id(run_id) if instance is not None else None
+        record = instance.get_run_record_by_id(run_id) if instance is not None else None
+        job = run.job_name if run is not None else "unknown"
+        if instance is not None and run is not None and not run.is_finished:
+            instance.report_run_failed(run, message=f"The run's process died: {message}")
+        now = datetime.now(UTC)
+        started = (
+            datetime.fromtimestamp(record.start_time, UTC) if record and record.start_time else now
+        )
+        outcome = RunOutcome(run_id=run_id, job=job, source=source_of(job), started_at=started)
+        outcome.notifications.append(
+            Notification(
+                now, "error", "run_died", f"Run {run_id} died: {message}", {"run_id": run_id}
+            )
+        )
+        record_unpublished_run(self.path, self.tenant_id, outcome, now, "failure", message)
+        if self._log is not None:
+            self._log.warning(f"Run {run_id} died before it finished: {message}")
 
     def run_started_at(self) -> datetime:
         """The run's start: the `now` every option is evaluated against (SPEC 3). A subclass may
@@ -146,7 +184,9 @@ class Warehouse(dg.ConfigurableResource):
         else:
             _publish(Path(self.path), None, [], rows)
         work.unlink(missing_ok=True)
-        self._work_path, self._outcome = None, None
+        if self._owner is not None:
+            self._owner.release()
+        self._work_path, self._outcome, self._owner = None, None, None
 
     # -- what assets use -------------------------------------------------------------------
 
@@ -204,8 +244,9 @@ class Warehouse(dg.ConfigurableResource):
     @contextlib.contextmanager
     def scratch_folder(self, prefix: str) -> Iterator[Path]:
         """A private folder beside the published file (same disk) for this run's extracted
-        pages, removed when the block ends."""
-        with scratch_folder(Path(self.path), prefix) as folder:
+        pages, removed when the block ends (or by the next run, should this one be killed)."""
+        run_id = self._require_run().run_id
+        with scratch_folder(Path(self.path), f"{prefix}{run_id}-") as folder:
             yield folder
 
     def add_graph_stats(self, requests: int, retries: int) -> None:
@@ -343,6 +384,9 @@ def _publish(
     with exclusive_lock(published):  # two jobs may finish together
         if unless_recorded is not None and _run_recorded(published, unless_recorded):
             return False
+        # Under this lock nobody else is publishing: a staged file is a killed publisher's.
+        for leftover in published.parent.glob(f"{published.name}.publishing-*"):
+            leftover.unlink(missing_ok=True)
         if work is not None and _identity(published) == base:
             staged, copy_tables = work, []
         else:
@@ -411,6 +455,29 @@ def query_sync_runs(
         if not recorded[0][0]:
             return None
         return con.execute(sql, params or []).fetchall()
+
+
+def _owner_path(published: Path, run_id: str) -> Path:
+    return published.with_name(f"{published.name}.owner-{run_id}")
+
+
+def _remove_dead_runs_leftovers(published: Path) -> list[str]:
+    """The runs whose owner lock is free (their process died): their work copy, its WAL, their
+    scratch folders and the owner file removed; their run ids."""
+    dead = []
+    for owner in sorted(published.parent.glob(f"{published.name}.owner-*")):
+        if not owner_is_gone(owner):
+            continue
+        run_id = owner.name.rsplit(".owner-", 1)[1]
+        work = published.with_name(f"{published.name}.run-{run_id}")
+        for leftover in (work, work.with_name(work.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        for folder in published.parent.glob(f"*-{run_id}-*"):
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+        owner.unlink(missing_ok=True)
+        dead.append(run_id)
+    return dead
 
 
 def _remove_abandoned_work_copies(published: Path) -> None:

@@ -13,7 +13,6 @@ CONNECTOR_PERMISSIONS = frozenset(
         "User.Read.All",
         "AuditLog.Read.All",
         "Device.Read.All",
-        "Group.Read.All",
         "GroupMember.Read.All",
         "LicenseAssignment.Read.All",
     }

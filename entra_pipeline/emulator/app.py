@@ -195,12 +195,15 @@ class EmulatorApp:
             return Response(
                 200, _dump(body), {"Content-Type": _STS_JSON, "Cache-Control": "no-store, no-cache"}
             )
+        # Not Graph: a path outside what the emulator serves at all.
         raise GraphError(404, "NotFound", f"No emulator route for {request.method} {request.path}.")
 
     def _graph(self, request: Request, segments: list[str]) -> Response:
         if not request.in_batch:
             check = self.tokens.check(request.headers.get("authorization"))
             if check.error is not None:
+                # 401 InvalidAuthenticationToken with a Bearer WWW-Authenticate challenge, as Graph
+                # answers an expired or foreign token (learn.microsoft.com/graph/errors, 401).
                 raise GraphError(
                     401,
                     "InvalidAuthenticationToken",
@@ -212,12 +215,16 @@ class EmulatorApp:
                     },
                 )
         if not segments:
+            # Graph's 400 for an unknown path segment, message verbatim
+            # (microsoftgraph/msgraph-beta-sdk-python#764, microsoft-graph-docs#1914).
             raise GraphError(400, "BadRequest", "Resource not found for the segment ''.")
         if segments == ["$batch"]:
             if request.method != "POST":
+                # 405: $batch is POST only (learn.microsoft.com/graph/json-batching); message ours.
                 raise GraphError(405, "Request_BadRequest", "Use POST for $batch.")
             return Response(200, _dump(self._batch(request)))
         if request.method != "GET":
+            # Not Graph: the emulator serves no writes.
             raise GraphError(
                 405, "Request_BadRequest", f"The emulator serves reads only, not {request.method}."
             )
@@ -239,6 +246,8 @@ class EmulatorApp:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise GraphError(400, "BadRequest", "Invalid batch payload format.") from None
+        # At most 20 requests a batch, each id unique (learn.microsoft.com/graph/json-batching,
+        # known-issues "Limit on batch size"; pnp/pnpcore#4). Messages are the emulator's.
         if len(items) > MAX_BATCH:
             raise GraphError(
                 400,
@@ -306,6 +315,8 @@ def _fault_error(fault: Fault) -> GraphError:
     if fault.kind == fault_kinds.THROTTLE:
         return too_many_requests(fault.retry_after)
     if fault.kind == fault_kinds.UNAVAILABLE:
+        # 503 serviceNotAvailable (microsoft-graph-docs-contrib#6045) with Retry-After, which
+        # Graph sends on 503 as on 429 (learn.microsoft.com/graph/throttling); message ours.
         return GraphError(
             503,
             "serviceNotAvailable",
@@ -313,6 +324,8 @@ def _fault_error(fault: Fault) -> GraphError:
             {"Retry-After": str(fault.retry_after)},
         )
     if fault.kind == fault_kinds.GATEWAY_TIMEOUT:
+        # 504 without Retry-After (microsoftgraph/msgraph-sdk-design#2: "Graph does return 504s
+        # sometimes. Unfortunately they don't have retry-after headers"); code and message ours.
         return GraphError(504, "UnknownError", "The gateway did not receive a timely response.")
     if fault.kind == fault_kinds.EXPIRE_PAGE_TOKEN:
         return expired_page_token()

@@ -22,6 +22,9 @@ _COLLECTION = {"user": "users", "device": "devices", "group": "groups"}
 
 
 def resync_required() -> GraphError:
+    # 410 Gone with resyncRequired for a delta token the service no longer holds
+    # (learn.microsoft.com/graph/errors lists resyncRequired; microsoft-graph-docs#2350 shows
+    # the 410 and its twin SyncStateNotFound, which the connector treats alike).
     return GraphError(
         410,
         "resyncRequired",

@@ -1,6 +1,11 @@
 """Error answers shaped exactly like Microsoft Graph's and Entra's token service's.
 
 Handlers raise `GraphError` / `StsError`; the app turns them into the JSON bodies clients parse.
+Each answer cites where its status, code and message come from. Where a message is the
+emulator's own wording, it says so: Microsoft asks clients to act on the status and code, never
+the text (learn.microsoft.com/graph/errors, learn.microsoft.com/entra/identity-platform/
+reference-error-codes: "Apps that take a dependency on text or error code numbers will be
+broken over time").
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ class GraphError(Exception):
 def graph_error_body(
     code: str, message: str, request_id: str, client_request_id: str
 ) -> dict[str, Any]:
-    """Graph's error body: {"error": {"code", "message", "innerError": {...}}}."""
+    """Graph's error body: {"error": {"code", "message", "innerError": {...}}} with the date,
+    request-id and client-request-id, as in every 4xx quoted by
+    microsoftgraph/microsoft-graph-explorer-v4#2731 and microsoft-graph-docs-contrib#9043."""
     return {
         "error": {
             "code": code,
@@ -41,14 +48,20 @@ def graph_error_body(
 
 
 def unsupported_query(message: str = "Unsupported Query.") -> GraphError:
+    # 400 Request_UnsupportedQuery for a $filter / operator the property does not support
+    # (microsoft-graph-docs-contrib#9043: "Filter operator 'NotEqualsMatch' is not supported.";
+    # microsoft-graph-docs#14485); callers pass Graph's wording where there is one.
     return GraphError(400, "Request_UnsupportedQuery", message)
 
 
 def bad_request(message: str) -> GraphError:
+    # 400 Request_BadRequest: Graph's code for a malformed directory query or token; the
+    # messages passed in are the emulator's (clients act on the status).
     return GraphError(400, "Request_BadRequest", message)
 
 
 def not_found(object_id: str) -> GraphError:
+    # 404 Request_ResourceNotFound, message verbatim (microsoft-graph-docs-contrib#6431, #7618).
     return GraphError(
         404,
         "Request_ResourceNotFound",
@@ -58,6 +71,9 @@ def not_found(object_id: str) -> GraphError:
 
 
 def insufficient_privileges() -> GraphError:
+    # 403 Authorization_RequestDenied, message verbatim: a directory read the app has no
+    # permission for (Azure-Samples/ms-identity-python-daemon#8, fixed by granting User.Read.All;
+    # microsoftgraph/python-sample-auth#12).
     return GraphError(
         403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
     )
@@ -75,6 +91,8 @@ def sign_in_permission_missing() -> GraphError:
 
 
 def non_premium_tenant() -> GraphError:
+    # 403 with this code and message when signInActivity is selected in a tenant without Entra
+    # ID P1/P2 (microsoft-graph-docs#12772, microsoft-graph-docs-contrib#3033).
     return GraphError(
         403,
         "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
@@ -83,6 +101,9 @@ def non_premium_tenant() -> GraphError:
 
 
 def expired_page_token() -> GraphError:
+    # Directory_ExpiredPageToken on a stale $skiptoken of /v1.0/users (Microsoft Q&A 2337800,
+    # "How to handle _Directory_ExpiredPageToken error in /v1.0/users"). 400 and the message are
+    # the emulator's: the thread quotes only the code.
     return GraphError(
         400,
         "Directory_ExpiredPageToken",
@@ -91,6 +112,8 @@ def expired_page_token() -> GraphError:
 
 
 def too_many_requests(retry_after: int) -> GraphError:
+    # 429 TooManyRequests with an integer Retry-After (learn.microsoft.com/graph/throttling; the
+    # code as quoted in Microsoft Q&A 1138873). The message is the emulator's: Graph's varies.
     return GraphError(
         429,
         "TooManyRequests",
@@ -128,6 +151,12 @@ class StsError(Exception):
             "correlation_id": correlation_id,
             "error_uri": f"https://login.microsoftonline.com/error?code={self.code}",
         }
+
+
+# The AADSTS answers below: codes and descriptions from Microsoft's error-code reference
+# (learn.microsoft.com/entra/identity-platform/reference-error-codes, and
+# login.microsoftonline.com/error?code=N), in the token endpoint's JSON shape (error,
+# error_description with Trace ID / Correlation ID / Timestamp lines, error_codes, ...).
 
 
 def sts_unknown_tenant(tenant: str, *, discovery: bool = False) -> StsError:

@@ -124,6 +124,9 @@ class GraphResources:
             raise errors.too_many_requests(wait)
 
     # ---- routing ----------------------------------------------------------------------------
+    # Unknown path segments answer Graph's 400 "Resource not found for the segment '<name>'."
+    # (microsoftgraph/msgraph-beta-sdk-python#764); a user without a manager answers 404
+    # Request_ResourceNotFound naming 'manager' (microsoft-graph-docs-contrib#6431's shape).
 
     def get(self, segments: list[str], ctx: GraphContext) -> dict[str, Any]:
         """Answer GET /v1.0/<segments>; raises GraphError for every error answer."""

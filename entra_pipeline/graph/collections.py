@@ -125,7 +125,10 @@ GROUPS = Collection(
         "groupTypes": "VARCHAR[]",
         "createdDateTime": "VARCHAR",
     },
-    permission="Group.Read.All",
+    # Least privilege: GroupMember.Read.All "allows the app to list groups, read basic
+    # properties and read membership of all groups" (Microsoft Graph permissions reference);
+    # Group.Read.All also works but reads more than the pipeline needs.
+    permission="GroupMember.Read.All",
 )
 
 SUBSCRIBED_SKUS = Collection(

@@ -197,7 +197,7 @@ def test_page_token_that_keeps_expiring_is_an_error(emulator: Emulator, graph: G
         ("/users", {}, "User.Read.All"),
         ("/users", {"$select": "id,signInActivity"}, "AuditLog.Read.All"),
         ("/devices", {}, "Device.Read.All"),
-        ("/groups", {}, "Group.Read.All"),
+        ("/groups", {}, "GroupMember.Read.All"),
         ("/subscribedSkus", {}, "LicenseAssignment.Read.All"),
         ("/groups/{group}/transitiveMembers", {}, "GroupMember.Read.All"),
     ],

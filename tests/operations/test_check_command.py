@@ -36,7 +36,7 @@ CONNECTOR_CALLS = {
     "users": ("GET /users", "User.Read.All"),
     "users.import_sign_in_activity": ("GET /users $select=id,signInActivity", "AuditLog.Read.All"),
     "devices": ("GET /devices", "Device.Read.All"),
-    "groups (raw.groups)": ("GET /groups", "Group.Read.All"),
+    "groups (raw.groups)": ("GET /groups", "GroupMember.Read.All"),
     "licence names": ("GET /subscribedSkus", "LicenseAssignment.Read.All"),
 }
 
@@ -71,10 +71,10 @@ def test_every_permission_granted_every_call_is_ok_and_a_sync_can_run(
         ("users", "GET /users", "User.Read.All", "ok"),
         ("users.import_sign_in_activity", "GET /users", "AuditLog.Read.All + Entra ID P1", "ok"),
         ("devices", "GET /devices", "Device.Read.All", "ok"),
-        ("groups (raw.groups)", "GET /groups", "Group.Read.All", "ok"),
+        ("groups (raw.groups)", "GET /groups", "GroupMember.Read.All", "ok"),
         ("licence names", "GET /subscribedSkus", "LicenseAssignment.Read.All", "ok"),
         ("user_source", "GET /users", "User.Read.All", "ok"),
-        ("user_source groups", "GET /groups", "Group.Read.All", "ok"),
+        ("user_source groups", "GET /groups", "GroupMember.Read.All", "ok"),
         (
             "user_source group members",
             "GET /groups/{id}/transitiveMembers",
@@ -141,10 +141,26 @@ def test_a_permission_taken_away_is_reported_on_its_row(
 def test_group_read_alone_is_enough_for_the_group_calls(
     emulator: Emulator, config_for: ConfigFor
 ) -> None:
-    emulator.permissions = set(CONNECTOR_PERMISSIONS - {"GroupMember.Read.All"})
+    emulator.permissions = (CONNECTOR_PERMISSIONS - {"GroupMember.Read.All"}) | {"Group.Read.All"}
     report = check_connector(str(config_for(emulator, users={"groups": ["Dept - Sales"]})))
 
     assert {f.status for f in report.calls} == {"ok"}
+    assert report.exit_code == EXIT_OK
+
+
+def test_least_privilege_is_enough_and_check_names_groupmember_read_all(
+    emulator: Emulator, config_for: ConfigFor
+) -> None:
+    # No Group.Read.All granted: GroupMember.Read.All lists groups and reads their members.
+    assert "Group.Read.All" not in CONNECTOR_PERMISSIONS
+    emulator.permissions = set(CONNECTOR_PERMISSIONS)
+    config = config_for(emulator, users={"groups": ["Dept - Sales"]})
+    report = check_connector(str(config))
+
+    assert {f.status for f in report.calls} == {"ok"}
+    group_calls = [f for f in report.calls if f.call.startswith("GET /groups")]
+    assert group_calls
+    assert {f.permission for f in group_calls} == {"GroupMember.Read.All"}
     assert report.exit_code == EXIT_OK
 
 

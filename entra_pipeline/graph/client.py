@@ -171,7 +171,8 @@ class GraphClient:
         """GET one Graph resource and return its JSON body."""
         url = self._absolute(path_or_url)
         label = label or display_path(url)
-        return self._get(url, params, headers, label, _described(url, params))
+        described = _described(url, params)
+        return _json_object(self._request(url, params, headers, label, described), described)
 
     def iter_pages(
         self,
@@ -266,18 +267,6 @@ class GraphClient:
             self._stats[label] = replace(
                 current, **{k: getattr(current, k) + v for k, v in increments.items()}
             )
-
-    def _get(
-        self,
-        url: str,
-        params: Mapping[str, str | int] | None,
-        headers: Mapping[str, str] | None,
-        label: str,
-        described: str,
-    ) -> dict[str, Any]:
-        """One GET with every retry, and its JSON object."""
-        response = self._request(url, params, headers, label, described)
-        return _json_object(response, described)
 
     def _request(
         self,

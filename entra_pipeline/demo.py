@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -112,10 +113,7 @@ def _print_summary(db: Path, seconds: float) -> None:
         for source, severity, code, message in notes:
             print(f"  [{source} {severity}] {code}: {message}")
     print(f"\nDone in {seconds:.1f}s. Query it (read-only, safe while a sync runs):")
-    print(
-        f'  .venv/bin/python -c "import duckdb; '
-        f"print(duckdb.connect('{db}', read_only=True).sql('FROM neurons.users LIMIT 5'))\""
-    )
+    print(f'  .venv/bin/duckdb -readonly {shlex.quote(str(db))} -c "FROM neurons.users LIMIT 5"')
 
 
 def _print_user_source(con: duckdb.DuckDBPyConnection) -> None:

@@ -548,3 +548,28 @@ def test_a_run_with_an_invalid_config_is_recorded_in_the_configured_database(
         [(status, error)] = con.execute("SELECT status, error FROM ops.sync_runs").fetchall()
     assert status == "failure"
     assert "devices.join_types.0: 'azure_joined' is not allowed" in error
+
+
+def test_the_published_file_opens_in_the_duckdb_cli_the_venv_ships(sync_factory: Any) -> None:
+    # README: analysts run `.venv/bin/duckdb -readonly <file>`; the file must be one it can read.
+    sync = sync_factory()
+    assert sync.run().success
+    [(users,)] = sync.query("SELECT count(*) FROM neurons.users")
+    cli = Path(sys.executable).with_name("duckdb")
+    answer = subprocess.run(
+        [
+            str(cli),
+            "-readonly",
+            "-csv",
+            "-noheader",
+            str(sync.db),
+            "-c",
+            "SELECT count(*) FROM neurons.users",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert answer.stdout.strip() == str(users)
+    assert users > 0

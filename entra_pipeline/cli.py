@@ -6,6 +6,7 @@ Each subcommand lives beside the code it drives; this module only parses argumen
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="entra-pipeline",
         description="Microsoft Entra ID -> DuckDB connector and MDM user source, on Dagster.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"entra-pipeline {importlib.metadata.version('entra-pipeline')}",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,12 @@ def test_demo_refuses_a_folder_or_a_file_that_is_not_duckdb(
         "database"
     )
     assert not any(tmp_path.glob("*.duckdb*"))
+
+
+def test_version_names_the_installed_package(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == (
+        f"entra-pipeline {importlib.metadata.version('entra-pipeline')}"
+    )

@@ -18,6 +18,9 @@ from entra_pipeline.emulator.faults import Faults
 from entra_pipeline.emulator.file_tenant import FileTenant
 from entra_pipeline.emulator.server import Emulator, EmulatorConfig
 
+# The repo's connector config for the emulator (absent from an installed wheel).
+EMULATOR_CONNECTOR_CONFIG = Path(__file__).resolve().parents[2] / "connector.emulator.yaml"
+
 # --fault NAME=VALUE: Faults keyword, value parser, help text.
 _FAULTS: dict[str, tuple[str, type, str]] = {
     "throttle": ("throttle", float, "share of Graph requests answered 429 + Retry-After (0..1)"),
@@ -147,7 +150,12 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     emulator = Emulator(config)
     try:
-        for name, value in emulator.env().items():
+        exports = emulator.env()
+        if EMULATOR_CONNECTOR_CONFIG.is_file():
+            # In a checkout, the shipped config reads the variables above: `. ./emulator.env`
+            # then makes `entra-pipeline check`, `dg dev` and `dg launch` talk to this emulator.
+            exports["ENTRA_CONNECTOR_CONFIG"] = str(EMULATOR_CONNECTOR_CONFIG)
+        for name, value in exports.items():
             print(f"export {name}={shlex.quote(value)}")
         sys.stdout.flush()
         tenant = emulator.tenant

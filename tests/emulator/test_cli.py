@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _exports(process: subprocess.Popen[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     assert process.stdout is not None
-    while len(env) < 6:
+    while len(env) < 7:
         line = process.stdout.readline()
         assert line, "emulator exited before printing its exports"
         (assignment,) = shlex.split(line.removeprefix("export "))
@@ -42,8 +42,9 @@ def test_cli_prints_evalable_exports_and_serves_until_sigterm(tmp_path: Path) ->
         env = _exports(process)
         assert sorted(env) == [
             "ENTRA_AUTHORITY_HOST", "ENTRA_CA_BUNDLE", "ENTRA_CLIENT_ID", "ENTRA_CLIENT_SECRET",
-            "ENTRA_GRAPH_URL", "ENTRA_TENANT_ID",
+            "ENTRA_CONNECTOR_CONFIG", "ENTRA_GRAPH_URL", "ENTRA_TENANT_ID",
         ]  # fmt: skip
+        assert env["ENTRA_CONNECTOR_CONFIG"] == str(REPO / "connector.emulator.yaml")
         assert process.stderr is not None
         assert "Graph emulator at https://127.0.0.1:" in process.stderr.readline()
         http = httpx.Client(verify=ssl.create_default_context(cafile=env["ENTRA_CA_BUNDLE"]))
@@ -76,3 +77,31 @@ def test_cli_rejects_a_bad_fault_with_the_allowed_names() -> None:
     assert result.returncode == 2
     assert "unknown fault 'meteor=1'" in result.stderr
     assert "throttle, unavailable, gateway-timeout, drop, slow" in result.stderr
+
+
+def test_the_readme_flow_emulator_env_then_check_works_as_written(tmp_path: Path) -> None:
+    # entra-pipeline emulator > emulator.env &  . ./emulator.env;  entra-pipeline check
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entra_pipeline.cli", "emulator", "--users", "20", "--devices", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        exported = _exports(process)
+        check = subprocess.run(
+            [sys.executable, "-m", "entra_pipeline.cli", "check"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, **exported},
+            timeout=120,
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.splitlines()[0] == "entra-pipeline check: Graph emulator"
+    assert exported["ENTRA_CLIENT_SECRET"] not in check.stdout + check.stderr

@@ -53,7 +53,13 @@ def raw_key(table: str) -> dg.AssetKey:
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(raw_key(table), description=DESCRIPTIONS[table], group_name=RAW_GROUP)
+        dg.AssetSpec(
+            raw_key(table),
+            description=DESCRIPTIONS[table],
+            group_name=RAW_GROUP,
+            kinds={"duckdb", "azure"},  # Entra ID lives in Azure: Dagster shows its icon
+            metadata={"dagster/table_name": f"raw.{table}"},
+        )
         for table in RAW_TABLES
     ],
     can_subset=False,

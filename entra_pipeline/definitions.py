@@ -60,7 +60,11 @@ def build_definitions(
             duckdb_path, tenant_id, list(sources.jobs or ()), running=configured
         ),
         resources={
-            "warehouse": Warehouse(path=duckdb_path, tenant_id=tenant_id),
+            "warehouse": Warehouse(
+                path=duckdb_path,
+                tenant_id=tenant_id,
+                previews=settings.dagster_previews if settings else "masked",
+            ),
             "connector": connector or ConnectorResource(config_path=config_path),
         },
         executor=dg.in_process_executor,

@@ -205,6 +205,8 @@ class ConnectorSettings(_Strict):
     ca_bundle: str | None = None
     duckdb_path: str = DEFAULT_DUCKDB_PATH
     mapping_path: str = "mappings/entra_id.csv"
+    # Previews of person tables in Dagster's event log: values masked unless `full`.
+    dagster_previews: Literal["masked", "full", "off"] = "masked"
     devices: DeviceOptions = Field(default_factory=DeviceOptions)
     users: UserOptions = Field(default_factory=UserOptions)
     schedule: ScheduleOptions = Field(default_factory=ScheduleOptions)

@@ -573,3 +573,31 @@ def test_the_published_file_opens_in_the_duckdb_cli_the_venv_ships(sync_factory:
     )
     assert answer.stdout.strip() == str(users)
     assert users > 0
+
+
+def _preview(result: dg.ExecuteInProcessResult, key: str) -> str:
+    [materialization] = [
+        m
+        for m in result.asset_materializations_for_node("neurons__users")
+        if m.asset_key.to_user_string() == key
+    ] or [None]
+    assert materialization is not None
+    return str(materialization.metadata["preview"].value)
+
+
+@pytest.mark.parametrize("previews", ["masked", "full"])
+def test_person_previews_in_dagster_are_masked_unless_configured(
+    sync_factory: Any, previews: str
+) -> None:
+    options = {} if previews == "masked" else {"dagster_previews": "full"}
+    sync = sync_factory(options)
+    result = sync.run()
+    assert result.success
+    upns = {upn for (upn,) in sync.query('SELECT "User.UPN" FROM neurons.users')}
+    preview = _preview(result, "neurons/users")
+    assert preview.startswith("| tenant_id | User.EntraObjectId |")
+    if previews == "masked":
+        assert "•••" in preview
+        assert "@" not in preview
+    else:
+        assert any(upn in preview for upn in upns)

@@ -20,7 +20,7 @@ from pandera.errors import SchemaErrors
 
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.warehouse.metadata import table_columns, table_key, table_metadata
+from entra_pipeline.warehouse.metadata import table_columns, table_key
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import quoted
 
@@ -283,7 +283,7 @@ def attribute_mapping(warehouse: Warehouse, connector: ConnectorResource) -> dg.
             "target_attribute, description FROM mapping_rows ORDER BY row",
             {"tenant_id": warehouse.tenant_id},
         )
-        metadata = table_metadata(con, MAPPING_TABLE, rows)
+        metadata = warehouse.table_metadata(con, MAPPING_TABLE, rows)
     metadata["path"] = dg.MetadataValue.path(str(path))
     metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
     return dg.MaterializeResult(metadata=metadata)
@@ -334,7 +334,7 @@ def mapped_table_asset(table: MappedTable) -> dg.AssetsDefinition:
                 mapping_rows(con, table.data_type), table.source, table_columns(con, table.source)
             )
             rows = warehouse.replace_table(con, table.target, select)
-            metadata = table_metadata(con, table.target, rows)
+            metadata = warehouse.table_metadata(con, table.target, rows)
         metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
         return dg.MaterializeResult(metadata=metadata)
 

@@ -18,7 +18,7 @@ from entra_pipeline.connector.raw import sign_in_imported
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.vocabulary import JOIN_TYPES
-from entra_pipeline.warehouse.metadata import table_key, table_metadata
+from entra_pipeline.warehouse.metadata import table_key
 from entra_pipeline.warehouse.models import Model, build_model, discover_models, prepare_connection
 from entra_pipeline.warehouse.publish import Warehouse
 
@@ -61,7 +61,7 @@ def model_asset(model: Model) -> dg.AssetsDefinition:
             prepare_connection(con, [model])
             parameters = connector_parameters(connector.settings, warehouse.run.started_at, con)
             rows = build_model(con, model, parameters, warehouse.replace_table)
-            metadata = table_metadata(con, model.table, rows)
+            metadata = warehouse.table_metadata(con, model.table, rows)
         metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
         return dg.MaterializeResult(metadata=metadata)
 

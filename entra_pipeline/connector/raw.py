@@ -24,7 +24,6 @@ from entra_pipeline.graph_session import recorded_graph_client
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.loading import load_landed_table
-from entra_pipeline.warehouse.metadata import table_metadata
 from entra_pipeline.warehouse.publish import Warehouse
 
 RAW_GROUP = "raw"
@@ -103,7 +102,8 @@ def raw_entra(
             for table, count in rows.items():
                 warehouse.mark_built(f"raw.{table}", count)
             metadata = {
-                table: table_metadata(con, f"raw.{table}", count) for table, count in rows.items()
+                table: warehouse.table_metadata(con, f"raw.{table}", count)
+                for table, count in rows.items()
             }
     # One step builds every raw table: each one's duration is the step's.
     duration = round(time.monotonic() - started, 3)

@@ -34,7 +34,6 @@ from entra_pipeline.user_source.attributes import (
 )
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
 from entra_pipeline.warehouse.loading import load_landed_table
-from entra_pipeline.warehouse.metadata import table_metadata
 from entra_pipeline.warehouse.models import Model, build_models, discover_models
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.validation import IdentityColumns, check_identity_table
@@ -110,7 +109,9 @@ def mdm_directory(
             )
             coverage = attribute_coverage(con, options.custom_attributes)
             notify_attribute_coverage(warehouse, coverage)
-            metadata = {table: table_metadata(con, table, count) for table, count in rows.items()}
+            metadata = {
+                table: warehouse.table_metadata(con, table, count) for table, count in rows.items()
+            }
             metadata["mdm.users"].update(_users_metadata(con, options))
             metadata["mdm.user_attributes"]["missing_values"] = dg.MetadataValue.json(
                 {c.attribute: c.missing for c in coverage}

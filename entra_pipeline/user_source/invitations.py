@@ -24,7 +24,6 @@ from entra_pipeline.user_source.ledger import (
     ledger_path,
 )
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
-from entra_pipeline.warehouse.metadata import table_metadata
 from entra_pipeline.warehouse.publish import Warehouse
 
 INVITATIONS_DESCRIPTION = "One invitation per user ever invited: pending, sent or failed."
@@ -77,7 +76,7 @@ def mdm_invitations(
     )
     with warehouse.transaction() as con:
         rows = load_invitations(con, warehouse, invitations.values())
-        metadata = table_metadata(con, "mdm.invitations", rows)
+        metadata = warehouse.table_metadata(con, "mdm.invitations", rows)
     return dg.MaterializeResult(
         metadata={
             **metadata,

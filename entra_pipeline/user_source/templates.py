@@ -13,7 +13,6 @@ import polars as pl
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import BUILTIN_TEMPLATE_VARIABLES, TEMPLATE_VAR_RE
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
-from entra_pipeline.warehouse.metadata import table_metadata
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import quoted
 
@@ -131,7 +130,7 @@ def mdm_rendered_templates(
             "ORDER BY template, userPrincipalName, user_id",
             {"synced_at": warehouse.run.started_at},
         )
-        metadata = table_metadata(con, "mdm.rendered_templates", rows)
+        metadata = warehouse.table_metadata(con, "mdm.rendered_templates", rows)
     incomplete = frame.filter(pl.col("missing_variables").list.len() > 0).group_by("template").len()
     metadata["rendered_with_missing_values"] = dg.MetadataValue.json(
         {name: 0 for name in options.templates} | dict(incomplete.iter_rows())

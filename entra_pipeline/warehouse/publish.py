@@ -37,6 +37,7 @@ from entra_pipeline.warehouse.files import (
     private_directories,
     scratch_folder,
 )
+from entra_pipeline.warehouse.metadata import PREVIEW_MODES, PreviewMode, table_metadata
 from entra_pipeline.warehouse.models import Parameters, create_table
 from entra_pipeline.warehouse.sql import literal, split_table
 
@@ -89,6 +90,8 @@ class Warehouse(dg.ConfigurableResource):
     tenant_id: str = ""
     # DuckDB would take most of the machine's memory for its buffers; a sync needs far less.
     memory_limit: str = DEFAULT_MEMORY_LIMIT
+    # Dagster previews of the tables built (settings `dagster_previews`): masked by default.
+    previews: str = "masked"
 
     _work_path: Path | None = PrivateAttr(default=None)
     _owner: OwnerLock | None = PrivateAttr(default=None)
@@ -235,6 +238,13 @@ class Warehouse(dg.ConfigurableResource):
         count = create_table(con, table, select_sql, params)
         self.mark_built(table, count)
         return count
+
+    def table_metadata(
+        self, con: duckdb.DuckDBPyConnection, table: str, rows: int
+    ) -> dict[str, Any]:
+        """Dagster metadata of a table this run built, previews as configured."""
+        mode: PreviewMode = next((m for m in PREVIEW_MODES if m == self.previews), "masked")
+        return table_metadata(con, table, rows, mode)
 
     def mark_built(self, table: str, rows: int) -> None:
         """Record that this run built `table` (created by other means) with `rows` rows."""

@@ -140,10 +140,18 @@ class SmtpSettings(_Strict):
     port: int = Field(default=25, ge=1, le=65535)
     from_address: str = Field(alias="from")
     starttls: bool = False
+    # Implicit TLS from the first byte (SMTPS, usually port 465), instead of STARTTLS.
+    ssl: bool = False
     username: str | None = None
     password: SecretStr | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> SmtpSettings:
+        if self.ssl and self.starttls:
+            raise ValueError("set ssl (implicit TLS, port 465) or starttls (port 587/25), not both")
+        return self
 
 
 class UserSourceOptions(_Strict):

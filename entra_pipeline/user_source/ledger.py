@@ -263,7 +263,12 @@ class InvitationMailer:
         smtp = self.smtp
         session: smtplib.SMTP | None = None
         try:
-            session = smtplib.SMTP(smtp.host, smtp.port, timeout=self.timeout)
+            if smtp.ssl:
+                session = smtplib.SMTP_SSL(
+                    smtp.host, smtp.port, timeout=self.timeout, context=ssl.create_default_context()
+                )
+            else:
+                session = smtplib.SMTP(smtp.host, smtp.port, timeout=self.timeout)
             session.ehlo()
             if smtp.starttls:
                 session.starttls(context=ssl.create_default_context())

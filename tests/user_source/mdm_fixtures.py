@@ -283,11 +283,24 @@ class Mailbox:
 class SmtpServer:
     """aiosmtpd on 127.0.0.1 on a free port; optionally STARTTLS and AUTH (login required)."""
 
-    def __init__(self, mailbox: Mailbox, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        tls: ssl.SSLContext | None = None,
+        implicit_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.mailbox = mailbox
         self.port = unused_port()
         options: dict[str, Any] = {}
-        if tls is not None:
+        if implicit_tls is not None:  # SMTPS: TLS from the first byte, AUTH required
+            options = {
+                "ssl_context": implicit_tls,
+                "authenticator": mailbox.authenticate,
+                "auth_required": True,
+                # aiosmtpd counts only STARTTLS as TLS; this connection is TLS from its first byte.
+                "auth_require_tls": False,
+            }
+        elif tls is not None:
             options = {
                 "tls_context": tls,
                 "require_starttls": True,

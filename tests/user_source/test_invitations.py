@@ -221,6 +221,31 @@ def test_starttls_and_login_with_the_password_from_the_environment(
     assert password not in json.dumps(source.query("SELECT * FROM ops.notifications"), default=str)
 
 
+# The test server's AUTH is over implicit TLS, which aiosmtpd does not count as TLS.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_implicit_tls_smtps_sends_the_invitations(
+    user_source: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = write_certificates(tmp_path / "smtp-certs", ("127.0.0.1",))
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_bundle))
+    password = "s3cret-smtp-pass"  # the one Mailbox accepts
+    monkeypatch.setenv(SMTP_PASSWORD_VARIABLE, password)
+    mailbox = Mailbox()
+    with SmtpServer(mailbox, implicit_tls=server_context(certs)) as server:
+        source = user_source(
+            smtp=smtp_options(
+                server.port,
+                ssl=True,
+                username="mdm-relay",
+                password=f"${{{SMTP_PASSWORD_VARIABLE}}}",
+            )
+        )
+        assert source.run(monkeypatch).success
+    assert mailbox.logins == [("mdm-relay", password)]
+    assert sorted(mailbox.recipients) == sorted(FIRST_WAVE.values())
+    assert {row[1] for row in source.invitations().values()} == {"sent"}
+
+
 def test_a_wrong_smtp_password_sends_nothing_and_keeps_invitations_pending(
     user_source: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ in-process through the real MSAL and httpx code, and prints what was published.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import time
@@ -15,10 +16,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import yaml
+from rich.console import Console
 
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
+from entra_pipeline.secrets import redact
 from entra_pipeline.settings import load_settings
 from entra_pipeline.warehouse.files import private_directories
 
@@ -27,8 +30,32 @@ SECRET_VARIABLE = "ENTRA_DEMO_CLIENT_SECRET"
 DEMO_JOBS = (CONNECTOR_JOB, USER_SOURCE_JOB)
 
 
+class _ProgressLines(logging.Handler):
+    """The Graph layer's progress (pages, rows, rows/s, retries, waits) on the terminal while the
+    demo's jobs run, through rich (installed with Dagster)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        style = "yellow" if record.levelno >= logging.WARNING else "dim"
+        self.console.print(f"  {redact(record.getMessage())}", style=style)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    progress = _ProgressLines()
+    graph_log = logging.getLogger("entra_pipeline.graph")
+    graph_log.addHandler(progress)
+    graph_log.setLevel(logging.INFO)
+    try:
+        return _run_demo(args, started)
+    finally:
+        graph_log.removeHandler(progress)
+
+
+def _run_demo(args: argparse.Namespace, started: float) -> int:
     db = Path(args.db).resolve()
     private_directories(db.parent)
     print(

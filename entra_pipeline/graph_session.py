@@ -7,7 +7,9 @@ Its failures become `ops.notifications` (SPEC 1.3 codes) and its request and ret
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 from entra_pipeline.graph.auth import token_tenant
 from entra_pipeline.graph.client import GraphClient
@@ -18,15 +20,50 @@ from entra_pipeline.graph.errors import (
     TokenRequestError,
 )
 from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.secrets import redact
 from entra_pipeline.vocabulary import is_guid
 from entra_pipeline.warehouse.publish import Warehouse
+
+
+class RunLogHandler(logging.Handler):
+    """Forwards the Graph layer's log records (progress, retries, waits and their reasons) to
+    Dagster's run log while an extraction runs; the records are redacted like every log."""
+
+    def __init__(self, log: Any) -> None:
+        super().__init__(logging.INFO)
+        self.run_log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = redact(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            self.run_log.warning(message)
+        else:
+            self.run_log.info(message)
 
 
 @contextlib.contextmanager
 def recorded_graph_client(
     connector: ConnectorResource, warehouse: Warehouse
 ) -> Iterator[GraphClient]:
-    """A Graph client whose failures and request counts are recorded in the run's outcome."""
+    """A Graph client whose failures and request counts are recorded in the run's outcome, and
+    whose progress and retries show in the run log."""
+    graph_log = logging.getLogger("entra_pipeline.graph")
+    handler = RunLogHandler(warehouse.run_log) if warehouse.run_log is not None else None
+    level = graph_log.level
+    if handler is not None:
+        graph_log.addHandler(handler)
+        graph_log.setLevel(min(level or logging.INFO, logging.INFO))
+    try:
+        with _recorded(connector, warehouse) as client:
+            yield client
+    finally:
+        if handler is not None:
+            graph_log.removeHandler(handler)
+            graph_log.setLevel(level)
+
+
+@contextlib.contextmanager
+def _recorded(connector: ConnectorResource, warehouse: Warehouse) -> Iterator[GraphClient]:
     with connector.graph_client() as client:
         try:
             yield client

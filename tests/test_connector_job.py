@@ -601,3 +601,43 @@ def test_person_previews_in_dagster_are_masked_unless_configured(
         assert "@" not in preview
     else:
         assert any(upn in preview for upn in upns)
+
+
+def test_the_run_log_shows_progress_per_collection_and_what_was_published(
+    sync_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("entra_pipeline.graph.extract.PROGRESS_SECONDS", 0.0)  # every page
+    sync = sync_factory()
+    sync.emulator.faults.throttle_next("/devices", count=1, retry_after=1)
+    settings = load_settings(sync.config_path)
+    connector = ConnectorResource(
+        config_path=str(sync.config_path), max_retries=4, backoff_base_seconds=0.01
+    )
+    definitions = build_definitions(settings, str(sync.config_path), connector)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = definitions.resolve_job_def(CONNECTOR_JOB).execute_in_process(instance=instance)
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert result.success
+    for table in ("users", "devices", "groups", "subscribed_skus", "sign_in_activity"):
+        assert any(
+            m.startswith(f"{table}: ") and "rows/s" in m and m.endswith("(done)") for m in messages
+        ), table
+    assert any(m.startswith("devices: ") and "1 throttled" in m for m in messages)
+    assert any("GET /v1.0/devices failed (429 TooManyRequests" in m for m in messages)
+    [published] = [m for m in messages if m.startswith("Published ")]
+    assert published.startswith(f"Published 15 tables to {sync.db}: neurons.devices=")
+
+
+def test_a_failed_run_ends_saying_nothing_was_published(sync_factory: Any) -> None:
+    sync = sync_factory(permissions=set(CONNECTOR_PERMISSIONS - {"Device.Read.All"}))
+    settings = load_settings(sync.config_path)
+    definitions = build_definitions(settings, str(sync.config_path))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = definitions.resolve_job_def(CONNECTOR_JOB).execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert not result.success
+    [said] = [m for m in messages if m.startswith("Nothing published")]
+    assert said.startswith(f"Nothing published to {sync.db}; the previous tables are kept")
+    assert "Device.Read.All" in said

@@ -70,6 +70,33 @@ class CollectionReport:
     error: GraphError | None = None  # the soft failure behind "unavailable"
 
 
+PROGRESS_SECONDS = 5.0  # how often a long listing says how far it is
+
+
+class Progress:
+    """Logs how far one listing is, at most every PROGRESS_SECONDS: pages, rows, rows/s, and the
+    client's retries and throttled answers for it (the `entra_pipeline.graph` logger, which the
+    run forwards to Dagster's run log)."""
+
+    def __init__(self, client: GraphClient, label: str) -> None:
+        self.client, self.label, self.every = client, label, PROGRESS_SECONDS
+        self.started = self.last = time.monotonic()
+
+    def page(self, rows: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            logger.info("%s", self.line(rows, now))
+
+    def line(self, rows: int, now: float | None = None) -> str:
+        stats = self.client.stats.get(self.label, RequestStats())
+        elapsed = max((now or time.monotonic()) - self.started, 1e-9)
+        return (
+            f"{self.label}: {stats.pages} pages, {rows:,} rows in {elapsed:.0f}s "
+            f"({rows / elapsed:,.0f} rows/s), {stats.retries} retries, {stats.throttled} throttled"
+        )
+
+
 class _Cancelled(Exception):
     """Another collection failed; this one stops at its next page."""
 
@@ -168,8 +195,11 @@ def extract_collection(
             on_restart=writer.restart_listing,
             check_row=timestamp_check(collection),
         )
+        progress = Progress(client, collection.table)
         for rows in _unless_cancelled(pages, cancel):
             writer.write(rows)
+            progress.page(writer.rows)
+        logger.info("%s (done)", progress.line(writer.rows))
     finally:
         writer.close()
     return Extracted(collection.table, (writer.path,), writer.rows)
@@ -220,14 +250,17 @@ def extract_group_members(
             )
             for members in _unless_cancelled(pages, cancel):
                 writer.write(member_rows(group_id, members))
+                progress.page(sum(w.rows for w in writers))
 
     workers = max(1, min(max_workers, len(group_ids)))
     writers = [_NdjsonWriter(folder / f"part-{n}.ndjson") for n in range(workers)]
+    progress = Progress(client, GROUP_MEMBERS.table)
     try:
         _run_all([functools.partial(work, writer) for writer in writers], workers, cancel)
     finally:
         for writer in writers:
             writer.close()
+    logger.info("%s (done, %d groups)", progress.line(sum(w.rows for w in writers)), len(group_ids))
     return Extracted(
         GROUP_MEMBERS.table, tuple(w.path for w in writers), sum(w.rows for w in writers)
     )

@@ -184,14 +184,29 @@ class Warehouse(dg.ConfigurableResource):
         rows = _ops_rows(self.tenant_id, outcome, datetime.now(UTC), status, error)
         if error is None:
             _publish(Path(self.path), work, list(outcome.rows_per_table), rows, base=self._base)
+            self._say(
+                "info",
+                f"Published {len(outcome.rows_per_table)} tables to {self.path}: "
+                + ", ".join(f"{t}={n}" for t, n in sorted(outcome.rows_per_table.items())),
+            )
         else:
             _publish(Path(self.path), None, [], rows)
+            self._say(
+                "warning",
+                f"Nothing published to {self.path}; the previous tables are kept "
+                f"(ops.sync_runs records the failure): {redact(error)}",
+            )
         work.unlink(missing_ok=True)
         if self._owner is not None:
             self._owner.release()
         self._work_path, self._outcome, self._owner = None, None, None
 
     # -- what assets use -------------------------------------------------------------------
+
+    @property
+    def run_log(self) -> Any:
+        """The run's Dagster log (None outside a run)."""
+        return self._log
 
     @property
     def run(self) -> RunOutcome:
@@ -278,6 +293,10 @@ class Warehouse(dg.ConfigurableResource):
             log[severity](f"[{code}] {message}")
 
     # -- internals --------------------------------------------------------------------------
+
+    def _say(self, severity: Literal["info", "warning"], message: str) -> None:
+        if self._log is not None:
+            (self._log.info if severity == "info" else self._log.warning)(message)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         return connect(self._work_path, memory_limit=self.memory_limit)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.operations.operate_fixtures import REPO, SHIPPED_MAPPING
 
@@ -60,3 +62,11 @@ def test_definitions_load_in_dagsters_tools(
     assert result.returncode == 0, output
     assert (NOT_CONFIGURED in output) is not with_config
     assert SECRET not in output
+
+
+def test_dg_and_the_workspace_file_name_one_code_location() -> None:
+    # Schedule and sensor state is kept per location name: dg dev and dagster dev must agree.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+    [location] = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
+    assert project["code_location_name"] == location["python_module"]["location_name"]
+    assert project["code_location_name"] == "entra_pipeline"

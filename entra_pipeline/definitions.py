@@ -8,6 +8,7 @@ config yet it still loads (runs then fail with a message saying which file to pr
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from entra_pipeline.settings import (
     configured_duckdb_path,
     load_settings,
 )
+from entra_pipeline.settings import config_path as config_file
 from entra_pipeline.user_source.definitions import user_source_definitions
 from entra_pipeline.warehouse.publish import Warehouse
 
@@ -50,9 +52,12 @@ def build_definitions(
         settings.duckdb_path if settings else unconfigured_duckdb_path or DEFAULT_DUCKDB_PATH
     )
     tenant_id = settings.tenant_id if settings else ""
+    tags = run_tags(settings, config_path)
     sources = dg.Definitions.merge(
-        connector_definitions(schedule, excluded=FRESHNESS_CHECKS),
-        user_source_definitions(user_source, schedule.timezone, excluded=FRESHNESS_CHECKS),
+        connector_definitions(schedule, excluded=FRESHNESS_CHECKS, tags=tags),
+        user_source_definitions(
+            user_source, schedule.timezone, excluded=FRESHNESS_CHECKS, tags=tags
+        ),
     )
     configured = settings is not None
     policy = dg.Definitions(
@@ -73,6 +78,24 @@ def build_definitions(
         schedule, user_source, Path(duckdb_path), tenant_id, running=configured
     )
     return dg.Definitions.merge(sources, policy, freshness)
+
+
+def run_tags(settings: ConnectorSettings | None, path: str | None) -> dict[str, str]:
+    """What every sync run records about its configuration (no secret: the SMTP settings, which
+    may hold a password, are left out)."""
+    if settings is None:
+        return {}
+    options = {
+        "devices": settings.devices.model_dump(mode="json"),
+        "users": settings.users.model_dump(mode="json"),
+        "user_source": settings.user_source.model_dump(mode="json", exclude={"smtp", "templates"}),
+    }
+    return {
+        "entra_pipeline/connector": settings.connector_name,
+        "entra_pipeline/tenant": settings.tenant_id,
+        "entra_pipeline/config": str(config_file(path).resolve()),
+        "entra_pipeline/options": json.dumps(options, sort_keys=True),
+    }
 
 
 def load_definitions() -> dg.Definitions:

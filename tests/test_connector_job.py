@@ -641,3 +641,22 @@ def test_a_failed_run_ends_saying_nothing_was_published(sync_factory: Any) -> No
     [said] = [m for m in messages if m.startswith("Nothing published")]
     assert said.startswith(f"Nothing published to {sync.db}; the previous tables are kept")
     assert "Device.Read.All" in said
+
+
+def test_each_run_records_its_connector_tenant_config_and_options_as_tags(
+    sync_factory: Any,
+) -> None:
+    sync = sync_factory({"devices": {"join_types": ["entra_joined"], "stale_threshold_days": 30}})
+    result = sync.run()
+    assert result.success
+    tags = result.dagster_run.tags
+    assert tags["entra_pipeline/connector"] == "Test connector"
+    assert tags["entra_pipeline/tenant"] == sync.emulator.tenant_id
+    assert tags["entra_pipeline/config"] == str(sync.config_path.resolve())
+    options = json.loads(tags["entra_pipeline/options"])
+    assert options["devices"] == {
+        "stale_threshold_days": 30,
+        "join_types": ["entra_joined"],
+        "groups": [],
+    }
+    assert sync.emulator.client_secret not in json.dumps(dict(tags))

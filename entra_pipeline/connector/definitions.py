@@ -7,6 +7,8 @@ resources.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import dagster as dg
 
 from entra_pipeline.connector.checks import transform_checks
@@ -27,7 +29,7 @@ def transform_definitions() -> dg.Definitions:
     )
 
 
-def connector_job(excluded: dg.AssetSelection) -> AssetJob:
+def connector_job(excluded: dg.AssetSelection, tags: Mapping[str, str] | None = None) -> AssetJob:
     """`entra_id_sync`: Graph -> raw -> staging -> filtered -> neurons.*, without `excluded`
     (checks the root runs on their own, such as freshness)."""
     return dg.define_asset_job(
@@ -35,12 +37,17 @@ def connector_job(excluded: dg.AssetSelection) -> AssetJob:
         selection=dg.AssetSelection.groups(*CONNECTOR_GROUPS) - excluded,
         description="The Entra ID connector: Graph -> raw -> staging -> filtered -> neurons.*",
         executor_def=dg.in_process_executor,
+        tags=dict(tags or {}),
     )
 
 
-def connector_definitions(schedule: ScheduleOptions, excluded: dg.AssetSelection) -> dg.Definitions:
+def connector_definitions(
+    schedule: ScheduleOptions,
+    excluded: dg.AssetSelection,
+    tags: Mapping[str, str] | None = None,
+) -> dg.Definitions:
     """The connector's assets, checks, job and schedule."""
-    job = connector_job(excluded)
+    job = connector_job(excluded, tags)
     return dg.Definitions.merge(
         dg.Definitions(
             assets=[raw_entra], jobs=[job], schedules=[connector_schedule(schedule, job)]

@@ -7,6 +7,8 @@ resources.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import dagster as dg
 
 from entra_pipeline.jobs import USER_SOURCE_JOB
@@ -20,7 +22,10 @@ from entra_pipeline.user_source.templates import mdm_rendered_templates
 
 
 def user_source_definitions(
-    options: UserSourceOptions, timezone: str, excluded: dg.AssetSelection
+    options: UserSourceOptions,
+    timezone: str,
+    excluded: dg.AssetSelection,
+    tags: Mapping[str, str] | None = None,
 ) -> dg.Definitions:
     """The user source's assets, checks, job (without `excluded`) and schedule."""
     job = dg.define_asset_job(
@@ -28,6 +33,7 @@ def user_source_definitions(
         selection=dg.AssetSelection.groups(MDM_GROUP) - excluded,
         description="The MDM Entra ID user source: every user and group -> mdm.*, invitations",
         executor_def=dg.in_process_executor,
+        tags=dict(tags or {}),
     )
     return dg.Definitions(
         assets=[mdm_directory, mdm_rendered_templates, mdm_invitations],

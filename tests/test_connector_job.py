@@ -660,3 +660,28 @@ def test_each_run_records_its_connector_tenant_config_and_options_as_tags(
         "groups": [],
     }
     assert sync.emulator.client_secret not in json.dumps(dict(tags))
+
+
+def test_after_a_failed_check_dagster_shows_the_published_row_count(sync_factory: Any) -> None:
+    sync = sync_factory()
+    settings = load_settings(sync.config_path)
+    definitions = build_definitions(settings, str(sync.config_path))
+    users = dg.AssetKey(["neurons", "users"])
+    with dg.DagsterInstance.ephemeral() as instance:
+        job = definitions.resolve_job_def(CONNECTOR_JOB)
+        assert job.execute_in_process(instance=instance).success
+        [(published,)] = sync.query("SELECT count(*) FROM neurons.users")
+        # One licensed user gets an address the e-mail rule refuses: the blocking check fails.
+        licensed = next(u for u in sync.emulator.tenant.users() if u.get("assignedLicenses"))
+        sync.emulator.tenant.update(licensed["id"], mail="not an e-mail")
+        failed = job.execute_in_process(instance=instance, raise_on_error=False)
+        assert not failed.success
+        latest = instance.get_latest_materialization_event(users)
+    assert sync.query("SELECT count(*) FROM neurons.users") == [(published,)]
+    assert latest is not None
+    assert latest.run_id == ""  # reported by the publication, not by the failed run's step
+    materialization = latest.asset_materialization
+    assert materialization is not None
+    assert materialization.metadata["dagster/row_count"].value == published
+    assert materialization.metadata["published"].value is True
+    assert materialization.metadata["unpublished_run"].value == failed.run_id

@@ -37,7 +37,12 @@ from entra_pipeline.warehouse.files import (
     private_directories,
     scratch_folder,
 )
-from entra_pipeline.warehouse.metadata import PREVIEW_MODES, PreviewMode, table_metadata
+from entra_pipeline.warehouse.metadata import (
+    PREVIEW_MODES,
+    PreviewMode,
+    table_key,
+    table_metadata,
+)
 from entra_pipeline.warehouse.models import Parameters, create_table
 from entra_pipeline.warehouse.sql import literal, split_table
 
@@ -115,7 +120,10 @@ class Warehouse(dg.ConfigurableResource):
         if self._outcome is None:
             return
         error = _first_step_failure(context)
+        run_id, built = self._outcome.run_id, list(self._outcome.rows_per_table)
         self._finish(error)
+        if error is not None and context.instance is not None:
+            report_published_state(context.instance, Path(self.path), built, run_id)
 
     def _begin(self, run_id: str, job: str, instance: dg.DagsterInstance | None = None) -> None:
         published = Path(self.path)
@@ -390,6 +398,43 @@ def record_unpublished_run(
         _ops_rows(tenant_id, outcome, finished_at, status, error),
         unless_recorded=outcome.run_id,
     )
+
+
+def report_published_state(
+    instance: dg.DagsterInstance, published: Path, tables: list[str], failed_run: str
+) -> None:
+    """After a failed run, tell Dagster what analysts really read: for each table the run built
+    but did not publish, a materialization carrying the published table's row count (0 when it
+    was never published), so the asset page does not call the unpublished data current."""
+    counts: dict[str, int] = {}
+    if published.exists():
+        with contextlib.closing(connect(published, read_only=True)) as con:
+            existing = {
+                f"{schema}.{name}"
+                for schema, name in con.execute(
+                    "SELECT table_schema, table_name FROM information_schema.tables"
+                ).fetchall()
+            }
+            for table in tables:
+                if table in existing:
+                    ((counts[table],),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+    for table in tables:
+        rows = counts.get(table)
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=table_key(table),
+                description=(
+                    f"Run {failed_run} failed, so what it built was not published: this is the "
+                    f"published {table}"
+                    + ("" if rows is not None else ", which has never been published")
+                ),
+                metadata={
+                    "dagster/row_count": rows or 0,
+                    "published": rows is not None,
+                    "unpublished_run": failed_run,
+                },
+            )
+        )
 
 
 def _publish(

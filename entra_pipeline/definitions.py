@@ -94,6 +94,8 @@ def run_tags(settings: ConnectorSettings | None, path: str | None) -> dict[str, 
         "entra_pipeline/connector": settings.connector_name,
         "entra_pipeline/tenant": settings.tenant_id,
         "entra_pipeline/config": str(config_file(path).resolve()),
+        # One published file, one writer: deploy/dagster.yaml queues runs per warehouse on it.
+        "entra_pipeline/warehouse": str(Path(settings.duckdb_path).resolve()),
         "entra_pipeline/options": json.dumps(options, sort_keys=True),
     }
 

@@ -653,6 +653,7 @@ def test_each_run_records_its_connector_tenant_config_and_options_as_tags(
     assert tags["entra_pipeline/connector"] == "Test connector"
     assert tags["entra_pipeline/tenant"] == sync.emulator.tenant_id
     assert tags["entra_pipeline/config"] == str(sync.config_path.resolve())
+    assert tags["entra_pipeline/warehouse"] == str(sync.db.resolve())
     options = json.loads(tags["entra_pipeline/options"])
     assert options["devices"] == {
         "stale_threshold_days": 30,

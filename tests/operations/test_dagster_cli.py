@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import os
+import signal
+import stat
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
+import dagster as dg
+import httpx
 import pytest
 import yaml
 
 from tests.operations.operate_fixtures import REPO, SHIPPED_MAPPING
+from tests.support import unused_port
 
 BIN = REPO / ".venv" / "bin"
 COMMANDS = {
@@ -70,3 +76,62 @@ def test_dg_and_the_workspace_file_name_one_code_location() -> None:
     [location] = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
     assert project["code_location_name"] == location["python_module"]["location_name"]
     assert project["code_location_name"] == "entra_pipeline"
+
+
+def test_dev_script_creates_an_owner_only_dagster_home_and_serves_the_ui(tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    port = unused_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("ENTRA_CONNECTOR_CONFIG", "VIRTUAL_ENV")}
+    env["DAGSTER_HOME"] = str(home)
+    env["ENTRA_CLI_TEST_SECRET"] = SECRET
+    env["ENTRA_CONNECTOR_CONFIG"] = str(configured(tmp_path))
+    log = tmp_path / "dev.log"
+    with log.open("w") as out:
+        dev = subprocess.Popen(
+            ["bash", "scripts/dev.sh", "--port", str(port), "--host", "127.0.0.1"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        query = {"query": "{ version repositoriesOrError { __typename } }"}
+        deadline = time.monotonic() + 180
+        while True:
+            assert dev.poll() is None, log.read_text()
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=5)
+                if answer.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(1)
+        assert answer.json()["data"]["repositoriesOrError"]["__typename"] == "RepositoryConnection"
+    finally:
+        os.killpg(dev.pid, signal.SIGTERM)
+        dev.wait(timeout=60)
+
+    output = log.read_text()
+    assert (home / "dagster.yaml").read_text() == (REPO / "deploy" / "dagster.yaml").read_text()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert "active virtual environment" not in output
+    assert "No dagster instance configuration file" not in output
+    assert "SupersessionWarning" not in output
+    assert SECRET not in output
+
+
+def test_the_shipped_instance_settings_queue_runs_per_warehouse(tmp_path: Path) -> None:
+    (tmp_path / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    assert instance.run_monitoring_enabled
+    assert instance.run_monitoring_max_resume_run_attempts == 0
+    assert not instance.telemetry_enabled
+    [limit] = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    # The tag every sync run carries (definitions.run_tags): one run per published file at a time.
+    assert limit == {
+        "key": "entra_pipeline/warehouse",
+        "value": {"applyLimitPerUniqueValue": True},
+        "limit": 1,
+    }

@@ -43,8 +43,8 @@ from entra_pipeline.secrets import redact
 from entra_pipeline.settings import ConfigError, ConnectorSettings, config_path
 from entra_pipeline.user_source.attributes import custom_attribute, directory_users
 from entra_pipeline.vocabulary import is_guid
+from entra_pipeline.warehouse.docs import table_columns
 from entra_pipeline.warehouse.errors import ModelError
-from entra_pipeline.warehouse.metadata import table_columns
 from entra_pipeline.warehouse.models import build_models, create_table
 
 EXIT_OK = 0

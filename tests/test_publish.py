@@ -12,6 +12,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from entra_pipeline.warehouse.docs import column_comments, document_table, table_comment
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.publish import Warehouse
 
@@ -182,3 +183,66 @@ def test_a_file_published_before_permissions_were_tightened_becomes_owner_only(
     db.chmod(0o644)
     assert _run(db, fail=False).success
     assert _mode(db) == 0o600
+
+
+@dg.asset(key=["raw", "documented"])
+def documented_while_another_run_finishes(warehouse: Warehouse) -> None:
+    with warehouse.transaction() as con:
+        warehouse.replace_table(con, "raw.documented", "SELECT 1 AS n")
+        document_table(con, "raw.documented", "A documented table.", {"n": "The number one."})
+        warehouse.replace_view(
+            con,
+            "raw.documented_v",
+            "SELECT n AS number_one FROM raw.documented",
+            "A documented view.",
+            {"number_one": "n, renamed."},
+        )
+    other = dg.materialize(
+        [other_job_table],
+        resources={"warehouse": Warehouse(path=warehouse.path, tenant_id="tenant-a")},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert other.success
+
+
+def test_tables_and_views_keep_their_documentation_when_copied_into_a_newer_file(
+    tmp_path: Path,
+) -> None:
+    # Another run published while this one built: its tables and views are copied into the
+    # newer file (CREATE TABLE AS copies no comment), documented as they were built.
+    db = tmp_path / "entra.duckdb"
+    result = dg.materialize(
+        [documented_while_another_run_finishes],
+        resources={"warehouse": Warehouse(path=str(db), tenant_id="tenant-a")},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT answer FROM mdm.other").fetchall() == [(42,)]
+        assert con.execute("FROM raw.documented_v").fetchall() == [(1,)]
+        assert table_comment(con, "raw.documented") == "A documented table."
+        assert column_comments(con, "raw.documented") == {"n": "The number one."}
+        assert table_comment(con, "raw.documented_v") == "A documented view."
+        assert column_comments(con, "raw.documented_v") == {"number_one": "n, renamed."}
+        assert table_comment(con, "ops.sync_runs").startswith("One row per sync run")
+
+
+def test_a_view_with_an_undocumented_column_is_refused(tmp_path: Path) -> None:
+    @dg.asset(key=["raw", "half_documented"])
+    def half_documented(warehouse: Warehouse) -> None:
+        with warehouse.transaction() as con:
+            warehouse.replace_view(con, "raw.half_v", "SELECT 1 AS a, 2 AS b", "Half.", {"a": "A."})
+
+    result = dg.materialize(
+        [half_documented],
+        resources={"warehouse": Warehouse(path=str(tmp_path / "e.duckdb"))},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "raw.half_v: columns b are undocumented" in str(failure.step_failure_data.error)
+    with duckdb.connect(str(tmp_path / "e.duckdb"), read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'half_v'"
+        ).fetchone() == (0,)

@@ -1,13 +1,16 @@
 """The CSV attribute mapping (`ops.attribute_mapping`) and the tables built from it alone.
 
 `neurons.users` and `neurons.devices` have one column per CSV row, named exactly as its target
-attribute and in CSV order: editing the CSV changes the tables without a code change.
+attribute and in CSV order: editing the CSV changes the tables without a code change. Each column's
+comment is the row's description. Beside each table, a view with snake_case names analysts can
+type (`neurons.users_v`: `User.UPN` is `user_upn`) and comma-separated lists also as `VARCHAR[]`.
 """
 
 from __future__ import annotations
 
 import csv
 import difflib
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,13 @@ from pandera.errors import SchemaErrors
 
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.warehouse.metadata import table_columns, table_key
+from entra_pipeline.warehouse.docs import (
+    TENANT_ID_DOC,
+    column_comments,
+    document_table,
+    table_columns,
+)
+from entra_pipeline.warehouse.metadata import table_key
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import quoted
 
@@ -45,6 +54,11 @@ class MappedTable:
     def source_key(self) -> dg.AssetKey:
         return table_key(self.source)
 
+    @property
+    def view(self) -> str:
+        """The snake_case view over the target table."""
+        return f"{self.target}_v"
+
 
 MAPPED_TABLES = (
     MappedTable("User", "staging.filtered_users", "neurons.users"),
@@ -55,6 +69,25 @@ DATA_TYPES = tuple(table.data_type for table in MAPPED_TABLES)
 RESERVED_TARGET = "tenant_id"
 # The object id is what the blocking checks key on and what a consumer matches records by.
 REQUIRED_SOURCE = "id"
+# Source attributes whose value is a comma-separated list: the view also offers it as a VARCHAR[]
+# column named <snake_case target>_list.
+LIST_SOURCES = {"license_names": ","}
+MAPPING_DOCS = {
+    "tenant_id": TENANT_ID_DOC,
+    "row": "Line of the mapping CSV the row is on (the header is line 1).",
+    "data_type": "User or Device: which table the row adds a column to.",
+    "source_attribute": "The column of staging.filtered_users / staging.filtered_devices read.",
+    "target_attribute": "The column of neurons.users / neurons.devices it becomes.",
+    "description": "What the target attribute holds: the column's comment in neurons.*.",
+}
+
+
+def snake_case(name: str) -> str:
+    """A target attribute as a name analysts can type: `User.EntraObjectId` ->
+    `user_entra_object_id`, `OS.Name` -> `os_name`, `DeviceName` -> `device_name`."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    words = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", words)
+    return re.sub(r"[^0-9A-Za-z]+", "_", words).strip("_").lower()
 
 
 class MappingInvalid(PipelineError, ValueError):
@@ -177,6 +210,7 @@ def mapping_problems(frame: pl.DataFrame, columns: dict[str, list[str]]) -> list
                 f"{source_table}; "
                 f"{_nearest(source, valid)}"
             )
+    problems += view_name_problems(frame)
     for table in MAPPED_TABLES:
         mapped = frame.filter(
             (pl.col("data_type") == table.data_type)
@@ -283,6 +317,13 @@ def attribute_mapping(warehouse: Warehouse, connector: ConnectorResource) -> dg.
             "target_attribute, description FROM mapping_rows ORDER BY row",
             {"tenant_id": warehouse.tenant_id},
         )
+        document_table(
+            con,
+            MAPPING_TABLE,
+            f"The attribute mapping CSV ({path.name}) as the last successful run read it: one row "
+            "per target attribute.",
+            MAPPING_DOCS,
+        )
         metadata = warehouse.table_metadata(con, MAPPING_TABLE, rows)
     metadata["path"] = dg.MetadataValue.path(str(path))
     metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
@@ -303,16 +344,104 @@ def validated_mapping(path: Path, columns: dict[str, list[str]]) -> tuple[pl.Dat
     return frame, mapping_problems(frame, columns)
 
 
-def mapping_rows(con: duckdb.DuckDBPyConnection, data_type: str) -> list[tuple[str, str]]:
-    """(source, target) pairs of one data type from `ops.attribute_mapping`, in CSV order."""
+@dataclass(frozen=True)
+class MappingRow:
+    source: str
+    target: str
+    description: str | None
+
+
+def mapping_rows(con: duckdb.DuckDBPyConnection, data_type: str) -> list[MappingRow]:
+    """The rows of one data type from `ops.attribute_mapping`, in CSV order."""
     return [
-        (source, target)
-        for source, target in con.execute(
-            f"SELECT source_attribute, target_attribute FROM {MAPPING_TABLE} "
+        MappingRow(source, target, description)
+        for source, target, description in con.execute(
+            f"SELECT source_attribute, target_attribute, description FROM {MAPPING_TABLE} "
             "WHERE data_type = ? ORDER BY row",
             [data_type],
         ).fetchall()
     ]
+
+
+def document_mapped_table(
+    con: duckdb.DuckDBPyConnection, table: MappedTable, rows: list[MappingRow]
+) -> dict[str, str]:
+    """Comment `table.target`: each column with its CSV description (or, when the row has none,
+    the comment of the source column), naming the source column; returns the column docs."""
+    sources = column_comments(con, table.source)
+    docs = {"tenant_id": TENANT_ID_DOC}
+    for row in rows:
+        said = (row.description or "").strip() or sources.get(row.source) or row.target
+        docs[row.target] = f"{said.rstrip('.')}. From {table.source}.{row.source}."
+    document_table(
+        con,
+        table.target,
+        f"{table.data_type} target attributes of the Ivanti Neurons connector: one column per "
+        f"{table.data_type} row of the mapping CSV, from {table.source}; "
+        f"{table.view} has the same data with snake_case names.",
+        docs,
+    )
+    return docs
+
+
+def build_view(
+    warehouse: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    table: MappedTable,
+    rows: list[MappingRow],
+    docs: dict[str, str],
+) -> list[str]:
+    """`table.view` over `table.target` with snake_case names (and lists as VARCHAR[]); its
+    columns."""
+    columns = {"tenant_id": ("tenant_id", docs["tenant_id"])}
+    for row in rows:
+        columns[snake_case(row.target)] = (quoted(row.target), f"{row.target}: {docs[row.target]}")
+        if row.source in LIST_SOURCES:
+            separator = LIST_SOURCES[row.source].replace("'", "''")
+            columns[f"{snake_case(row.target)}_list"] = (
+                f"list_filter(string_split({quoted(row.target)}, '{separator}'), x -> x <> '')",
+                f"{row.target} as a list (VARCHAR[]): {docs[row.target]}",
+            )
+    select = ", ".join(f"{sql} AS {quoted(name)}" for name, (sql, _) in columns.items())
+    warehouse.replace_view(
+        con,
+        table.view,
+        f"SELECT {select} FROM {table.target}",
+        f"{table.target} with names analysts can type: each target attribute in snake_case "
+        "(User.UPN is user_upn), and comma-separated lists also as VARCHAR[] (<name>_list).",
+        {name: text for name, (_, text) in columns.items()},
+    )
+    return list(columns)
+
+
+def view_name_problems(frame: pl.DataFrame) -> list[str]:
+    """Rows whose target attributes would give one snake_case view column twice (or none)."""
+    problems = []
+    for table in MAPPED_TABLES:
+        taken = {"tenant_id": "the tenant_id column every mapped table has"}
+        seen: set[str] = set()  # a target repeated in another case is already a problem
+        for record in frame.filter(pl.col("data_type") == table.data_type).iter_rows(named=True):
+            target, row = record["target_attribute"], record["row"]
+            if target is None or target.lower() in seen | {RESERVED_TARGET}:
+                continue
+            seen.add(target.lower())
+            names = [snake_case(target)]
+            if record["source_attribute"] in LIST_SOURCES:
+                names.append(f"{names[0]}_list")
+            for name in names:
+                if not name:
+                    problems.append(
+                        f"row {row}: target_attribute {target!r} has no letter or digit to name "
+                        f"its column in {table.view}; choose another name"
+                    )
+                elif name in taken:
+                    problems.append(
+                        f"row {row}: target_attribute {target!r} becomes {name} in {table.view}, "
+                        f"as {taken[name]} does; rename one of them"
+                    )
+                else:
+                    taken[name] = f"row {row}"
+    return problems
 
 
 def mapped_table_asset(table: MappedTable) -> dg.AssetsDefinition:
@@ -330,11 +459,19 @@ def mapped_table_asset(table: MappedTable) -> dg.AssetsDefinition:
     def _build(warehouse: Warehouse) -> dg.MaterializeResult:
         started = time.perf_counter()
         with warehouse.transaction() as con:
+            mapped = mapping_rows(con, table.data_type)
             select = mapped_select(
-                mapping_rows(con, table.data_type), table.source, table_columns(con, table.source)
+                [(row.source, row.target) for row in mapped],
+                table.source,
+                table_columns(con, table.source),
             )
             rows = warehouse.replace_table(con, table.target, select)
+            docs = document_mapped_table(con, table, mapped)
+            view_columns = build_view(warehouse, con, table, mapped, docs)
             metadata = warehouse.table_metadata(con, table.target, rows)
+        metadata["snake_case_view"] = dg.MetadataValue.md(
+            f"`{table.view}`: " + ", ".join(f"`{name}`" for name in view_columns)
+        )
         metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
         return dg.MaterializeResult(metadata=metadata)
 

@@ -23,7 +23,8 @@ from entra_pipeline.graph.extract import CollectionReport, extract_all, resolve_
 from entra_pipeline.graph_session import recorded_graph_client
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
-from entra_pipeline.warehouse.loading import load_landed_table
+from entra_pipeline.warehouse.docs import document_table
+from entra_pipeline.warehouse.loading import PROVENANCE_DOCS, load_landed_table
 from entra_pipeline.warehouse.publish import Warehouse
 
 RAW_GROUP = "raw"
@@ -35,14 +36,23 @@ EXTRACTION_STATUS = "extraction_status"
 RAW_TABLES = (*EXTRACTED_TABLES, GROUP_FILTERS, EXTRACTION_STATUS)
 
 DESCRIPTIONS = {
-    "users": "Every user of the tenant as Graph returns it, with licences and manager.",
-    "sign_in_activity": "Each user's sign-in activity (needs AuditLog.Read.All and Entra ID P1).",
-    "devices": "Every device of the tenant as Graph returns it, with registered owners.",
-    "groups": "Every group of the tenant.",
-    "subscribed_skus": "The tenant's licence SKUs: skuId to skuPartNumber.",
-    GROUP_MEMBERS.table: "Transitive members of the groups the connector's group filters name.",
+    # The registry's, as the tables' comments say.
+    **{landed.table: landed.description for landed in LANDED},
     GROUP_FILTERS: "The configured device and user group filters, resolved to object ids.",
     EXTRACTION_STATUS: "Per collection: complete, unavailable (and why) or skipped, this run.",
+}
+GROUP_FILTERS_DOCS = {
+    **PROVENANCE_DOCS,
+    "applies_to": "devices or users: the option list (devices.groups, users.groups) it is in.",
+    "group_ref": "The group as the config names it: an object id or a display name.",
+    "group_id": "The object id Graph resolved it to.",
+}
+EXTRACTION_STATUS_DOCS = {
+    **PROVENANCE_DOCS,
+    "collection": "The raw table the collection lands in.",
+    "status": "complete (read in full this run), unavailable (Graph refused it; see reason) or "
+    "skipped (not needed by the options).",
+    "reason": "Why the collection was unavailable or skipped; null when complete.",
 }
 
 
@@ -147,6 +157,7 @@ def load_group_filters(
             f"INSERT INTO raw.{GROUP_FILTERS} VALUES (?, ?, ?, ?, ?)",
             [(tenant_id, extracted_at, *row) for row in filters],
         )
+    document_table(con, f"raw.{GROUP_FILTERS}", DESCRIPTIONS[GROUP_FILTERS], GROUP_FILTERS_DOCS)
     return len(filters)
 
 
@@ -178,6 +189,9 @@ def load_extraction_status(
     con.executemany(
         f"INSERT INTO raw.{EXTRACTION_STATUS} VALUES (?, ?, ?, ?, ?)",
         [(settings.tenant_id, extracted_at, *row) for row in rows],
+    )
+    document_table(
+        con, f"raw.{EXTRACTION_STATUS}", DESCRIPTIONS[EXTRACTION_STATUS], EXTRACTION_STATUS_DOCS
     )
     return len(rows)
 

@@ -24,6 +24,7 @@ from entra_pipeline.user_source.ledger import (
     ledger_path,
 )
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
+from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.publish import Warehouse
 
 INVITATIONS_DESCRIPTION = "One invitation per user ever invited: pending, sent or failed."
@@ -152,7 +153,24 @@ def load_invitations(
         "mdm.invitations",
         "SELECT * FROM invitations_frame ORDER BY recorded_at, userPrincipalName, user_id",
     )
+    document_table(con, "mdm.invitations", INVITATIONS_DESCRIPTION, INVITATION_DOCS)
     return rows
+
+
+INVITATION_DOCS = {
+    "tenant_id": TENANT_ID_DOC,
+    "user_id": "Object id of the invited user (mdm.users.id).",
+    "userPrincipalName": "UPN of the invited user.",
+    "email": "Address the invitation was (or will be) sent to.",
+    "status": "pending (recorded, not sent yet), sent, or failed (see error).",
+    "recorded_at": "When a run first recorded the user for an invitation (UTC).",
+    "recorded_run_id": "Dagster run id of that run.",
+    "attempted_at": "When the e-mail was handed to the SMTP server (UTC); null before.",
+    "completed_at": "When the SMTP server accepted or refused it (UTC); null before.",
+    "error": "Why the invitation failed; null unless failed. A run that stopped while sending "
+    "marks it failed rather than send it twice.",
+    "note": "Why a pending invitation was not sent yet, e.g. no SMTP server configured.",
+}
 
 
 _POLARS_TYPES: dict[str, pl.DataType] = {

@@ -13,10 +13,21 @@ import polars as pl
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import BUILTIN_TEMPLATE_VARIABLES, TEMPLATE_VAR_RE
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
+from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import quoted
 
 RENDERED_TEMPLATES_DESCRIPTION = "Each configured template rendered for each user."
+RENDERED_TEMPLATES_DOCS = {
+    "tenant_id": TENANT_ID_DOC,
+    "user_id": "Object id of the user (mdm.users.id).",
+    "userPrincipalName": "UPN of the user.",
+    "template": "The template's name, as user_source.templates lists it.",
+    "rendered": "The template with each ${variable} replaced by the user's value ('' when the "
+    "user has none).",
+    "missing_variables": "The variables the user has no value for; empty when complete.",
+    "synced_at": "When the run that rendered it started (UTC).",
+}
 # Template variables that are always defined (settings validates templates against the same
 # names), and the mdm.users column each reads.
 BUILTIN_VARIABLES = dict(
@@ -129,6 +140,9 @@ def mdm_rendered_templates(
             "SELECT *, $synced_at::TIMESTAMPTZ AS synced_at FROM rendered_frame "
             "ORDER BY template, userPrincipalName, user_id",
             {"synced_at": warehouse.run.started_at},
+        )
+        document_table(
+            con, "mdm.rendered_templates", RENDERED_TEMPLATES_DESCRIPTION, RENDERED_TEMPLATES_DOCS
         )
         metadata = warehouse.table_metadata(con, "mdm.rendered_templates", rows)
     incomplete = frame.filter(pl.col("missing_variables").list.len() > 0).group_by("template").len()

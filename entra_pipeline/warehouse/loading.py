@@ -1,7 +1,8 @@
 """NDJSON files (Graph's pages, as the extraction wrote them) loaded into typed DuckDB tables.
 
 The column types come from the caller (the Graph registry for raw.*), so a property no row carries
-is still a typed, null column, and no files at all give an empty table of the same shape.
+is still a typed, null column, and no files at all give an empty table of the same shape. The
+registry's descriptions become the table's and columns' comments.
 """
 
 from __future__ import annotations
@@ -14,21 +15,30 @@ from typing import Protocol
 
 import duckdb
 
+from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.sql import literal, quoted
 
 logger = logging.getLogger(__name__)
 
 # Every loaded table also carries these, first: the tenant and when the row was extracted (UTC).
 PROVENANCE_COLUMNS = {"tenant_id": "VARCHAR", "extracted_at": "TIMESTAMPTZ"}
+PROVENANCE_DOCS = {
+    "tenant_id": TENANT_ID_DOC,
+    "extracted_at": "When this run started extracting the row from Microsoft Graph (UTC).",
+}
 
 
 class LandedTable(Protocol):
-    """What a loaded table is made of: its name, typed columns in order, and row key."""
+    """What a loaded table is made of: its name, typed columns in order, row key and docs."""
 
     @property
     def table(self) -> str: ...
     @property
     def columns(self) -> Mapping[str, str]: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def docs(self) -> Mapping[str, str]: ...
     @property
     def key(self) -> Sequence[str]: ...
 
@@ -42,10 +52,15 @@ def load_landed_table(
     *,
     schema: str = "raw",
 ) -> int:
-    """`load_ndjson_table` for a registry entry: `<schema>.<landed.table>`, its columns and key."""
-    return load_ndjson_table(
+    """`load_ndjson_table` for a registry entry: `<schema>.<landed.table>`, its columns and key,
+    documented with the entry's descriptions."""
+    rows = load_ndjson_table(
         con, (schema, landed.table), files, landed.columns, landed.key, tenant_id, extracted_at
     )
+    document_table(
+        con, f"{schema}.{landed.table}", landed.description, {**PROVENANCE_DOCS, **landed.docs}
+    )
+    return rows
 
 
 def load_ndjson_table(

@@ -1,4 +1,5 @@
-"""What a materialization shows in Dagster about a table it built: rows, columns and a preview."""
+"""What a materialization shows in Dagster about a table it built: rows, documented columns and a
+preview."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any, Literal
 
 import dagster as dg
 import duckdb
+
+from entra_pipeline.warehouse.docs import column_comments
 
 PREVIEW_ROWS = 10
 # What a preview shows of the rows (they are people's names, UPNs and e-mails): the shape only
@@ -27,10 +30,17 @@ def table_metadata(
     """Row count, column schema and a markdown preview of `table`, for a materialization; the
     preview's values are masked unless `previews` is `full` (Dagster's event log keeps them)."""
     described = con.execute(f"DESCRIBE {table}").fetchall()
+    comments = column_comments(con, table)
     metadata: dict[str, Any] = {
         "dagster/row_count": rows,
+        # The descriptions are the columns' DuckDB comments: what an analyst's tool shows too.
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=row[0], type=str(row[1])) for row in described]
+            columns=[
+                dg.TableColumn(
+                    name=row[0], type=str(row[1]), description=comments.get(row[0]) or None
+                )
+                for row in described
+            ]
         ),
     }
     if previews == "off":
@@ -57,15 +67,3 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
         *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows),
     ]
     return "\n".join(lines)
-
-
-def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    """The columns of `schema.table` in the connection's database, in table order."""
-    schema, _, name = table.partition(".")
-    rows = con.execute(
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? AND table_catalog = current_database() "
-        "ORDER BY ordinal_position",
-        [schema, name],
-    ).fetchall()
-    return [row[0] for row in rows]

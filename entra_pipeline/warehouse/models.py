@@ -5,6 +5,16 @@ A model is a file and its name is its table. `{{ ref('staging.users') }}` names 
 table's name. `$name` is a DuckDB parameter the model's source binds from its options. The macros
 in `dbt_like_sql/macros/` (one file per macro, named as it) are defined before the models that call
 them are built.
+
+Beside each model, `<table>.yml` documents its columns, dbt-style:
+
+    columns_from: [raw.users]     # optional: a column not listed takes the comment of the
+    columns:                      # same-named column of the first of these tables that has one
+      - name: license_count
+        description: Number of licences assigned to the user.
+
+The model's leading comment describes the table. Both become the built table's DuckDB comments;
+a column left undocumented, or a documented column the model does not build, is a ModelError.
 """
 
 from __future__ import annotations
@@ -17,7 +27,9 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import yaml
 
+from entra_pipeline.warehouse.docs import column_comments, document_table
 from entra_pipeline.warehouse.errors import ModelError
 from entra_pipeline.warehouse.metadata import table_key
 
@@ -46,6 +58,8 @@ class Model:
     parameters: tuple[str, ...]
     group: str
     description: str
+    columns: Mapping[str, str]  # column -> description, from <table>.yml
+    columns_from: tuple[str, ...]  # tables whose same-named columns' comments are inherited
 
     @property
     def key(self) -> dg.AssetKey:
@@ -76,6 +90,7 @@ def read_model(path: Path, root: Path = SQL_ROOT) -> Model:
             "are understood in templates"
         )
     found = _TEMPLATE.findall(text)
+    columns, columns_from = read_column_docs(path.with_suffix(".yml"))
     return Model(
         table=f"{schema}.{table}",
         path=path,
@@ -86,7 +101,61 @@ def read_model(path: Path, root: Path = SQL_ROOT) -> Model:
         parameters=tuple(dict.fromkeys(_PARAMETER.findall(_without_comments(sql)))),
         group=groups[0] if groups else schema,
         description=description,
+        columns=columns,
+        columns_from=columns_from,
     )
+
+
+def read_column_docs(path: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(column -> description, columns_from) from a model's `<table>.yml` (none: nothing is
+    documented, and building the model says what to write); a malformed file is a ModelError."""
+    if not path.is_file():
+        return {}, ()
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ModelError(f"{path}: not valid YAML ({error})") from None
+    shape = "a mapping with columns: [{name, description}, ...] and optional columns_from: [...]"
+    if not isinstance(document, dict) or set(document) - {"columns", "columns_from"}:
+        raise ModelError(f"{path}: expected {shape}")
+    entries = document.get("columns") or []
+    sources = document.get("columns_from") or []
+    if not isinstance(entries, list) or not isinstance(sources, list):
+        raise ModelError(f"{path}: expected {shape}")
+    columns: dict[str, str] = {}
+    for entry in entries:
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != {"name", "description"}
+            or not all(isinstance(v, str) and v.strip() for v in entry.values())
+        ):
+            raise ModelError(f"{path}: each column is {{name, description}}, got {entry!r}")
+        if entry["name"] in columns:
+            raise ModelError(f"{path}: column {entry['name']!r} is documented twice")
+        columns[entry["name"]] = entry["description"]
+    return columns, tuple(str(source) for source in sources)
+
+
+def document_model(con: duckdb.DuckDBPyConnection, model: Model) -> None:
+    """Comment the table `model` built: its description, and each column from its YAML or, for a
+    column not listed, from the first `columns_from` table (already built) that documents it."""
+    inherited: dict[str, str] = {}
+    for source in reversed(model.columns_from):
+        inherited.update({c: text for c, text in column_comments(con, source).items() if text})
+    built = column_comments(con, model.table)
+    docs = {column: inherited[column] for column in built if column in inherited}
+    try:
+        undocumented = document_table(
+            con, model.table, model.description, {**docs, **model.columns}
+        )
+    except ValueError as error:
+        raise ModelError(f"{model.path.with_suffix('.yml')}: {error}") from None
+    if undocumented:
+        raise ModelError(
+            f"{model.path.with_suffix('.yml')}: document the columns "
+            + ", ".join(undocumented)
+            + f" of {model.table} (or name a table that documents them in columns_from)"
+        )
 
 
 def discover_models(schema: str, root: Path = SQL_ROOT) -> list[Model]:
@@ -147,8 +216,10 @@ def build_model(
     parameters: Mapping[str, Any],
     replace_table: ReplaceTable,
 ) -> int:
-    """Build one model on a prepared connection; its row count."""
-    return replace_table(con, model.table, model.sql, bind_parameters(model, parameters))
+    """Build and document one model on a prepared connection; its row count."""
+    rows = replace_table(con, model.table, model.sql, bind_parameters(model, parameters))
+    document_model(con, model)
+    return rows
 
 
 def build_models(

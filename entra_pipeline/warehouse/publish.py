@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from pydantic import PrivateAttr
 from entra_pipeline.jobs import source_of
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import DEFAULT_DUCKDB_PATH
+from entra_pipeline.warehouse.docs import TENANT_ID_DOC, copy_documentation, document_table
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.files import (
     OwnerLock,
@@ -63,6 +65,48 @@ OPS_DDL = (
         tenant_id VARCHAR, notified_at TIMESTAMPTZ, run_id VARCHAR, source VARCHAR,
         severity VARCHAR, code VARCHAR, message VARCHAR, details JSON)""",
 )
+_RUN_ID_DOC = "Dagster run id (the Runs page of the UI shows the run)."
+OPS_DOCS = {
+    "ops.sync_runs": (
+        "One row per sync run, successful or not: when, what it published, what it cost in Graph "
+        "requests and why it failed.",
+        {
+            "tenant_id": TENANT_ID_DOC,
+            "run_id": _RUN_ID_DOC,
+            "job": "entra_id_sync (the connector) or mdm_user_source_sync (the user source).",
+            "source": "connector or user_source.",
+            "started_at": "When the run started (UTC); every option was evaluated against it.",
+            "finished_at": "When the run finished or was found dead (UTC).",
+            "status": "success (its tables were published) or failure (nothing of it was).",
+            "rows_per_table": "JSON object: rows of each table the run built, by schema.table.",
+            "graph_requests": "HTTP requests the run made to Microsoft Graph, retries included.",
+            "graph_retries": "Requests that were retries (throttling, 5xx, dropped connections).",
+            "error": "Why the run failed; null on success.",
+        },
+    ),
+    "ops.notifications": (
+        "What runs reported to admins: warnings and errors with a stable code (README, "
+        "Notifications), successful runs' and failed ones'.",
+        {
+            "tenant_id": TENANT_ID_DOC,
+            "notified_at": "When it was reported (UTC).",
+            "run_id": _RUN_ID_DOC,
+            "source": "connector or user_source.",
+            "severity": "info, warning or error.",
+            "code": "Stable code, e.g. permission_missing, throttled, mapping_invalid.",
+            "message": "What happened and what to do, in a sentence (secrets redacted).",
+            "details": "JSON object with the figures behind the message (secrets redacted).",
+        },
+    ),
+}
+
+
+def create_ops_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The `ops` tables every warehouse file has, documented."""
+    for ddl in OPS_DDL:
+        con.execute(ddl)
+    for table, (description, columns) in OPS_DOCS.items():
+        document_table(con, table, description, columns)
 
 
 @dataclass(frozen=True)
@@ -83,6 +127,7 @@ class RunOutcome:
     source: str
     started_at: datetime
     rows_per_table: dict[str, int] = field(default_factory=dict)
+    views: list[str] = field(default_factory=list)  # views over those tables, published with them
     graph_requests: int = 0
     graph_retries: int = 0
     notifications: list[Notification] = field(default_factory=list)
@@ -142,8 +187,7 @@ class Warehouse(dg.ConfigurableResource):
             if self._base is not None:
                 shutil.copyfile(published, self._work_path)
         with contextlib.closing(self._connect()) as con:
-            for ddl in OPS_DDL:
-                con.execute(ddl)
+            create_ops_tables(con)
         make_private(self._work_path)
         self._outcome = RunOutcome(
             run_id=run_id,
@@ -191,7 +235,14 @@ class Warehouse(dg.ConfigurableResource):
         status = "failure" if error else "success"
         rows = _ops_rows(self.tenant_id, outcome, datetime.now(UTC), status, error)
         if error is None:
-            _publish(Path(self.path), work, list(outcome.rows_per_table), rows, base=self._base)
+            _publish(
+                Path(self.path),
+                work,
+                list(outcome.rows_per_table),
+                rows,
+                base=self._base,
+                views=outcome.views,
+            )
             self._say(
                 "info",
                 f"Published {len(outcome.rows_per_table)} tables to {self.path}: "
@@ -261,6 +312,26 @@ class Warehouse(dg.ConfigurableResource):
         count = create_table(con, table, select_sql, params)
         self.mark_built(table, count)
         return count
+
+    def replace_view(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        view: str,
+        select_sql: str,
+        description: str,
+        columns: Mapping[str, str],
+    ) -> None:
+        """Create or replace the view `schema.view` in the work copy and document it (`columns`
+        describes each of its columns); it is published with the run's tables."""
+        schema, _ = split_table(view)
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        con.execute(f"CREATE OR REPLACE VIEW {view} AS {select_sql}")
+        undocumented = document_table(con, view, description, columns)
+        if undocumented:
+            raise WarehouseError(f"{view}: columns {', '.join(undocumented)} are undocumented")
+        outcome = self._require_run()
+        if view not in outcome.views:
+            outcome.views.append(view)
 
     def table_metadata(
         self, con: duckdb.DuckDBPyConnection, table: str, rows: int
@@ -445,8 +516,10 @@ def _publish(
     *,
     base: FileIdentity | None = None,
     unless_recorded: str | None = None,
+    views: Sequence[str] = (),
 ) -> bool:
-    """Put `tables` of the work copy and `ops_rows` into the published file, in one rename.
+    """Put `tables` and `views` of the work copy and `ops_rows` into the published file, in one
+    rename, with their documentation.
 
     When the published file is still the one the work copy was taken from (`base`), the work
     copy itself becomes the published file: nothing is copied again. Otherwise another run
@@ -470,14 +543,16 @@ def _publish(
                 shutil.copyfile(published, staged)
             copy_tables = tables
         with contextlib.closing(connect(staged)) as con:
-            for ddl in OPS_DDL:
-                con.execute(ddl)
+            create_ops_tables(con)
             if copy_tables:
                 con.execute(f"ATTACH {literal(str(work))} AS work (READ_ONLY)")
                 for table in copy_tables:
                     schema, _ = split_table(table)
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
                     con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM work.{table}")
+                    copy_documentation(con, table, "work")
+                for view in views:
+                    _copy_view(con, view, "work")
                 con.execute("DETACH work")
             for table, rows in ops_rows.items():
                 if rows:
@@ -489,6 +564,19 @@ def _publish(
             os.fsync(handle.fileno())
         os.replace(staged, published)
     return True
+
+
+def _copy_view(con: duckdb.DuckDBPyConnection, view: str, source_catalog: str) -> None:
+    """Create `view` as it is defined in `source_catalog`, documented as it is there (its SQL
+    names tables without a catalog, so it reads the tables of the connection's database)."""
+    schema, name = split_table(view)
+    [(sql,)] = con.execute(
+        "SELECT sql FROM duckdb_views() WHERE database_name = ? AND schema_name = ? "
+        "AND view_name = ?",
+        [source_catalog, schema, name],
+    ).fetchall()
+    con.execute(re.sub(r"^CREATE VIEW", "CREATE OR REPLACE VIEW", sql.strip().rstrip(";")))
+    copy_documentation(con, view, source_catalog)
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,16 @@ BROKEN_ROWS = {
         "row 18: target_attribute 'tenant_id' is reserved (tenant_id is added to every mapped "
         "table); choose another name",
     ),
+    "same snake_case view name": (
+        {"append": ("User,mail,User_UPN,Mail again",)},
+        "row 38: target_attribute 'User_UPN' becomes user_upn in neurons.users_v, as row 17 "
+        "does; rename one of them",
+    ),
+    "no letter for a view name": (
+        {"append": ("User,mail,...,Mail again",)},
+        "row 38: target_attribute '...' has no letter or digit to name its column in "
+        "neurons.users_v; choose another name",
+    ),
     "object id not mapped": (
         {"remove": (DEVICE_ID_ROW,)},
         "no row maps Device 'id': neurons.devices needs the object id (add a row: "

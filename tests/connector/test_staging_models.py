@@ -12,9 +12,17 @@ import pytest
 from entra_pipeline.connector.definitions import transform_definitions
 from entra_pipeline.connector.models import connector_models, connector_parameters
 from entra_pipeline.connector.raw import create_empty_raw_layer
+from entra_pipeline.graph.collections import DEVICES
 from entra_pipeline.settings import ConnectorSettings, parse_settings
+from entra_pipeline.warehouse.docs import TENANT_ID_DOC, column_comments, table_comment
 from entra_pipeline.warehouse.errors import ModelError
-from entra_pipeline.warehouse.models import bind_parameters, discover_models, read_model
+from entra_pipeline.warehouse.models import (
+    bind_parameters,
+    build_models,
+    create_table,
+    discover_models,
+    read_model,
+)
 from tests.connector.transform_fixtures import CUTOFF, NOW, Transform, connector, contoso, write_raw
 
 CUTOFF_AT = datetime.fromisoformat(CUTOFF)
@@ -110,14 +118,17 @@ def test_model_materialization_reports_rows_schema_preview_and_duration(
     metadata = materialization.metadata
     assert metadata["dagster/row_count"].value == 9
     schema = metadata["dagster/column_schema"].value
+    # Each column's description is its DuckDB comment: the registry's for a column staging
+    # keeps from raw, the model's YAML for one it derives.
     assert schema.columns[:3] == [
-        dg.TableColumn(name="tenant_id", type="VARCHAR"),
-        dg.TableColumn(name="id", type="VARCHAR"),
-        dg.TableColumn(name="deviceId", type="VARCHAR"),
+        dg.TableColumn(name="tenant_id", type="VARCHAR", description=TENANT_ID_DOC),
+        dg.TableColumn(name="id", type="VARCHAR", description=DEVICES.docs["id"]),
+        dg.TableColumn(name="deviceId", type="VARCHAR", description=DEVICES.docs["deviceId"]),
     ]
-    assert (
-        dg.TableColumn(name="last_activity_at", type="TIMESTAMP WITH TIME ZONE") in schema.columns
-    )
+    [last_activity] = [c for c in schema.columns if c.name == "last_activity_at"]
+    assert last_activity.type == "TIMESTAMP WITH TIME ZONE"
+    assert last_activity.description is not None
+    assert last_activity.description.startswith("What the device stale threshold compares")
     preview = metadata["preview"].value.splitlines()
     assert preview[0].startswith("| tenant_id | id | deviceId |")
     assert len(preview) == 2 + 9
@@ -236,3 +247,22 @@ def test_transform_definitions_expose_every_table_and_blocking_check() -> None:
         ("neurons/users", "neurons_users_valid", True),
         ("neurons/devices", "neurons_devices_valid", True),
     }
+
+
+def test_every_connector_model_documents_every_column_it_builds() -> None:
+    # Built on an empty raw layer, as `check` does: building documents, or fails naming the file.
+    settings = parse_settings(
+        {
+            "tenant_id": "contoso.onmicrosoft.com",
+            "client_id": "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+            "client_secret": "x" * 8,
+        }
+    )
+    with duckdb.connect() as con:
+        create_empty_raw_layer(con, settings)
+        parameters = connector_parameters(settings, datetime.now(UTC), con)
+        built = build_models(con, connector_models(), parameters, create_table)
+        assert sorted(built) == sorted(model.table for model in connector_models())
+        for table in built:
+            assert table_comment(con, table), table
+            assert all(column_comments(con, table).values()), column_comments(con, table)

@@ -15,9 +15,15 @@ import duckdb
 import yaml
 
 from entra_pipeline.connector.definitions import transform_definitions
-from entra_pipeline.connector.raw import LANDED
+from entra_pipeline.connector.raw import (
+    DESCRIPTIONS,
+    EXTRACTION_STATUS_DOCS,
+    GROUP_FILTERS_DOCS,
+    LANDED,
+)
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS
+from entra_pipeline.warehouse.docs import document_table
+from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS, PROVENANCE_DOCS
 from entra_pipeline.warehouse.publish import Warehouse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +36,12 @@ RAW_COLUMNS: dict[str, dict[str, str]] = {
     **{landed.table: landed.columns for landed in LANDED},
     "group_filters": {"applies_to": "VARCHAR", "group_ref": "VARCHAR", "group_id": "VARCHAR"},
     "extraction_status": {"collection": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"},
+}
+# The raw layer's documentation, which the staging models inherit (columns_from).
+RAW_DOCS: dict[str, dict[str, str]] = {
+    **{landed.table: {**PROVENANCE_DOCS, **landed.docs} for landed in LANDED},
+    "group_filters": GROUP_FILTERS_DOCS,
+    "extraction_status": EXTRACTION_STATUS_DOCS,
 }
 
 
@@ -64,6 +76,7 @@ def write_raw(db: Path, raw: RawLayer) -> None:
             typed = {**PROVENANCE_COLUMNS, **columns}
             ddl = ", ".join(f'"{name}" {kind}' for name, kind in typed.items())
             con.execute(f"CREATE OR REPLACE TABLE raw.{table} ({ddl})")
+            document_table(con, f"raw.{table}", DESCRIPTIONS[table], RAW_DOCS[table])
             rows = [
                 [TENANT, NOW, *(_value(row.get(name), kind) for name, kind in columns.items())]
                 for row in getattr(raw, table)

@@ -81,7 +81,9 @@ def test_dg_and_the_workspace_file_name_one_code_location() -> None:
 def test_dev_script_creates_an_owner_only_dagster_home_and_serves_the_ui(tmp_path: Path) -> None:
     home = tmp_path / "dagster_home"
     port = unused_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("ENTRA_CONNECTOR_CONFIG", "VIRTUAL_ENV")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ENTRA_CONNECTOR_CONFIG", "VIRTUAL_ENV")
+    }
     env["DAGSTER_HOME"] = str(home)
     env["ENTRA_CLI_TEST_SECRET"] = SECRET
     env["ENTRA_CONNECTOR_CONFIG"] = str(configured(tmp_path))

@@ -23,7 +23,7 @@ from entra_pipeline.operations.freshness import (
     freshness_result,
 )
 from entra_pipeline.settings import load_settings
-from entra_pipeline.warehouse.publish import OPS_DDL
+from entra_pipeline.warehouse.publish import create_ops_tables
 
 TENANT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -34,8 +34,7 @@ MDM_USERS = FreshnessTarget("mdm.users", MDM_JOB)
 def record_runs(db: Path, *runs: tuple[str, str, datetime], tenant_id: str = TENANT) -> None:
     """Append (job, status, finished_at) rows to the published `ops.sync_runs`."""
     with duckdb.connect(str(db)) as con:
-        for ddl in OPS_DDL:
-            con.execute(ddl)
+        create_ops_tables(con)
         for number, (job, status, finished) in enumerate(runs):
             con.execute(
                 "INSERT INTO ops.sync_runs VALUES (?, ?, ?, 'connector', ?, ?, ?, '{}', 0, 0, NULL)",

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
+from entra_pipeline.warehouse.docs import column_comments, table_comment
 from entra_pipeline.warehouse.errors import ModelError
 from entra_pipeline.warehouse.models import (
     build_models,
@@ -18,10 +20,14 @@ from entra_pipeline.warehouse.models import (
 )
 
 
-def write(root: Path, name: str, text: str) -> Path:
+def write(root: Path, name: str, text: str, columns: dict[str, str] | None = None) -> Path:
+    """A model file, and with `columns` its docs file beside it."""
     path = root / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+    if columns is not None:
+        docs = [{"name": column, "description": text} for column, text in columns.items()]
+        path.with_suffix(".yml").write_text(yaml.safe_dump({"columns": docs}), encoding="utf-8")
     return path
 
 
@@ -45,8 +51,13 @@ def test_refs_name_models_and_sources_name_loaded_tables_including_depends_on(
 def test_models_are_built_after_the_models_they_ref_whatever_their_file_order(
     tmp_path: Path,
 ) -> None:
-    write(tmp_path, "s/a_last.sql", "-- A.\nSELECT n + 1 AS n FROM {{ ref('s.b_first') }}\n")
-    write(tmp_path, "s/b_first.sql", "-- B.\nSELECT 41 AS n\n")
+    write(
+        tmp_path,
+        "s/a_last.sql",
+        "-- A.\nSELECT n + 1 AS n FROM {{ ref('s.b_first') }}\n",
+        {"n": "The answer."},
+    )
+    write(tmp_path, "s/b_first.sql", "-- B.\nSELECT 41 AS n\n", {"n": "Almost."})
     models = discover_models("s", tmp_path)
     assert [m.table for m in models] == ["s.b_first", "s.a_last"]
     with duckdb.connect() as con:
@@ -76,6 +87,7 @@ def test_graph_timestamp_macro_reads_never_as_null_and_fails_on_a_malformed_valu
         tmp_path,
         "s/times.sql",
         "-- Times.\nSELECT v, graph_timestamp(v) AS t FROM (SELECT unnest($values) AS v)\n",
+        {"v": "As Graph wrote it.", "t": "Parsed."},
     )
     model = read_model(path, tmp_path)
     values = ["", "0001-01-01T00:00:00Z", "2026-11-30T08:15:00Z", None]
@@ -96,3 +108,73 @@ def test_models_of_one_folder_may_ref_another_folder_built_before(tmp_path: Path
     write(tmp_path, "reports/guests.sql", "-- G.\nSELECT * FROM {{ ref('staging.users') }}\n")
     [model] = discover_models("reports", tmp_path)
     assert in_build_order([model]) == [model]
+
+
+def test_a_model_is_documented_from_its_yaml_and_the_tables_it_names_in_columns_from(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        "s/people.sql",
+        "-- People, with a greeting.\nSELECT id, name, 'hello ' || name AS greeting "
+        "FROM {{ source('raw.people') }}\n",
+    )
+    (tmp_path / "s" / "people.yml").write_text(
+        "columns_from: [raw.people]\n"
+        "columns:\n"
+        "  - name: greeting\n"
+        "    description: >-\n"
+        "      Hello and the name,\n"
+        "      folded over two lines.\n",
+        encoding="utf-8",
+    )
+    [model] = discover_models("s", tmp_path)
+    with duckdb.connect() as con:
+        con.execute("CREATE SCHEMA raw; CREATE TABLE raw.people AS SELECT 1 AS id, 'Ann' AS name")
+        con.execute("COMMENT ON COLUMN raw.people.id IS 'Object id.'")
+        con.execute("COMMENT ON COLUMN raw.people.name IS 'Display name.'")
+        build_models(con, [model], {}, create_table)
+        assert table_comment(con, "s.people") == "People, with a greeting."
+        assert column_comments(con, "s.people") == {
+            "id": "Object id.",
+            "name": "Display name.",
+            "greeting": "Hello and the name, folded over two lines.",
+        }
+
+
+@pytest.mark.parametrize(
+    ("docs", "message"),
+    [
+        (None, r"s/plain\.yml: document the columns a, b of s\.plain \(or name a table"),
+        ("columns:\n  - {name: a, description: A.}\n", r"document the columns b of s\.plain"),
+        (
+            "columns:\n  - {name: a, description: A.}\n  - {name: b, description: B.}\n"
+            "  - {name: c, description: gone}\n",
+            r"plain\.yml: s\.plain has no column 'c' to document \(its columns: a, b\)",
+        ),
+        ("columns:\n  - {name: a}\n", r"plain\.yml: each column is \{name, description\}"),
+        (
+            "columns:\n  - {name: a, description: A.}\n  - {name: a, description: B.}\n",
+            r"column 'a' is documented twice",
+        ),
+        ("colums: []\n", r"plain\.yml: expected a mapping with columns"),
+        ("columns: [\n", r"plain\.yml: not valid YAML"),
+    ],
+    ids=[
+        "no docs file",
+        "a column left out",
+        "a stale column",
+        "no description",
+        "twice",
+        "misspelt key",
+        "broken YAML",
+    ],
+)
+def test_a_model_whose_docs_are_missing_stale_or_malformed_is_a_model_error(
+    tmp_path: Path, docs: str | None, message: str
+) -> None:
+    path = write(tmp_path, "s/plain.sql", "-- Plain.\nSELECT 1 AS a, 2 AS b\n")
+    if docs is not None:
+        path.with_suffix(".yml").write_text(docs, encoding="utf-8")
+    with duckdb.connect() as con, pytest.raises(ModelError, match=message):
+        build_models(con, [read_model(path, tmp_path)], {}, create_table)

@@ -151,7 +151,8 @@ def check_connector(
         Finding(
             "config",
             "ok",
-            f"{path}: tenant {settings.tenant_id}, client id {settings.client_id}",
+            f"{path}: tenant {settings.tenant_id}, client id {settings.client_id}, "
+            f"{_credential(settings)}",
         )
     )
     report.steps.append(check_mapping(settings))
@@ -454,3 +455,12 @@ def verdict(report: CheckReport) -> str:
             f"A sync can run, without {', '.join(warnings)} (see the warnings above; exit {code})."
         )
     return f"A sync can run: every call the enabled options need is allowed (exit {code})."
+
+
+def _credential(settings: ConnectorSettings) -> str:
+    """The credential the app uses, with a certificate's expiry (nothing secret)."""
+    if settings.client_certificate is None:
+        return "client secret"
+    credential = settings.client_certificate.credential
+    days = (credential.not_after - datetime.now(UTC)).days
+    return f"{credential.describe()}, expires {credential.not_after:%Y-%m-%d} (in {days} days)"

@@ -34,7 +34,8 @@ class ConnectorResource(dg.ConfigurableResource):
         tokens = TokenProvider(
             tenant_id=settings.tenant_id,
             client_id=settings.client_id,
-            client_secret=settings.client_secret.get_secret_value(),
+            client_credential=settings.client_credential(),
+            credential_description=settings.credential_description(),
             authority_host=settings.authority_host,
             graph_url=settings.graph_url,
             ca_bundle=settings.ca_bundle,

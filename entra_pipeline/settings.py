@@ -19,12 +19,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from entra_pipeline.credentials import CertificateCredential, load_certificate_credential
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.secrets import redact, register_secret
 from entra_pipeline.vocabulary import JOIN_TYPE_OPTIONS, is_guid
@@ -57,7 +59,7 @@ BUILTIN_TEMPLATE_VARIABLES = (
     "userFirstName",
     "userLastName",
 )
-SECRET_KEYS = {"client_secret", "password"}
+SECRET_KEYS = {"client_secret", "password", "passphrase"}
 # An environment variable whose name says it holds a secret: its value is masked wherever it shows
 # up, whichever key it was (mistakenly) written into.
 SECRET_VARIABLE_RE = re.compile(r"SECRET|PASSWORD|PASSWD|PWD|TOKEN|CREDENTIAL|PRIVATE|KEY", re.I)
@@ -203,11 +205,42 @@ class UserSourceOptions(_Strict):
         return self
 
 
+class ClientCertificate(_Strict):
+    """The app registration's certificate credential: a PEM private key with its PEM certificate,
+    or one PKCS#12 (.pfx) file holding both; `passphrase` when the key is encrypted."""
+
+    private_key_path: str | None = None
+    certificate_path: str | None = None
+    pfx_path: str | None = None
+    passphrase: SecretStr | None = None
+    _credential: CertificateCredential | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _loads(self) -> ClientCertificate:
+        passphrase = self.passphrase.get_secret_value() if self.passphrase else None
+        credential = load_certificate_credential(
+            private_key_path=self.private_key_path,
+            certificate_path=self.certificate_path,
+            pfx_path=self.pfx_path,
+            passphrase=passphrase,
+        )
+        register_secret(credential.private_key_pem)
+        self._credential = credential
+        return self
+
+    @property
+    def credential(self) -> CertificateCredential:
+        assert self._credential is not None  # set by validation
+        return self._credential
+
+
 class ConnectorSettings(_Strict):
     connector_name: str = "Entra ID"
     tenant_id: str
     client_id: str
-    client_secret: SecretStr
+    # The app registration's credential: a client secret, or a certificate (exactly one).
+    client_secret: SecretStr | None = None
+    client_certificate: ClientCertificate | None = None
     authority_host: str = "https://login.microsoftonline.com"
     graph_url: str = "https://graph.microsoft.com"
     ca_bundle: str | None = None
@@ -278,9 +311,35 @@ class ConnectorSettings(_Strict):
             ) from None
         return value
 
+    @model_validator(mode="after")
+    def _one_credential(self) -> ConnectorSettings:
+        if (self.client_secret is None) == (self.client_certificate is None):
+            raise ValueError(
+                "give the app registration's credential: client_secret (e.g. client_secret: "
+                "${ENTRA_CLIENT_SECRET}) or client_certificate (private_key_path and "
+                "certificate_path, or pfx_path), exactly one of them"
+            )
+        return self
+
+    def client_credential(self) -> str | dict[str, str]:
+        """What MSAL authenticates the app with: the secret, or the certificate's key and
+        certificate."""
+        if self.client_certificate is not None:
+            return self.client_certificate.credential.msal_credential()
+        assert self.client_secret is not None  # _one_credential
+        return self.client_secret.get_secret_value()
+
+    def credential_description(self) -> str:
+        """The credential, named without a secret: for messages that say what to fix."""
+        if self.client_certificate is not None:
+            return self.client_certificate.credential.describe()
+        return "client secret"
+
     @field_validator("client_secret")
     @classmethod
-    def _secret_given(cls, value: SecretStr) -> SecretStr:
+    def _secret_given(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
         if not value.get_secret_value().strip():
             raise ValueError(
                 "is empty: set it to the app registration's client secret (from the environment, "
@@ -414,7 +473,16 @@ def parse_settings(
         settings = ConnectorSettings.model_validate(interpolated)
     except ValidationError as error:
         raise ConfigError(_describe(error, source)) from None
-    register_secret(settings.client_secret.get_secret_value())
+    if settings.client_secret is not None:
+        register_secret(settings.client_secret.get_secret_value())
+    certificate = settings.client_certificate
+    if certificate is not None and certificate.credential.key_readable_by_others:
+        log.warning(
+            "%s: the private key of %s is readable by other users; make it owner-only "
+            "(chmod 600) like any credential",
+            source,
+            certificate.credential.source,
+        )
     smtp = settings.user_source.smtp
     if smtp and smtp.password:
         register_secret(smtp.password.get_secret_value())

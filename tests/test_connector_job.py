@@ -686,3 +686,42 @@ def test_after_a_failed_check_dagster_shows_the_published_row_count(sync_factory
     assert materialization.metadata["dagster/row_count"].value == published
     assert materialization.metadata["published"].value is True
     assert materialization.metadata["unpublished_run"].value == failed.run_id
+
+
+def test_selecting_one_raw_table_extracts_and_publishes_only_it(sync_factory: Any) -> None:
+    sync = sync_factory({"devices": {"groups": ["Dept - Sales"]}})
+    assert sync.run().success
+    before = dict(sync.query("SELECT collection, extracted_at FROM raw.extraction_status"))
+    devices_before = sync.query("SELECT max(extracted_at), count(*) FROM raw.devices")
+    seen = len(sync.emulator.requests)
+
+    settings = load_settings(sync.config_path)
+    connector = ConnectorResource(config_path=str(sync.config_path), max_retries=1)
+    job = build_definitions(settings, str(sync.config_path), connector).resolve_job_def(
+        CONNECTOR_JOB
+    )
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey(["raw", "users"])],
+        raise_on_error=False,
+    )
+
+    assert result.success
+    paths = {r.path for r in sync.emulator.requests[seen:] if r.path.startswith("/v1.0")}
+    assert paths == {"/v1.0/users"}
+    materialized = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
+    # raw.extraction_status describes the users just landed: written, and reported, with them.
+    assert materialized == {"raw/users", "raw/extraction_status"}
+    after = dict(sync.query("SELECT collection, extracted_at FROM raw.extraction_status"))
+    assert set(after) == set(before)
+    assert after["users"] > before["users"]
+    assert {t: after[t] for t in after if t != "users"} == {
+        t: before[t] for t in before if t != "users"
+    }
+    assert sync.query("SELECT max(extracted_at), count(*) FROM raw.devices") == devices_before
+    [(users_at,)] = sync.query("SELECT DISTINCT extracted_at FROM raw.users")
+    assert users_at == after["users"]
+    [(rows,)] = sync.query(
+        "SELECT rows_per_table::VARCHAR FROM ops.sync_runs ORDER BY started_at DESC LIMIT 1"
+    )
+    assert set(json.loads(rows)) == {"raw.users", "raw.extraction_status"}

@@ -17,6 +17,7 @@ LAYERS = {
     "vocabulary": 0,
     "jobs": 0,
     "secrets": 0,
+    "credentials": 0,
     "settings": 1,
     "graph": 2,
     "warehouse": 2,

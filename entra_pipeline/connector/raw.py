@@ -4,6 +4,11 @@ One multi-asset extracts the collections concurrently (they share one Graph clie
 bounded pool), streams them to files, and loads every raw table in one transaction. It also
 records what later layers must know about the extraction: the resolved group filters, and per
 collection whether it was read (sign-in activity may be unavailable).
+
+It can be subset: selecting `raw/users` alone extracts and lands users only, and the other raw
+tables stay as published. What describes the tables a run lands is written with them even when
+it was not selected (their rows of `raw.extraction_status`; `raw.group_filters` with
+`raw.group_members`), and reported to Dagster as a materialization of its own.
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
@@ -71,7 +76,7 @@ def raw_key(table: str) -> dg.AssetKey:
         )
         for table in RAW_TABLES
     ],
-    can_subset=False,
+    can_subset=True,
 )
 def raw_entra(
     context: AssetExecutionContext, warehouse: Warehouse, connector: ConnectorResource
@@ -80,19 +85,23 @@ def raw_entra(
     settings = connector.settings
     started = time.monotonic()
     extracted_at = datetime.now(UTC)
+    selected = {key.path[-1] for key in context.selected_asset_keys}
+    asked = written_tables(selected)
     with warehouse.scratch_folder("extract-") as workdir:
         with recorded_graph_client(connector, warehouse) as client:
-            filters = _resolve_group_filters(client, settings)
+            filters = _resolve_group_filters(client, settings) if GROUP_FILTERS in asked else []
             group_ids = sorted({group_id for _, _, group_id in filters})
             context.log.info(
                 f"Extracting from {settings.graph_url} (sign-in activity: "
                 f"{settings.users.import_sign_in_activity}, member groups: {len(group_ids)})"
+                + ("" if asked == set(RAW_TABLES) else f"; only {', '.join(sorted(asked))}")
             )
             reports = extract_all(
                 client,
                 workdir,
                 sign_in_activity=settings.users.import_sign_in_activity,
-                group_ids=group_ids,
+                group_ids=group_ids if GROUP_MEMBERS.table in asked else (),
+                tables=asked & set(EXTRACTED_TABLES),
             )
         _notify_soft_failures(warehouse, reports)
         with warehouse.transaction() as con:
@@ -105,9 +114,15 @@ def raw_entra(
                     extracted_at,
                 )
                 for landed in LANDED
+                if landed.table in asked
             }
-            rows[GROUP_FILTERS] = load_group_filters(con, settings.tenant_id, extracted_at, filters)
-            rows[EXTRACTION_STATUS] = load_extraction_status(con, settings, extracted_at, reports)
+            if GROUP_FILTERS in asked:
+                rows[GROUP_FILTERS] = load_group_filters(
+                    con, settings.tenant_id, extracted_at, filters
+                )
+            rows[EXTRACTION_STATUS] = load_extraction_status(
+                con, settings, extracted_at, reports, asked=asked
+            )
             _warn_when_user_stale_filter_skipped(con, warehouse, settings)
             for table, count in rows.items():
                 warehouse.mark_built(f"raw.{table}", count)
@@ -122,14 +137,35 @@ def raw_entra(
         + ", ".join(f"{table}={count}" for table, count in rows.items())
     )
     for table in RAW_TABLES:
-        yield dg.MaterializeResult(
-            asset_key=raw_key(table),
-            metadata={
-                **metadata[table],
-                **_graph_metadata(reports.get(table)),
-                "duration_seconds": duration,
-            },
-        )
+        if table not in rows:
+            continue
+        table_metadata = {
+            **metadata[table],
+            **_graph_metadata(reports.get(table)),
+            "duration_seconds": duration,
+        }
+        if table in selected:
+            yield dg.MaterializeResult(asset_key=raw_key(table), metadata=table_metadata)
+        else:
+            # Written because it describes the tables landed: Dagster must know it changed.
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=raw_key(table),
+                    description=f"Written with {', '.join(sorted(selected))}, which it describes.",
+                    metadata=table_metadata,
+                )
+            )
+
+
+def written_tables(selected: set[str]) -> set[str]:
+    """The raw tables a run that selected `selected` writes: those, the group filters the member
+    lists depend on, and the extraction status of whatever is extracted."""
+    written = set(selected)
+    if GROUP_MEMBERS.table in written:
+        written.add(GROUP_FILTERS)
+    if written & set(EXTRACTED_TABLES):
+        written.add(EXTRACTION_STATUS)
+    return written
 
 
 def _resolve_group_filters(
@@ -166,8 +202,25 @@ def load_extraction_status(
     settings: ConnectorSettings,
     extracted_at: datetime,
     reports: dict[str, CollectionReport],
+    *,
+    asked: set[str] | None = None,
 ) -> int:
-    """Per extracted table: complete, unavailable (and why) or skipped (and why)."""
+    """Per extracted table: complete, unavailable (and why) or skipped (and why). A table this
+    run was not `asked` for (a subset run) keeps its row, and its `extracted_at`, from before."""
+    kept: list[tuple] = []
+    if (
+        asked is not None
+        and con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() AND "
+            "schema_name = 'raw' AND table_name = ?",
+            [EXTRACTION_STATUS],
+        ).fetchall()
+    ):
+        kept = [
+            row
+            for row in con.execute(f"SELECT * FROM raw.{EXTRACTION_STATUS}").fetchall()
+            if row[2] not in asked
+        ]
     con.execute(
         f"CREATE OR REPLACE TABLE raw.{EXTRACTION_STATUS} (tenant_id VARCHAR, "
         "extracted_at TIMESTAMPTZ, collection VARCHAR, status VARCHAR, reason VARCHAR)"
@@ -175,7 +228,10 @@ def load_extraction_status(
     rows: list[tuple[str, str, str | None]] = []
     for table in EXTRACTED_TABLES:
         report = reports.get(table)
-        if report is None:
+        if asked is not None and table not in asked:
+            if not any(row[2] == table for row in kept):
+                rows.append((table, "skipped", "not selected in any run yet"))
+        elif report is None:
             reason = (
                 "users.import_sign_in_activity is false"
                 if table == SIGN_IN_ACTIVITY.table
@@ -188,12 +244,12 @@ def load_extraction_status(
             rows.append((table, "complete", None))
     con.executemany(
         f"INSERT INTO raw.{EXTRACTION_STATUS} VALUES (?, ?, ?, ?, ?)",
-        [(settings.tenant_id, extracted_at, *row) for row in rows],
+        [*kept, *((settings.tenant_id, extracted_at, *row) for row in rows)],
     )
     document_table(
         con, f"raw.{EXTRACTION_STATUS}", DESCRIPTIONS[EXTRACTION_STATUS], EXTRACTION_STATUS_DOCS
     )
-    return len(rows)
+    return len(kept) + len(rows)
 
 
 def create_empty_raw_layer(con: duckdb.DuckDBPyConnection, settings: ConnectorSettings) -> None:

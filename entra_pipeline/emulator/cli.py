@@ -109,6 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-secret", default=None, help="client secret to accept (default: a random one)"
     )
+    parser.add_argument(
+        "--client-certificate",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="a certificate file registered on the app: client assertions it signs are accepted "
+        "(repeatable)",
+    )
 
 
 def build_config(args: argparse.Namespace) -> EmulatorConfig:
@@ -134,6 +142,9 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
         port=args.port,
         client_id=args.client_id,
         client_secret=args.client_secret,
+        client_certificates=tuple(
+            Path(path).read_text(encoding="ascii") for path in args.client_certificate
+        ),
         now=now,
     )
 

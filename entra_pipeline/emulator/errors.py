@@ -192,6 +192,66 @@ def sts_missing_secret() -> StsError:
     )
 
 
+def sts_no_thumbprint() -> StsError:
+    # AzureAD/microsoft-authentication-library-for-dotnet#124: "AADSTS50027: Invalid JWT token.
+    # No certificate thumbprint specified in token header."
+    return StsError(
+        401,
+        "invalid_client",
+        50027,
+        "Invalid JWT token. No certificate thumbprint specified in token header.",
+    )
+
+
+def sts_invalid_jwt(reason: str) -> StsError:
+    # AADSTS50027 is "Invalid JWT token." (the issue cited at sts_no_thumbprint), with the reason.
+    return StsError(401, "invalid_client", 50027, f"Invalid JWT token. {reason}.")
+
+
+def sts_key_not_found(thumbprint: str, client_id: str) -> StsError:
+    # Azure/azure-sdk-for-net#29007, pnp/cli-microsoft365#1621: a certificate the app
+    # registration does not have.
+    return StsError(
+        401,
+        "invalid_client",
+        700027,
+        "Client assertion contains an invalid signature. [Reason - The key was not found., "
+        f"Thumbprint of key used by client: '{thumbprint}', Please visit the Azure Portal, Graph "
+        f"Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]",
+    )
+
+
+def sts_bad_signature(thumbprint: str, start: dt.datetime, end: dt.datetime) -> StsError:
+    # The wording of Azure/azure-sdk-for-java#25109 (a key found, a signature it does not
+    # verify), under the client-assertion code MSAL's docs give for it (AADSTS700027,
+    # msal.ClientApplication's client_credential documentation).
+    return StsError(
+        401,
+        "invalid_client",
+        700027,
+        "Client assertion contains an invalid signature. [Reason - The provided signature value "
+        f"did not match the expected signature value., Thumbprint of key used by client: "
+        f"'{thumbprint}', Found key 'Start={start:%m/%d/%Y %H:%M:%S}, "
+        f"End={end:%m/%d/%Y %H:%M:%S}']",
+    )
+
+
+def sts_assertion_time(now: dt.datetime, valid_from: dt.datetime, expires: dt.datetime) -> StsError:
+    # AzureAD/microsoft-authentication-library-for-dotnet#4951, Azure/login#372.
+    def stamp(moment: dt.datetime) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+
+    return StsError(
+        401,
+        "invalid_client",
+        700024,
+        f"Client assertion is not within its valid time range. Current time: {stamp(now)}, "
+        f"assertion valid from {stamp(valid_from)}, expiry time of assertion {stamp(expires)}. "
+        "Review the documentation at "
+        "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+    )
+
+
 def sts_unknown_client(client_id: str, tenant_name: str) -> StsError:
     return StsError(
         400,

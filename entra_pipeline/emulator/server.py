@@ -51,6 +51,8 @@ class EmulatorConfig:
     port: int = 0
     client_id: str | None = None
     client_secret: str | None = None
+    # PEM certificates registered on the app (keyCredentials): client assertions they sign work.
+    client_certificates: tuple[str, ...] = ()
     now: dt.datetime | None = None
     cert_dir: Path | None = None  # where the CA bundle is written (default: a temp dir)
     request_log_limit: int = 20_000  # `requests` keeps the newest this many (bounded memory)
@@ -176,6 +178,7 @@ class Emulator:
             client_id=self.client_id,
             client_secret=self.client_secret,
             faults=self.faults,
+            certificates=config.client_certificates,
         )
         self.resources = GraphResources(
             tenant=self.tenant,

@@ -1,11 +1,15 @@
 """The emulated Entra token service: OpenID discovery, instance discovery, client credentials.
 
 Access tokens are HS256 JWTs signed with a per-run key, so validating one needs no server state.
+The app authenticates with its client secret, or with a client assertion (a JWT signed with the
+private key of a certificate registered on the app, looked up by the thumbprint in its header) as
+Microsoft's certificate-credentials documentation describes.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -13,14 +17,24 @@ import secrets
 import time
 import urllib.parse
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from entra_pipeline.emulator.errors import (
     StsError,
+    sts_assertion_time,
     sts_bad_scope,
     sts_bad_secret,
+    sts_bad_signature,
+    sts_invalid_jwt,
+    sts_key_not_found,
     sts_missing_secret,
+    sts_no_thumbprint,
     sts_unknown_client,
     sts_unknown_resource,
     sts_unknown_tenant,
@@ -32,6 +46,8 @@ from entra_pipeline.emulator.tenant import Tenant
 # Graph's resource ids: the emulator's own URL is accepted too (clients scope `{graph_url}/.default`).
 _GRAPH_RESOURCES = ("https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000")
 _RESERVED_SCOPES = {"openid", "profile", "offline_access"}
+# RFC 7523's client assertion type, which the token endpoint takes with `client_assertion`.
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def _b64(data: bytes) -> str:
@@ -63,6 +79,7 @@ class TokenService:
         client_secret: str,
         faults: Faults,
         app_display_name: str = "entra-pipeline",
+        certificates: Sequence[str] = (),
     ) -> None:
         self.base_url = base_url
         self.graph_url = graph_url
@@ -72,6 +89,15 @@ class TokenService:
         self.faults = faults
         self.app_display_name = app_display_name
         self._key = secrets.token_bytes(32)
+        # How each issued token was earned ("client_secret" or "client_assertion"), for tests.
+        self.credentials_used: list[str] = []
+        # The app registration's keyCredentials, by the thumbprints a client assertion names
+        # them with: x5t (SHA-1) and x5t#S256 (SHA-256), base64url of the certificate's digest.
+        self._certificates: dict[str, x509.Certificate] = {}
+        for pem in certificates:
+            certificate = x509.load_pem_x509_certificate(pem.encode())
+            for digest in (hashes.SHA1(), hashes.SHA256()):
+                self._certificates[_b64(certificate.fingerprint(digest))] = certificate
 
     # ---- tenants ----------------------------------------------------------------------------
 
@@ -177,11 +203,15 @@ class TokenService:
         secret = form.get("client_secret") or (basic_auth[1] if basic_auth else None)
         if client_id.lower() != self.client_id.lower():
             raise sts_unknown_client(client_id, self.tenant.display_name)
-        if secret is None:
+        assertion = form.get("client_assertion")
+        if assertion and form.get("client_assertion_type") == JWT_BEARER:
+            self._check_assertion(tenant, assertion)
+        elif secret is None:
             raise sts_missing_secret()
-        if not hmac.compare_digest(secret.encode(), self.client_secret.encode()):
+        elif not hmac.compare_digest(secret.encode(), self.client_secret.encode()):
             raise sts_bad_secret(self.client_id)
         self._check_scope(form.get("scope", ""))
+        self.credentials_used.append("client_assertion" if assertion else "client_secret")
         now = int(time.time())
         expires_in = self.faults.token_expires_in
         claims = {
@@ -206,6 +236,48 @@ class TokenService:
             "ext_expires_in": expires_in,
             "access_token": self._sign(claims),
         }
+
+    def _check_assertion(self, tenant: str, assertion: str) -> None:
+        """A client assertion: signed by a registered certificate, and valid now."""
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.DecodeError:
+            raise sts_no_thumbprint() from None
+        thumbprint = header.get("x5t#S256") or header.get("x5t")
+        if not isinstance(thumbprint, str):
+            raise sts_no_thumbprint()
+        shown = _unb64(thumbprint.rstrip("=")).hex().upper()
+        certificate = self._certificates.get(thumbprint.rstrip("="))  # MSAL pads base64url
+        if certificate is None:
+            raise sts_key_not_found(shown, self.client_id)
+        try:
+            claims = jwt.decode(
+                assertion,
+                key=certificate.public_key(),  # type: ignore[arg-type]
+                algorithms=["PS256", "RS256"],
+                # The audience is the token endpoint; its check is not modelled (no documented
+                # AADSTS answer to cite), nor are iss/sub beyond the client id below.
+                # MSAL sends no nbf: Entra then reports "valid from 1970-01-01" (the issues
+                # cited at sts_assertion_time).
+                options={"verify_aud": False, "require": ["exp"]},
+                leeway=0,
+            )
+        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
+            claims = jwt.decode(assertion, options={"verify_signature": False})
+            now = dt.datetime.now(dt.UTC)
+            raise sts_assertion_time(
+                now,
+                dt.datetime.fromtimestamp(int(claims.get("nbf", 0)), dt.UTC),
+                dt.datetime.fromtimestamp(int(claims.get("exp", 0)), dt.UTC),
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise sts_bad_signature(
+                shown, certificate.not_valid_before_utc, certificate.not_valid_after_utc
+            ) from None
+        except jwt.InvalidTokenError as error:
+            raise sts_invalid_jwt(str(error)) from None
+        if str(claims.get("iss", "")).lower() != self.client_id.lower():
+            raise sts_unknown_client(str(claims.get("iss")), self.tenant.display_name)
 
     def _check_scope(self, scope: str) -> None:
         scopes = [s for s in scope.split() if s not in _RESERVED_SCOPES]

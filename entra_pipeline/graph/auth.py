@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from msal.exceptions import MsalServiceError
 
 from entra_pipeline.graph.client import tls_not_trusted, tls_verify
 from entra_pipeline.graph.errors import (
+    InvalidClientCertificateError,
     InvalidClientSecretError,
     TokenError,
     TokenRequestError,
@@ -35,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 # AADSTS codes with a fix the operator can apply; the rest are reported as Microsoft words them.
 _BAD_SECRET = {7000215, 7000222}  # invalid secret, expired secret
+# A certificate the app registration does not have, or a signature it does not verify (700027);
+# an assertion outside its valid time range (700024); no thumbprint in its header (50027).
+_BAD_CERTIFICATE = {700027, 700024, 50027}
 _UNKNOWN_CLIENT = {700016}
 _UNKNOWN_TENANT = {90002}
 _TRANSIENT = "temporarily_unavailable"  # the token service's 429 / outage answer
@@ -64,15 +69,28 @@ def token_tenant(access_token: str) -> str | None:
     return tid.lower() if isinstance(tid, str) else None
 
 
+class _MsalHttpClient(httpx.Client):
+    """The httpx client MSAL posts through. MSAL is written for `requests`, which encodes a
+    bytes form value as its text; httpx would write it as "b'...'". MSAL's client assertion (a
+    certificate credential) is bytes."""
+
+    def post(self, url: Any, *, data: Any = None, **kwargs: Any) -> httpx.Response:
+        if isinstance(data, dict):
+            data = {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}
+        return super().post(url, data=data, **kwargs)
+
+
 class TokenProvider:
-    """Access tokens for `{graph_url}/.default`, acquired with the app's client secret."""
+    """Access tokens for `{graph_url}/.default`, acquired with the app's client secret or a
+    certificate (MSAL's `client_credential`: the secret, or {private_key, public_certificate})."""
 
     def __init__(
         self,
         *,
         tenant_id: str,
         client_id: str,
-        client_secret: str,
+        client_credential: str | Mapping[str, str],
+        credential_description: str = "client secret",
         authority_host: str = "https://login.microsoftonline.com",
         graph_url: str = "https://graph.microsoft.com",
         ca_bundle: str | None = None,
@@ -81,19 +99,25 @@ class TokenProvider:
         transient_retries: int = 2,
         transient_wait: float = 5.0,
     ) -> None:
-        register_secret(client_secret)
+        if isinstance(client_credential, str):
+            register_secret(client_credential)
+        else:
+            register_secret(client_credential["private_key"])
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.authority = f"{authority_host.rstrip('/')}/{tenant_id}"
         self.scopes = [f"{graph_url.rstrip('/')}/.default"]
-        self._secret = client_secret
+        self._credential = (
+            client_credential if isinstance(client_credential, str) else dict(client_credential)
+        )
+        self._credential_description = credential_description
         self._transient_retries = transient_retries
         self._transient_wait = transient_wait
         # MSAL's default requests session ignores `verify` when REQUESTS_CA_BUNDLE is set; an
         # httpx client of our own honours the bundle. Connect failures get a couple of retries
         # from the transport; MSAL itself never retries. An explicit transport makes httpx skip
         # HTTPS_PROXY / NO_PROXY, so the proxy for the authority host is resolved here.
-        self._http = httpx.Client(
+        self._http = _MsalHttpClient(
             transport=httpx.HTTPTransport(
                 verify=tls_verify(ca_bundle),
                 retries=connect_retries,
@@ -166,7 +190,7 @@ class TokenProvider:
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self.client_id,
-                    client_credential=self._secret,
+                    client_credential=self._credential,
                     authority=self.authority,
                     http_client=self._http,
                     instance_discovery=self._instance_discovery,
@@ -201,6 +225,18 @@ class TokenProvider:
         description = _first_line(result.get("error_description") or result.get("error", ""))
         trace = f"trace id {result.get('trace_id')}, correlation id {result.get('correlation_id')}"
         who = f"client id {self.client_id} in tenant {self.tenant_id}"
+        if codes & _BAD_CERTIFICATE:
+            code = min(codes & _BAD_CERTIFICATE)
+            fix = (
+                "check this machine's clock (the assertion is valid for 10 minutes)"
+                if code == 700024
+                else "upload the certificate to the app registration (Certificates & secrets) "
+                "or point client_certificate at the one uploaded there"
+            )
+            return InvalidClientCertificateError(
+                f"The token service rejected the {self._credential_description} of {who} "
+                f"({description}): {fix} ({trace})"
+            )
         if codes & _BAD_SECRET:
             code = min(codes & _BAD_SECRET)
             return InvalidClientSecretError(

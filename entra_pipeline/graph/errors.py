@@ -40,6 +40,10 @@ class InvalidClientSecretError(TokenError):
     """AADSTS7000215 / 7000222: the client secret is wrong or expired."""
 
 
+class InvalidClientCertificateError(TokenError):
+    """The token service refused the app's certificate (not uploaded, wrong key, clock skew)."""
+
+
 class UnknownClientError(TokenError):
     """AADSTS700016: no app registration with this client id in the tenant."""
 

@@ -29,7 +29,7 @@ def provider_for(emu: Emulator, **overrides: Any) -> TokenProvider:
     settings: dict[str, Any] = {
         "tenant_id": emu.tenant_id,
         "client_id": emu.client_id,
-        "client_secret": emu.client_secret,
+        "client_credential": emu.client_secret,
         "authority_host": emu.authority_host,
         "graph_url": emu.graph_url,
         "ca_bundle": emu.ca_bundle,

@@ -108,7 +108,7 @@ def test_bad_secret_names_the_setting_and_never_the_secret(
     emulator: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    tokens = provider_for(emulator, client_secret=WRONG_SECRET)
+    tokens = provider_for(emulator, client_credential=WRONG_SECRET)
     with pytest.raises(InvalidClientSecretError) as raised:
         tokens.token()
     error = raised.value

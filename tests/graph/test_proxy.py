@@ -15,7 +15,7 @@ def _provider(emu: Emulator) -> TokenProvider:
     return TokenProvider(
         tenant_id=emu.tenant_id,
         client_id=emu.client_id,
-        client_secret=emu.client_secret,
+        client_credential=emu.client_secret,
         authority_host=emu.authority_host,
         graph_url=emu.graph_url,
         ca_bundle=str(emu.ca_bundle),

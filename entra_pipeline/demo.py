@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import shlex
+import threading
 import time
 from pathlib import Path
 
@@ -30,32 +31,100 @@ SECRET_VARIABLE = "ENTRA_DEMO_CLIENT_SECRET"
 DEMO_JOBS = (CONNECTOR_JOB, USER_SOURCE_JOB)
 
 
-class _ProgressLines(logging.Handler):
-    """The Graph layer's progress (pages, rows, rows/s, retries, waits) on the terminal while the
-    demo's jobs run, through rich (installed with Dagster)."""
+HEARTBEAT_SECONDS = 5.0  # without a terminal, a status line at least this often
 
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _RunProgress(logging.Handler):
+    """What the demo's runs log, on the terminal as they go: each step as it starts, what the
+    assets and the Graph layer say (pages, rows, rows/s, retries, waits), failures; and a live
+    status line (rich, installed with Dagster) with the job, its current step and the time spent.
+    Without a terminal (a pipe, CI) the status line is printed every HEARTBEAT_SECONDS instead."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.DEBUG)  # Dagster logs its step events at DEBUG
+        self.console = console
+        self.job, self.step = "", "starting"
+        self.started = self.step_started = time.monotonic()
+        self.last_printed = time.monotonic()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def begin(self, job: str) -> None:
+        self.job, self.step = job, "starting"
+        self.started = self.step_started = time.monotonic()
+
+    def status_line(self) -> str:
+        now = time.monotonic()
+        return (
+            f"{self.job}: {self.step} ({now - self.step_started:.0f}s; "
+            f"job {now - self.started:.0f}s)"
+        )
+
+    def __rich__(self) -> str:  # the live line, re-rendered by rich several times a second
+        return self.status_line()
 
     def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        if event is not None:
+            if event.event_type_value == "STEP_START":
+                self.step, self.step_started = event.step_key or "", time.monotonic()
+                self._print(f"step {self.step}", "cyan")
+            elif event.event_type_value == "STEP_FAILURE":
+                self._print(f"step {event.step_key} failed", "red")
+            return
+        if record.levelno < logging.INFO:
+            return
+        text = redact(str(meta.get("orig_message") or record.getMessage()))
         style = "yellow" if record.levelno >= logging.WARNING else "dim"
-        self.console.print(f"  {redact(record.getMessage())}", style=style)
+        self._print(text, style)
+
+    def _print(self, text: str, style: str) -> None:
+        self.console.print(f"  {text}", style=style, markup=False)
+        self.last_printed = time.monotonic()
+
+    def start_heartbeat(self) -> None:
+        def beat() -> None:
+            while not self._stop.wait(1.0):
+                if time.monotonic() - self.last_printed >= HEARTBEAT_SECONDS:
+                    self._print(f"… {self.status_line()}", "dim")
+
+        self._heartbeat = threading.Thread(target=beat, daemon=True)
+        self._heartbeat.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+
+
+def _progress_logger(progress: _RunProgress) -> dg.LoggerDefinition:
+    """A Dagster logger that hands every run event and log message to `progress`."""
+
+    @dg.logger
+    def demo_progress(_context: dg.InitLoggerContext) -> logging.Logger:
+        log = logging.Logger("entra_pipeline.demo", logging.DEBUG)
+        log.addHandler(progress)
+        return log
+
+    return demo_progress
 
 
 def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    progress = _ProgressLines()
-    graph_log = logging.getLogger("entra_pipeline.graph")
-    graph_log.addHandler(progress)
-    graph_log.setLevel(logging.INFO)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    progress = _RunProgress(console)
+    if console.is_terminal:
+        with console.status(progress, spinner="dots"):
+            return _run_demo(args, started, progress)
+    progress.start_heartbeat()
     try:
-        return _run_demo(args, started)
+        return _run_demo(args, started, progress)
     finally:
-        graph_log.removeHandler(progress)
+        progress.stop_heartbeat()
 
 
-def _run_demo(args: argparse.Namespace, started: float) -> int:
+def _run_demo(args: argparse.Namespace, started: float, progress: _RunProgress) -> int:
     db = Path(args.db).resolve()
     private_directories(db.parent)
     print(
@@ -73,10 +142,15 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
         with dg.DagsterInstance.ephemeral() as instance:
             for job_name in DEMO_JOBS:
                 print(f"Running job {job_name} ...", flush=True)
-                result = definitions.resolve_job_def(job_name).execute_in_process(
+                progress.begin(job_name)
+                job = definitions.resolve_job_def(job_name).with_logger_defs(
+                    {"progress": _progress_logger(progress)}
+                )
+                # Only the loggers the run config names are used (else Dagster's console one).
+                result = job.execute_in_process(
                     instance=instance,
                     raise_on_error=False,
-                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                    run_config={"loggers": {"progress": {}}},
                 )
                 if not result.success:
                     failed.append(job_name)

@@ -1,0 +1,96 @@
+"""`entra-pipeline demo` as a user runs it: the emulator, both jobs, progress as it goes, and a
+published file the DuckDB CLI opens."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from rich.console import Console
+
+from entra_pipeline import demo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_demo_publishes_both_jobs_and_says_what_it_does_as_it_goes(tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "entra_pipeline.cli",
+            "demo",
+            "--users",
+            "300",
+            "--devices",
+            "400",
+            "--db",
+            str(db),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    # Each step as it starts, the Graph layer's lines, and the end of each run.
+    for line in (
+        "  step raw_entra",
+        "  step staging__filtered_users",
+        "  step neurons__users_neurons_users_valid",
+        "  step mdm_directory",
+    ):
+        assert line in output.splitlines(), line
+    assert re.search(r"^  users: 3 pages, 300 rows in \d+s .*\(done\)$", output, re.M)
+    assert re.search(rf"^  Published 15 tables to {re.escape(str(db))}: ", output, re.M)
+    assert re.search(rf"^  Published 6 tables to {re.escape(str(db))}: ", output, re.M)
+    # A notification's [code] reaches the terminal as written (rich markup is off).
+    assert "  [attributes_not_synchronized_some] Custom attribute(s) have no value" in output
+    with duckdb.connect(str(db), read_only=True) as con:
+        [(users,)] = con.execute("SELECT count(*) FROM neurons.users").fetchall()
+    assert re.search(rf"^  neurons\.users\s+{users} rows$", output, re.M)
+    cli = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "duckdb"),
+            "-readonly",
+            str(db),
+            "-csv",
+            "-noheader",
+            "-c",
+            "SELECT count(*) FROM neurons.users_v",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.strip() == str(users)
+
+
+def test_without_a_terminal_a_status_line_fills_every_silence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(demo, "HEARTBEAT_SECONDS", 0.6)
+    out = io.StringIO()
+    progress = demo._RunProgress(Console(file=out, force_terminal=False, width=200))
+    progress.begin("entra_id_sync")
+    progress.start_heartbeat()
+    try:
+        time.sleep(2.8)
+    finally:
+        progress.stop_heartbeat()
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2
+    assert all(
+        re.fullmatch(r"  … entra_id_sync: starting \(\d+s; job \d+s\)", line) for line in lines
+    )

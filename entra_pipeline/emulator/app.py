@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from entra_pipeline.emulator import faults as fault_kinds
+from entra_pipeline.emulator.costs import CostModel, request_cost
 from entra_pipeline.emulator.delta import resync_required
 from entra_pipeline.emulator.errors import (
     GraphError,
@@ -51,6 +52,7 @@ class Response:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection instead of answering
+    objects: int = 0  # objects in the answer's `value` (what its latency depends on)
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,12 @@ class EmulatorApp:
         resources: GraphResources,
         faults: Faults,
         log_limit: int = 20_000,
+        costs: CostModel | None = None,
     ) -> None:
         self.tokens = tokens
         self.resources = resources
         self.faults = faults
+        self.costs = costs
         self._log: deque[RequestRecord] = deque(maxlen=log_limit)
         self._log_lock = threading.Lock()
 
@@ -106,6 +110,12 @@ class EmulatorApp:
         graph = request.path.startswith("/v1.0/")
         fault = self._fault(request)
         response = self._faulted(request, graph, fault)
+        cost = 0
+        if response is None and graph and self.costs is not None and request.method == "GET":
+            cost = request_cost(request.path, request.query)
+            wait = self.costs.take(cost)
+            if wait is not None:
+                response = _graph_error(too_many_requests(wait), request_id, client_request_id)
         if response is None:
             try:
                 response = self._route(request, graph)
@@ -115,6 +125,11 @@ class EmulatorApp:
                 response = Response(error.status, _dump(error.body()), {"Content-Type": _STS_JSON})
             if fault is not None and fault.kind == fault_kinds.HOSTILE and response.status == 200:
                 response = _spoiled(response, fault.variant, request)
+        if graph and self.costs is not None:
+            if cost:
+                response.headers["x-ms-resource-unit"] = str(cost)
+            if not request.in_batch:  # a batch answers in the time of its largest item
+                time.sleep(self.costs.latency(response.objects))
         if graph:
             response.headers.setdefault("Content-Type", _JSON)
             response.headers["request-id"] = request_id
@@ -222,7 +237,9 @@ class EmulatorApp:
             if request.method != "POST":
                 # 405: $batch is POST only (learn.microsoft.com/graph/json-batching); message ours.
                 raise GraphError(405, "Request_BadRequest", "Use POST for $batch.")
-            return Response(200, _dump(self._batch(request)))
+            batch = self._batch(request)
+            largest = max((r.pop("objects") for r in batch["responses"]), default=0)
+            return Response(200, _dump(batch), objects=largest)
         if request.method != "GET":
             # Not Graph: the emulator serves no writes.
             raise GraphError(
@@ -234,7 +251,9 @@ class EmulatorApp:
             eventual=request.headers.get("consistencylevel", "").lower() == "eventual",
             max_page_size=_max_page_size(request.headers.get("prefer")),
         )
-        return Response(200, _dump(self.resources.get(segments, ctx)))
+        body = self.resources.get(segments, ctx)
+        value = body.get("value") if isinstance(body, dict) else None
+        return Response(200, _dump(body), objects=len(value) if isinstance(value, list) else 1)
 
     # ---- $batch -----------------------------------------------------------------------------
 
@@ -276,10 +295,16 @@ class EmulatorApp:
             kept = {
                 k: v
                 for k, v in answer.headers.items()
-                if k.lower() in ("content-type", "retry-after", "location")
+                if k.lower() in ("content-type", "retry-after", "location", "x-ms-resource-unit")
             }
             responses.append(
-                {"id": ids[len(responses)], "status": answer.status, "headers": kept, "body": body}
+                {
+                    "id": ids[len(responses)],
+                    "status": answer.status,
+                    "headers": kept,
+                    "body": body,
+                    "objects": answer.objects,
+                }
             )
         # Graph answers batch items in no particular order; a stable shuffle keeps tests exact.
         responses.sort(key=lambda r: hashlib.sha256(r["id"].encode()).digest())

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from entra_pipeline.emulator.costs import CostModel
 from entra_pipeline.emulator.faults import Faults
 from entra_pipeline.emulator.file_tenant import FileTenant
 from entra_pipeline.emulator.server import Emulator, EmulatorConfig
@@ -110,6 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--client-secret", default=None, help="client secret to accept (default: a random one)"
     )
     parser.add_argument(
+        "--cost-model",
+        type=float,
+        default=None,
+        metavar="TIME_SCALE",
+        help="answer with real Graph's latency and resource-unit throttling, Graph time running "
+        "at TIME_SCALE real seconds a second (1: real time, 0.01: 100 times faster)",
+    )
+    parser.add_argument(
         "--client-certificate",
         action="append",
         default=[],
@@ -146,6 +155,7 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
             Path(path).read_text(encoding="ascii") for path in args.client_certificate
         ),
         now=now,
+        costs=CostModel(time_scale=args.cost_model) if args.cost_model else None,
     )
 
 

@@ -128,6 +128,8 @@ class Faults:
         self.token_expires_in = token_expires_in
         self.token_ttl = token_ttl
         self.sign_in_per_minute = sign_in_per_minute
+        # Real seconds per Graph second: a cost model's time scale makes a minute pass faster.
+        self.time_scale = 1.0
         self.injected: Counter[str] = Counter()  # kind -> how many times it was applied
         self._rules: list[FaultRule] = list(rules)
         self._random = random.Random(seed)
@@ -234,7 +236,7 @@ class Faults:
         """Seconds to wait when a signInActivity read exceeds the per-minute budget, else None."""
         if not self.sign_in_per_minute:
             return None
-        now = time.monotonic()
+        now = time.monotonic() / self.time_scale  # Graph seconds
         with self._lock:
             while self._sign_ins and self._sign_ins[0] <= now - 60:
                 self._sign_ins.popleft()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from entra_pipeline.emulator.app import EmulatorApp, Request, RequestRecord, parse_target
+from entra_pipeline.emulator.costs import CostModel
 from entra_pipeline.emulator.faults import Faults
 from entra_pipeline.emulator.handlers import GraphResources
 from entra_pipeline.emulator.query import TokenCodec
@@ -53,6 +54,8 @@ class EmulatorConfig:
     client_secret: str | None = None
     # PEM certificates registered on the app (keyCredentials): client assertions they sign work.
     client_certificates: tuple[str, ...] = ()
+    # Real Graph's latency and resource-unit throttling (costs.py); None answers at once.
+    costs: CostModel | None = None
     now: dt.datetime | None = None
     cert_dir: Path | None = None  # where the CA bundle is written (default: a temp dir)
     request_log_limit: int = 20_000  # `requests` keeps the newest this many (bounded memory)
@@ -153,6 +156,14 @@ class Emulator:
             users=config.users, devices=config.devices, seed=config.seed, now=config.now
         )
         self.faults = config.faults
+        self.costs = config.costs
+        if self.costs is not None:
+            self.costs.configure(self.tenant.count("user"))
+            self.faults.time_scale = self.costs.time_scale
+            if self.faults.sign_in_per_minute is None:
+                # GET users?$select=signInActivity: 10 requests a minute per app and tenant
+                # (identity and access service limits; SPEC 2).
+                self.faults.sign_in_per_minute = 10
         self.client_id = config.client_id or str(
             uuid.uuid5(uuid.NAMESPACE_URL, f"entra-pipeline-emulator/client/{config.seed}")
         )
@@ -193,6 +204,7 @@ class Emulator:
             resources=self.resources,
             faults=self.faults,
             log_limit=config.request_log_limit,
+            costs=self.costs,
         )
         self._server.app = self.app
         self._thread = threading.Thread(

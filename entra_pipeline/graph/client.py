@@ -81,6 +81,86 @@ class RetryPolicy:
         return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2**retry))
 
 
+class ThrottleGate:
+    """What every thread of one client shares about Graph's budget for the app and tenant
+    (Microsoft's identity and access service limits; SPEC 2):
+
+    - a 429 pauses every thread for its Retry-After, not only the one that was throttled;
+    - a resource-unit bucket like Graph's (`ru_per_window` RU per `window_seconds`; 8,000 / 10 s,
+      the tier of tenants above 500 users): each request first takes the RU its label's last
+      answer said it costs (`x-ms-resource-unit`), so concurrent chains stay just under the bucket
+      instead of finding it with 429s; a 429 empties it;
+    - pacing per label: `pace(label, per_minute)` spaces that label's requests evenly (the sign-in
+      activity limit of 10 requests a minute).
+
+    `time_scale` multiplies every wait: 1 on real Graph; a benchmark against the emulator's scaled
+    cost model sets the same scale."""
+
+    def __init__(
+        self,
+        *,
+        ru_per_window: float = 8_000,
+        window_seconds: float = 10.0,
+        time_scale: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.capacity, self.window = ru_per_window, window_seconds
+        self.time_scale = time_scale
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._level = ru_per_window
+        self._updated = clock()
+        self._paused_until = 0.0
+        self._costs: dict[str, int] = {}
+        self._intervals: dict[str, float] = {}
+        self._next_slot: dict[str, float] = {}
+        self.waited = 0.0  # real seconds threads spent waiting here, summed
+
+    def pace(self, label: str, per_minute: float) -> None:
+        self._intervals[label] = 60.0 / per_minute
+
+    def before(self, label: str, woke: float = 0.0) -> None:
+        """Wait until `label` may send a request: no pause, its pace slot, its RU. `woke`: when
+        the caller's own wait ended (a `sleep` that does not pass real time, in tests)."""
+        while True:
+            with self._lock:
+                now = max(self._clock(), woke)
+                rate = self.capacity / (self.window * self.time_scale)  # RU per real second
+                elapsed = max(0.0, now - self._updated)
+                self._level = min(self.capacity, self._level + elapsed * rate)
+                self._updated = max(self._updated, now)
+                cost = self._costs.get(label, 1)
+                wait = self._paused_until - now
+                interval = self._intervals.get(label)
+                slot = self._next_slot.get(label, now) if interval else now
+                wait = max(wait, slot - now)
+                if wait <= 0 and self._level + 1e-6 < cost:
+                    wait = (cost - self._level) / rate
+                if wait <= 0:
+                    self._level -= cost
+                    if interval:
+                        self._next_slot[label] = max(slot, now) + interval * self.time_scale
+                    return
+            self.waited += wait
+            self._sleep(wait)
+            woke = now + wait
+
+    def answered(self, label: str, response: httpx.Response) -> None:
+        cost = response.headers.get("x-ms-resource-unit", "")
+        if cost.isdigit():
+            self._costs[label] = max(1, int(cost))
+
+    def throttled(self, retry_after: float) -> float:
+        """A 429: every thread waits `retry_after` (Graph seconds); the real wait."""
+        wait = retry_after * self.time_scale
+        with self._lock:
+            # Graph's bucket is empty now and refills from now on.
+            self._level, self._updated = 0.0, min(self._updated, self._clock())
+            self._paused_until = max(self._paused_until, self._clock() + wait)
+        return wait
+
+
 @dataclass(frozen=True)
 class RequestStats:
     """What the client did for one label (a collection): published as Dagster metadata."""
@@ -118,9 +198,11 @@ class GraphClient:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        gate: ThrottleGate | None = None,
     ) -> None:
         self.base_url = f"{graph_url.rstrip('/')}/{API_VERSION}"
         self.retry = retry or RetryPolicy()
+        self.gate = gate or ThrottleGate(sleep=sleep)
         self._origin = _origin(self.base_url)
         self._tokens = tokens
         self._sleep = sleep
@@ -280,6 +362,7 @@ class GraphClient:
         successful response."""
         retries = 0
         token_refreshed = False
+        woke = 0.0
         while True:
             token = self._tokens.token()
             client_request_id = str(uuid.uuid4())
@@ -289,6 +372,7 @@ class GraphClient:
                 "client-request-id": client_request_id,
                 "return-client-request-id": "true",
             }
+            self.gate.before(label, woke)  # where the other threads wait out a 429
             self._count(label, requests=1)
             try:
                 response = self._http.get(url, params=params, headers=request_headers)
@@ -304,11 +388,12 @@ class GraphClient:
                         client_request_id=client_request_id,
                     ) from exc
                 failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                delay = self.retry.backoff(retries)
+                delay = self.retry.backoff(retries) * self.gate.time_scale
                 last: GraphError = GraphUnreachableError(
                     failure, url=described, client_request_id=client_request_id
                 )
             else:
+                self.gate.answered(label, response)
                 if response.is_success:
                     return response
                 error = self._error(response, described, client_request_id)
@@ -328,13 +413,17 @@ class GraphClient:
                     if status == 429:
                         self._count(label, throttled=1)
                     retry_after = _retry_after(response)
-                    delay = (
-                        min(retry_after, self.retry.retry_after_max)
-                        if retry_after is not None
-                        else self.retry.backoff(retries)
-                    )
+                    if status == 429 and retry_after is not None:
+                        # Every thread waits it out: the others in `gate.before`.
+                        delay = self.gate.throttled(min(retry_after, self.retry.retry_after_max))
+                    else:
+                        delay = (
+                            min(retry_after, self.retry.retry_after_max)
+                            if retry_after is not None
+                            else self.retry.backoff(retries)
+                        ) * self.gate.time_scale
                 elif status >= 500:
-                    delay = self.retry.backoff(retries)
+                    delay = self.retry.backoff(retries) * self.gate.time_scale
                 else:
                     raise error
                 failure = f"{status} {error.code or response.reason_phrase}"
@@ -357,7 +446,9 @@ class GraphClient:
                 self.retry.max_retries,
                 delay,
             )
+            slept_from = time.monotonic()
             self._sleep(delay)
+            woke = slept_from + delay
 
     def _error(
         self, response: httpx.Response, described: str, client_request_id: str

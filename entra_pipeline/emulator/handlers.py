@@ -6,6 +6,8 @@ position, so any page can be served from its token alone.
 
 from __future__ import annotations
 
+import bisect
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -185,21 +187,65 @@ class GraphResources:
         path = f"/{_COLLECTION_OF[kind]}"
         start = self._start(ctx, path)
         needed = frozenset(select) | (parsed.properties if parsed else frozenset())
-        objects = (
-            (pos, obj)
-            for pos, obj in self.tenant.scan(kind, start, properties=needed)
-            if predicate is None or predicate(obj)
-        )
+        candidates = self._range_candidates(kind, options.get("filter"))
+        if candidates is not None:
+            # A range filter reads the tenant's sorted keys; positions are offsets into the
+            # candidates, and the predicate still decides (same answer as a scan).
+            objects = (
+                (offset, obj)
+                for offset in range(start, len(candidates))
+                if (obj := self.tenant.object_at(kind, candidates[offset], needed)) is not None
+                and (predicate is None or predicate(obj))
+            )
+        else:
+            objects = (
+                (pos, obj)
+                for pos, obj in self.tenant.scan(kind, start, properties=needed)
+                if predicate is None or predicate(obj)
+            )
         page, next_position = _take(objects, page_size)
         value = [self._shape(kind, obj, select, expand) for obj in page]
         explicit = select if options.get("select") else None
         body: dict[str, Any] = {"@odata.context": self._context(path, explicit, expand)}
         if start == 0 and self._counting(ctx):
-            body["@odata.count"] = self._count(kind, predicate)
+            body["@odata.count"] = (
+                len(candidates) if candidates is not None else self._count(kind, predicate)
+            )
         if next_position is not None:
             body["@odata.nextLink"] = self._next_link(path, ctx, next_position)
         body["value"] = value
         return body
+
+    def _range_candidates(self, kind: str, text: str | None) -> list[int] | None:
+        """The slots a range filter on an ordered key can match (`key ge 'a'`, `key le 'b'`,
+        or both joined by `and`), from the tenant's sorted keys; None for any other filter."""
+        unset = _UNSET_FILTER.match(text or "")
+        if unset is not None and unset["prop"] == _RANGE_KEYS.get(kind):
+            return self.tenant.key_order(kind, unset["prop"])[2]
+        match = _RANGE_FILTER.match(text or "")
+        if match is None or match["prop"] != _RANGE_KEYS.get(kind):
+            return None
+        if match["prop2"] is not None and match["prop2"] != match["prop"]:
+            return None
+        bounds = {match["op"]: match["value"], match["op2"]: match["value2"]}
+        if (
+            None in bounds
+            or set(bounds) - {"ge", "le", None}
+            or len(bounds) != (2 if match["op2"] else 1)
+        ):
+            return None
+        keys, slots, _ = self.tenant.key_order(kind, match["prop"])
+        low = bounds.get("ge")
+        high = bounds.get("le")
+        first = (
+            bisect.bisect_left(keys, low.replace("''", "'").casefold()) if low is not None else 0
+        )
+        last = (
+            bisect.bisect_right(keys, high.replace("''", "'").casefold())
+            if high is not None
+            else len(keys)
+        )
+        return slots[first:last]
 
     def _filter(self, kind: str, text: str | None) -> ParsedFilter | None:
         if text is None or not text.strip():
@@ -445,6 +491,16 @@ def _member_select(text: str | None, kinds: tuple[str, ...] = ("user",)) -> list
 def _hint(kind: str, select: list[str] | None) -> frozenset[str]:
     """The properties a member view of `kind` reads: what a tenant must build, at least."""
     return frozenset(select or DEFAULT_SELECT[kind]) | {"id"}
+
+
+# Range filters on the keys partitioned listings split by (userPrincipalName and device
+# displayName support ge/le in $filter without advanced queries: SPEC 2).
+_RANGE_KEYS = {"user": "userPrincipalName", "device": "displayName"}
+_UNSET_FILTER = re.compile(r"^\s*(?P<prop>\w+)\s+eq\s+null\s*$")
+_RANGE_FILTER = re.compile(
+    r"^\s*(?P<prop>\w+)\s+(?P<op>ge|le)\s+'(?P<value>(?:[^']|'')*)'"
+    r"(?:\s+and\s+(?P<prop2>\w+)\s+(?P<op2>ge|le)\s+'(?P<value2>(?:[^']|'')*)')?\s*$"
+)
 
 
 def _take(items: Iterator[tuple[int, Any]], size: int) -> tuple[list[Any], int | None]:

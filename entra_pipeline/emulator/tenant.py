@@ -62,6 +62,7 @@ class Tenant:
         self.extension_app_id = extension_app_id
         self._lock = threading.RLock()
         self._version = 0
+        self._key_orders: dict[tuple[str, str, int], tuple[list[str], list[int], list[int]]] = {}
         self._overrides: dict[tuple[str, int], dict[str, Any] | None] = {}
         self._removal_reasons: dict[tuple[str, int], str] = {}
         self._added: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
@@ -184,6 +185,33 @@ class Tenant:
                 yield index, self._base_object(kind, index, properties)
             else:
                 yield index, copy.deepcopy(self._added[kind][index - base])
+
+    def key_order(self, kind: str, prop: str) -> tuple[list[str], list[int], list[int]]:
+        """The slots of `kind` whose string `prop` is set, sorted by it as `$filter` compares
+        strings (casefolded), and the slots where it is not set: (keys, slots, unset), cached
+        until the tenant changes. What a range filter (`prop ge 'a' and prop le 'b'`) or
+        `prop eq null` reads instead of scanning every object."""
+        cache_key = (kind, prop, self._version)
+        with self._lock:
+            cached = self._key_orders.get(cache_key)
+        if cached is not None:
+            return cached
+        pairs: list[tuple[str, int]] = []
+        unset: list[int] = []
+        for index, obj in self.scan(kind, properties=frozenset({prop})):
+            value = obj.get(prop)
+            if isinstance(value, str):
+                pairs.append((value.casefold(), index))
+            else:
+                unset.append(index)
+        pairs.sort()
+        order = ([key for key, _ in pairs], [index for _, index in pairs], unset)
+        with self._lock:
+            self._key_orders = {
+                cache_key: order,
+                **{k: v for k, v in self._key_orders.items() if k[2] == self._version},
+            }
+        return order
 
     def users(self) -> Iterator[dict[str, Any]]:
         return (obj for _, obj in self.scan("user"))

@@ -194,7 +194,7 @@ class GraphClient:
         tokens: TokenSource,
         *,
         ca_bundle: str | None = None,
-        max_connections: int = 8,
+        max_connections: int = 40,  # partitioned listings page 16 chains per collection
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,

@@ -28,6 +28,9 @@ class Collection:
     page_size: int = 999  # $top; Graph caps pages at 100 with $expand
     extra_select: tuple[str, ...] = field(default=())  # selected but not a column of its own
     key: tuple[str, ...] = ("id",)  # what identifies a row: a key listed twice keeps its first
+    # A property `$filter` takes ge/le on: a large listing is split into ranges of it (partitions.py).
+    partition_key: str | None = None
+    partition_nullable: bool = False  # objects without it need a partition of their own
 
     def __post_init__(self) -> None:
         if list(self.docs) != list(self.columns):
@@ -130,6 +133,7 @@ USERS = Collection(
     expand="manager($select=id,userPrincipalName)",
     permission="User.Read.All",
     page_size=999,
+    partition_key="userPrincipalName",  # always set
 )
 
 SIGN_IN_ACTIVITY = Collection(
@@ -198,6 +202,8 @@ DEVICES = Collection(
     expand="registeredOwners($select=id,userPrincipalName)",
     permission="Device.Read.All",
     page_size=999,
+    partition_key="displayName",
+    partition_nullable=True,
 )
 
 GROUPS = Collection(

@@ -36,6 +36,7 @@ from entra_pipeline.graph.errors import (
     GraphRequestError,
     GroupNotFoundError,
 )
+from entra_pipeline.graph.partitions import partition_params, plan_partitions, shortfall
 from entra_pipeline.vocabulary import is_guid
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,87 @@ def extract_collection(
     return Extracted(collection.table, (writer.path,), writer.rows)
 
 
+# A partition counted above this is split again: 20,000 objects at the 100 a page `$expand`
+# allows is a chain of 200 pages, 1.5-5 minutes of Graph latency.
+PARTITION_TARGET = 20_000
+PARTITION_WORKERS = 16  # chains one partitioned collection pages at once
+
+
+def extract_partitioned(
+    client: GraphClient,
+    collection: Collection,
+    workdir: Path,
+    *,
+    cancel: threading.Event | None = None,
+    target: int = PARTITION_TARGET,
+    workers: int = PARTITION_WORKERS,
+) -> Extracted:
+    """`extract_collection`, split into ranges of the collection's partition key that are paged
+    concurrently, each into a file of its own (partitions.py); one chain when it is small."""
+    if collection.partition_key is None:
+        return extract_collection(client, collection, workdir, cancel=cancel)
+    plan = plan_partitions(
+        client,
+        collection,
+        collection.partition_key,
+        target=target,
+        workers=workers,
+        nullable=collection.partition_nullable,
+    )
+    if len(plan.partitions) == 1 and plan.partitions[0].filter is None:
+        return extract_collection(client, collection, workdir, cancel=cancel)
+    if shortfall(plan):
+        logger.warning(
+            "%s: the partitions count %d of the %d objects Graph counts (eventual counts may lag "
+            "changes; the listing goes on)",
+            collection.table,
+            plan.covered,
+            plan.total,
+        )
+    cancel = cancel or threading.Event()
+    workdir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(client, collection.table)
+    written = [0]
+    lock = threading.Lock()
+    files = [
+        workdir / f"{collection.table}.part{number:03d}.ndjson"
+        for number in range(len(plan.partitions))
+    ]
+
+    def page_partition(number: int) -> None:
+        partition = plan.partitions[number]
+        writer = _NdjsonWriter(files[number])
+        try:
+            writer.begin_listing()
+            pages = client.iter_pages(
+                collection.path,
+                partition_params(collection, partition),
+                partition.headers,
+                label=collection.table,
+                on_restart=writer.restart_listing,
+                check_row=timestamp_check(collection),
+            )
+            before = 0
+            for rows in _unless_cancelled(pages, cancel):
+                writer.write(rows)
+                with lock:
+                    written[0] += writer.rows - before
+                    before = writer.rows
+                    progress.page(written[0])
+            with lock:
+                written[0] += writer.rows - before
+        finally:
+            writer.close()
+
+    _run_all(
+        [functools.partial(page_partition, n) for n in range(len(plan.partitions))],
+        workers,
+        cancel,
+    )
+    logger.info("%s (done, %d partitions)", progress.line(written[0]), len(plan.partitions))
+    return Extracted(collection.table, tuple(files), written[0])
+
+
 def member_rows(group_id: str, members: Iterable[Row]) -> Iterator[Row]:
     """`raw.group_members` rows for one page of a group's transitive members."""
     for member in members:
@@ -329,7 +411,7 @@ def extract_all(
     """
     cancel = threading.Event()
     tasks: dict[str, Callable[[], Extracted]] = {
-        c.table: functools.partial(extract_collection, client, c, workdir, cancel=cancel)
+        c.table: functools.partial(extract_partitioned, client, c, workdir, cancel=cancel)
         for c in (USERS, DEVICES, GROUPS, SUBSCRIBED_SKUS)
         if tables is None or c.table in tables
     }

@@ -38,7 +38,11 @@ logger = logging.getLogger(__name__)
 # Characters a split extends a boundary with, in the order Graph's (case-insensitive) comparison
 # sorts them; a boundary is only a cut point, so a character missing here costs balance, never
 # coverage.
-_ALPHABET = "#'-.0123456789_abcdefghijklmnopqrstuvwxyz"
+_ALPHABET = (
+    "#'-.0123456789_abcdefghijklmnopqrstuvwxyz"
+    # Past "z": Latin letters with marks, Cyrillic, kana, CJK, Hangul (names, not UPNs).
+    "\u00e0\u0100\u0400\u3040\u4e00\uac00"
+)
 _EVENTUAL = {"ConsistencyLevel": "eventual"}
 MAX_DEPTH = 8  # characters a boundary may grow to; a range still larger stays one partition
 

@@ -170,6 +170,8 @@ def _demo_config(emulator: Emulator, db: Path) -> dict[str, object]:
         **emulator.connection_settings(SECRET_VARIABLE),
         "duckdb_path": str(db),
         "mapping_path": str(REPO_ROOT / "mappings" / "entra_id.csv"),
+        # The demo's emulator has no cost model, so no sign-in limit: pacing would only wait.
+        "users": {"sign_in_requests_per_minute": 10_000},
         # The MDM user source with one custom attribute of each kind; no SMTP, so invitations
         # are recorded, not sent.
         "user_source": {

@@ -92,6 +92,9 @@ class UserOptions(_Strict):
     stale_threshold_days: int | None = Field(default=90, ge=0, le=MAX_STALE_DAYS)
     groups: list[str] = Field(default_factory=list)
     import_sign_in_activity: bool = True
+    # Graph lets an app read signInActivity 10 times a minute per tenant (identity and access
+    # service limits, SPEC 2): the pass is paced at this rate instead of running into 429s.
+    sign_in_requests_per_minute: int = Field(default=10, ge=1, le=10_000)
 
     @field_validator("groups")
     @classmethod

@@ -102,6 +102,7 @@ def raw_entra(
                 sign_in_activity=settings.users.import_sign_in_activity,
                 group_ids=group_ids if GROUP_MEMBERS.table in asked else (),
                 tables=asked & set(EXTRACTED_TABLES),
+                sign_in_per_minute=settings.users.sign_in_requests_per_minute,
             )
         _notify_soft_failures(warehouse, reports)
         with warehouse.transaction() as con:

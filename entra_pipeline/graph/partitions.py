@@ -89,12 +89,18 @@ def range_filter(key: str, low: str | None, high: str | None) -> str | None:
     return " and ".join(clauses) or None
 
 
-def count(client: GraphClient, collection: Collection, filter_text: str | None) -> int:
+def count(
+    client: GraphClient,
+    collection: Collection,
+    filter_text: str | None,
+    *,
+    label: str | None = None,
+) -> int:
     """Objects of `collection` matching `filter_text`, as Graph counts them (eventual)."""
     params: dict[str, str | int] = {"$select": "id", "$top": 1, "$count": "true"}
     if filter_text:
         params["$filter"] = filter_text
-    body = client.get_json(collection.path, params, _EVENTUAL, label=collection.table)
+    body = client.get_json(collection.path, params, _EVENTUAL, label=label or collection.table)
     value = body.get("@odata.count")
     if not isinstance(value, int):
         raise GraphRequestError(

@@ -36,8 +36,10 @@ _ENV_NAMES = {
 }
 
 
-def start_emulator(users: int, devices: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """The emulator subprocess and the ENTRA_* settings it printed."""
+def start_emulator(
+    users: int, devices: int, *extra: str
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """The emulator subprocess (with `extra` arguments) and the ENTRA_* settings it printed."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -48,6 +50,7 @@ def start_emulator(users: int, devices: int) -> tuple[subprocess.Popen[str], dic
             str(users),
             "--devices",
             str(devices),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -199,10 +199,14 @@ class GraphClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         gate: ThrottleGate | None = None,
+        observer: Callable[[str, int], None] | None = None,
     ) -> None:
         self.base_url = f"{graph_url.rstrip('/')}/{API_VERSION}"
         self.retry = retry or RetryPolicy()
         self.gate = gate or ThrottleGate(sleep=sleep)
+        # Told (label, objects) after each successful answer, on the requesting thread: what a
+        # benchmark projects Graph's latency from.
+        self.observer = observer
         self._origin = _origin(self.base_url)
         self._tokens = tokens
         self._sleep = sleep
@@ -254,7 +258,10 @@ class GraphClient:
         url = self._absolute(path_or_url)
         label = label or display_path(url)
         described = _described(url, params)
-        return _json_object(self._request(url, params, headers, label, described), described)
+        body = _json_object(self._request(url, params, headers, label, described), described)
+        if self.observer is not None:
+            self.observer(label, 1)
+        return body
 
     def iter_pages(
         self,
@@ -293,6 +300,8 @@ class GraphClient:
                 while url is not None:
                     response = self._request(url, page_params, headers, label, described)
                     body, rows = _page_rows(response, described, check_row)
+                    if self.observer is not None:
+                        self.observer(label, len(rows))
                     self._count(label, pages=1)
                     if seen is not None:
                         if restarts:

@@ -1,0 +1,211 @@
+"""What a full sync would take on real Microsoft Graph: both jobs against the emulator's cost model.
+
+The emulator runs in its own process with `--cost-model TIME_SCALE` (real Graph's page latency
+and resource-unit bucket, Graph time running at TIME_SCALE real seconds a second); the jobs run
+here with the Graph client's waits scaled the same way. Printed per collection: requests, pages,
+RU, 429s; the projected real-Graph time of the run (wall time / TIME_SCALE: an upper bound, as
+this machine's CPU also counts); client CPU per 100k objects and peak RSS; and, as a ratio, what
+the previous plan (one page chain per collection) would take under the same model.
+
+The sign-in pass is left out of the timed run (it is paced at 10 requests a minute whatever the
+plan: ceil(users / 500) / 10 minutes, printed); `--sign-in` includes it.
+
+Run: .venv/bin/python benchmarks/graph_time.py [USERS] [DEVICES] [--time-scale 0.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from extract_raw import start_emulator  # the sibling benchmark: same emulator subprocess
+from sync_job import RssSampler
+
+import entra_pipeline.graph.client as graph_client
+from entra_pipeline.definitions import build_definitions
+from entra_pipeline.emulator.costs import CostModel, request_cost
+from entra_pipeline.graph.collections import DEVICES, SIGN_IN_ACTIVITY, USERS
+from entra_pipeline.graph.extract import collection_params
+from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
+from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+EXPAND_PAGE = 100  # objects a page with $expand
+
+
+class GraphClock:
+    """Graph time under the cost model, as the run spent it: each answer adds its modeled latency
+    to the thread that waited for it. Chains are sequential on their thread and threads run at
+    once, so a collection takes its planning threads' longest total plus its paging threads'
+    longest total, whatever this machine's CPU did meanwhile (the emulator and this process
+    share 2 cores here; on Graph they would not)."""
+
+    def __init__(self, model: CostModel) -> None:
+        self.model = model
+        self.seconds: dict[tuple[str, str, str], float] = defaultdict(float)
+        self.lock = threading.Lock()
+
+    def __call__(self, label: str, objects: int) -> None:
+        thread = threading.current_thread().name
+        phase = "plan" if thread.startswith("graph-plan") else "pages"
+        cost = self.model.base_seconds + self.model.per_object_seconds * objects
+        with self.lock:
+            self.seconds[(label, phase, thread)] += cost
+
+    def collection(self, label: str) -> float:
+        def longest(phase: str) -> float:
+            return max(
+                (v for (lab, ph, _), v in self.seconds.items() if lab == label and ph == phase),
+                default=0.0,
+            )
+
+        return longest("plan") + longest("pages")
+
+
+def _materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    found = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        event = entry.dagster_event
+        assert event is not None
+        materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
+        found["/".join(materialization.asset_key.path)] = {
+            k: v.value for k, v in materialization.metadata.items()
+        }
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("users", type=int, nargs="?", default=200_000)
+    parser.add_argument("devices", type=int, nargs="?", default=400_000)
+    parser.add_argument("--time-scale", type=float, default=0.25)
+    parser.add_argument("--sign-in", action="store_true", help="include the paced sign-in pass")
+    parser.add_argument("--no-mdm", action="store_true", help="only the connector job")
+    args = parser.parse_args()
+    scale = args.time_scale
+    model = CostModel(time_scale=scale)
+    clock = GraphClock(model)
+    original_init = graph_client.GraphClient.__init__
+
+    def observed_init(self, *a, **kw):  # type: ignore[no-untyped-def]
+        original_init(self, *a, **kw)
+        self.observer = clock
+
+    graph_client.GraphClient.__init__ = observed_init  # type: ignore[method-assign]
+    emulator, env = start_emulator(
+        args.users, args.devices, "--cost-model", str(scale), "--seed", "42"
+    )
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            db = Path(folder) / "bench.duckdb"
+            config = Path(folder) / "connector.yaml"
+            os.environ["BENCH_SECRET"] = env["ENTRA_CLIENT_SECRET"]
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "tenant_id": env["ENTRA_TENANT_ID"],
+                        "client_id": env["ENTRA_CLIENT_ID"],
+                        "client_secret": "${BENCH_SECRET}",
+                        "authority_host": env["ENTRA_AUTHORITY_HOST"],
+                        "graph_url": env["ENTRA_GRAPH_URL"],
+                        "ca_bundle": env["ENTRA_CA_BUNDLE"],
+                        "duckdb_path": str(db),
+                        "mapping_path": str(REPO / "mappings" / "entra_id.csv"),
+                        "users": {"import_sign_in_activity": args.sign_in},
+                        "user_source": {"enabled": not args.no_mdm, "name": "Bench"},
+                    }
+                )
+            )
+            connector = ConnectorResource(config_path=str(config), graph_time_scale=scale)
+            definitions = build_definitions(load_settings(config), str(config), connector)
+            sampler = RssSampler()
+            sampler.start()
+            instance = dg.DagsterInstance.ephemeral()
+            cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+            jobs = [CONNECTOR_JOB] if args.no_mdm else [CONNECTOR_JOB, USER_SOURCE_JOB]
+            timings: dict[str, float] = {}
+            results = {}
+            for job in jobs:
+                started = time.monotonic()
+                results[job] = definitions.resolve_job_def(job).execute_in_process(
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                )
+                timings[job] = time.monotonic() - started
+            cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+            sampler.stopped.set()
+            cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
+                cpu_after.ru_stime - cpu_before.ru_stime
+            )
+            raw = _materializations(instance, results[CONNECTOR_JOB].run_id)
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=60)
+
+    objects = args.users + args.devices
+    print(f"tenant: {args.users:,} users, {args.devices:,} devices; time scale {scale}")
+    print(f"{'collection':<18}{'requests':>10}{'pages':>8}{'RU':>10}{'429s':>6}{'Graph time':>12}")
+    for table in ("users", "devices", "groups", "subscribed_skus", "sign_in_activity"):
+        meta = raw.get(f"raw/{table}", {})
+        if "graph_requests" not in meta:
+            continue
+        collection = {"users": USERS, "devices": DEVICES}.get(table)
+        page_cost = (
+            request_cost(f"/v1.0{collection.path}", collection_params(collection))
+            if collection
+            else 1
+        )
+        ru = meta["graph_pages"] * page_cost + (meta["graph_requests"] - meta["graph_pages"])
+        print(
+            f"{table:<18}{meta['graph_requests']:>10,}{meta['graph_pages']:>8,}{ru:>10,}"
+            f"{meta['graph_throttled']:>6}{clock.collection(table) / 60:>8.1f} min"
+        )
+    for job, seconds in timings.items():
+        outcome = "success" if results[job].success else "FAILED"
+        print(
+            f"{job}: {outcome}, {seconds:.1f} s here -> projected real-Graph time "
+            f"{seconds / scale / 60:.1f} min (wall / scale: this machine's CPU included)"
+        )
+    # The previous plan: one chain per collection, the longest decides (collections run at once).
+    chains = {
+        "users": math.ceil(args.users / EXPAND_PAGE) * model.latency(EXPAND_PAGE) / scale,
+        "devices": math.ceil(args.devices / EXPAND_PAGE) * model.latency(EXPAND_PAGE) / scale,
+    }
+    one_chain = max(chains.values())
+    connector_projected = max(
+        clock.collection(t) for t in ("users", "devices", "groups", "subscribed_skus")
+    )
+    print(
+        f"connector extraction, projected from the answers' modeled latency: "
+        f"{connector_projected / 60:.1f} min"
+    )
+    print(
+        f"one chain per collection under the same model: {one_chain / 60:.1f} min "
+        f"(users {chains['users'] / 60:.1f}, devices {chains['devices'] / 60:.1f}); "
+        f"partitioned / one chain = {connector_projected / one_chain:.2f}"
+    )
+    sign_in_pages = math.ceil(args.users / SIGN_IN_ACTIVITY.page_size)
+    print(
+        f"sign-in pass (paced, 10 requests a minute): {sign_in_pages:,} requests, "
+        f"{(sign_in_pages - 1) / 10:.0f} min" + ("" if args.sign_in else " (not in the timed run)")
+    )
+    print(
+        f"client CPU: {cpu:.1f} s, {cpu / (objects / 100_000):.2f} s per 100k objects; "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
+    return 0 if all(r.success for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

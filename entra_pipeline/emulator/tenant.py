@@ -63,6 +63,7 @@ class Tenant:
         self._lock = threading.RLock()
         self._version = 0
         self._key_orders: dict[tuple[str, str, int], tuple[list[str], list[int], list[int]]] = {}
+        self._key_order_locks: dict[tuple[str, str], threading.Lock] = {}
         self._overrides: dict[tuple[str, int], dict[str, Any] | None] = {}
         self._removal_reasons: dict[tuple[str, int], str] = {}
         self._added: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
@@ -194,8 +195,19 @@ class Tenant:
         cache_key = (kind, prop, self._version)
         with self._lock:
             cached = self._key_orders.get(cache_key)
+            building = self._key_order_locks.setdefault((kind, prop), threading.Lock())
         if cached is not None:
             return cached
+        with building:  # concurrent range requests wait for one build, not build it each
+            with self._lock:
+                cached = self._key_orders.get(cache_key)
+            if cached is not None:
+                return cached
+            return self._build_key_order(kind, prop, cache_key)
+
+    def _build_key_order(
+        self, kind: str, prop: str, cache_key: tuple[str, str, int]
+    ) -> tuple[list[str], list[int], list[int]]:
         pairs: list[tuple[str, int]] = []
         unset: list[int] = []
         for index, obj in self.scan(kind, properties=frozenset({prop})):

@@ -1,7 +1,9 @@
 """pandera schemas for identity tables (users, devices) and the check results built from them.
 
 The sources' blocking checks run these on the tables of the run's work copy; a failing check fails
-the run, so the previously published tables stay in place (publish.py).
+the run, so the previously published tables stay in place (publish.py). A table is checked in
+batches of VALIDATION_BATCH_ROWS rows read from DuckDB, so memory does not grow with the tenant;
+uniqueness, which no batch can see, is DuckDB's `GROUP BY ... HAVING count(*) > 1` over the table.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
@@ -18,6 +21,7 @@ from pandera.errors import SchemaErrors
 from entra_pipeline.vocabulary import JOIN_TYPE_LABELS
 from entra_pipeline.warehouse.metadata import markdown_table
 from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.sql import quoted
 
 # name@domain.tld; a guest's UPN carries #EXT# in its local part (alice_contoso.com#EXT#@x.com).
 UPN_PATTERN = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
@@ -25,6 +29,7 @@ EMAIL_PATTERN = r"^[^@\s#]+@[^@\s.]+(\.[^@\s.]+)+$"
 # Graph stamps times with Microsoft's clocks; a few minutes of skew against ours is not an error.
 CLOCK_SKEW = timedelta(minutes=5)
 FAILURES_SHOWN = 50
+VALIDATION_BATCH_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -43,13 +48,19 @@ class IdentityColumns:
 
 
 def identity_schema(
-    name: str, columns: IdentityColumns, frame_schema: pl.Schema, now: datetime
+    name: str,
+    columns: IdentityColumns,
+    frame_schema: pl.Schema,
+    now: datetime,
+    *,
+    unique: bool = True,
 ) -> pa.DataFrameSchema:
-    """The pandera schema of an identity table whose columns are `frame_schema`."""
+    """The pandera schema of an identity table whose columns are `frame_schema` (`unique=False`:
+    a batch of the table, whose ids are checked for uniqueness over the whole table instead)."""
     present = set(frame_schema)
     rules: dict[str, pa.Column] = {}
     for column in columns.object_ids:
-        rules[column] = pa.Column(nullable=False, unique=True)
+        rules[column] = pa.Column(nullable=False, unique=unique)
     for column in present.intersection(columns.upns):
         rules[column] = pa.Column(pl.String, _matches(UPN_PATTERN, "upn_shape"), nullable=False)
     for column in present.intersection(columns.optional_upns):
@@ -99,12 +110,9 @@ class CheckReport:
     """The outcome of validating one table: pandera's failure cases and the rows they point at."""
 
     table: str
-    frame: pl.DataFrame  # the table as checked
+    rows_checked: int
     failures: pl.DataFrame  # row_index, key columns, column, check, value; one per failure case
-
-    @property
-    def rows_checked(self) -> int:
-        return self.frame.height
+    failing_rows: pl.DataFrame  # the first FAILURES_SHOWN failing rows, whole
 
     @property
     def passed(self) -> bool:
@@ -112,10 +120,17 @@ class CheckReport:
 
 
 def validate_identity_table(
-    frame: pl.DataFrame, table: str, columns: IdentityColumns, now: datetime
+    frame: pl.DataFrame,
+    table: str,
+    columns: IdentityColumns,
+    now: datetime,
+    *,
+    unique: bool = True,
+    first_row: int = 0,
 ) -> CheckReport:
-    """Run the identity schema over an eager frame, collecting every failure (lazy=True)."""
-    schema = identity_schema(table, columns, frame.schema, now)
+    """Run the identity schema over an eager frame (rows `first_row`.. of the table), collecting
+    every failure (lazy=True)."""
+    schema = identity_schema(table, columns, frame.schema, now, unique=unique)
     key_columns = [column for column in columns.object_ids if column in frame.columns]
     try:
         schema.validate(frame, lazy=True)
@@ -130,7 +145,85 @@ def validate_identity_table(
                 "index": pl.Int32,
             }
         )
-    return CheckReport(table, frame, _failures_with_keys(cases, frame, key_columns))
+    failures = _failures_with_keys(cases, frame, key_columns)
+    failing = failures["row_index"].drop_nulls().unique(maintain_order=True).head(FAILURES_SHOWN)
+    return CheckReport(
+        table,
+        frame.height,
+        failures.with_columns(pl.col("row_index") + first_row),
+        frame[failing.to_list()],
+    )
+
+
+def validate_table_in_batches(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: IdentityColumns,
+    now: datetime,
+    batch_rows: int = VALIDATION_BATCH_ROWS,
+) -> CheckReport:
+    """`validate_identity_table` over `table` read in batches of `batch_rows`, and its object ids'
+    uniqueness over the whole table from DuckDB: the same failures, in bounded memory."""
+    # Rows are named by their rowid (the table's row number, as it was written) across batches.
+    reader = con.execute(f"SELECT rowid AS {_ROWID}, * FROM {table}").to_arrow_reader(batch_rows)
+    reports: list[CheckReport] = []
+    checked = 0
+    for batch in reader:
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        rowids = frame[_ROWID]
+        report = validate_identity_table(frame.drop(_ROWID), table, columns, now, unique=False)
+        failures = report.failures.with_columns(
+            row_index=_rowids(report.failures["row_index"], rowids)
+        )
+        reports.append(CheckReport(table, frame.height, failures, report.failing_rows))
+        checked += frame.height
+    if not reports:  # an empty table: its columns still get checked
+        empty = con.execute(f"SELECT * FROM {table} LIMIT 0").pl()
+        reports.append(validate_identity_table(empty, table, columns, now, unique=False))
+    present = set(reports[0].failing_rows.columns) | set(
+        con.execute(f"SELECT * FROM {table} LIMIT 0").pl().columns
+    )
+    keys = [column for column in columns.object_ids if column in present]
+    duplicates = [_duplicates(con, table, column, keys) for column in keys]
+    failures = pl.concat([r.failures for r in reports] + duplicates, how="diagonal_relaxed").sort(
+        "row_index", nulls_last=False
+    )
+    shown = failures["row_index"].drop_nulls().unique(maintain_order=True).head(FAILURES_SHOWN)
+    failing_rows = (
+        con.execute(
+            f"SELECT * FROM {table} WHERE rowid IN (SELECT unnest(?)) ORDER BY rowid",
+            [shown.to_list()],
+        ).pl()
+        if shown.len()
+        else reports[0].failing_rows
+    )
+    return CheckReport(table, checked, failures, failing_rows)
+
+
+def _duplicates(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, keys: list[str]
+) -> pl.DataFrame:
+    """pandera's `field_uniqueness` failure cases for `column` over the whole table: every row
+    whose value appears more than once (row_index in table order)."""
+    name = quoted(column)
+    key_list = ", ".join(f"{quoted(k)}::VARCHAR AS {quoted(k)}" for k in keys)
+    return con.execute(
+        f"SELECT rowid AS row_index, {key_list}, ? AS column, 'field_uniqueness' AS check, "
+        f"{name}::VARCHAR AS value FROM {table} WHERE {name} IN (SELECT {name} FROM {table} "
+        f"WHERE {name} IS NOT NULL GROUP BY {name} HAVING count(*) > 1) ORDER BY rowid",
+        [column],
+    ).pl()
+
+
+_ROWID = "__entra_rowid"
+
+
+def _rowids(index: pl.Series, rowids: pl.Series) -> pl.Series:
+    """A batch's row positions (null: a failure of the table, not a row) as table rowids."""
+    return pl.Series(
+        [None if i is None else int(rowids[i]) for i in index.to_list()], dtype=pl.Int64
+    )
 
 
 def _failures_with_keys(cases: pl.DataFrame, frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -169,12 +262,12 @@ def check_result(warehouse: Warehouse, report: CheckReport) -> dg.AssetCheckResu
     }
     failing_indexes = failures["row_index"].drop_nulls().unique(maintain_order=True)
     shown = failures.head(FAILURES_SHOWN)
+    rows = report.failing_rows
     more = (
         f"\n\nFirst {FAILURES_SHOWN} of {failures.height}."
         if failures.height > FAILURES_SHOWN
         else ""
     )
-    rows = report.frame[failing_indexes.head(FAILURES_SHOWN).to_list()]
     warehouse.notify(
         "data_check_failed",
         "error",
@@ -203,9 +296,7 @@ def check_result(warehouse: Warehouse, report: CheckReport) -> dg.AssetCheckResu
 def check_identity_table(
     warehouse: Warehouse, table: str, columns: IdentityColumns
 ) -> dg.AssetCheckResult:
-    """Load `table` from the run's work copy and check it; reusable for `mdm.users`."""
+    """Check `table` of the run's work copy, in batches; reusable for `mdm.users`."""
     with warehouse.reader() as con:
-        frame = con.sql(f"SELECT * FROM {table}").pl()
-    return check_result(
-        warehouse, validate_identity_table(frame, table, columns, datetime.now(UTC))
-    )
+        report = validate_table_in_batches(con, table, columns, datetime.now(UTC))
+    return check_result(warehouse, report)

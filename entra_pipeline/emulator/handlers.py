@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ class GraphResources:
         self.permissions = permissions
         self.premium = premium
         self._sign_in_throttle = sign_in_throttle
+        self._range_cache: dict[tuple[str, str, int], list[int]] = {}
+        self._range_lock = threading.Lock()
 
     # ---- permissions ------------------------------------------------------------------------
 
@@ -218,7 +221,25 @@ class GraphResources:
 
     def _range_candidates(self, kind: str, text: str | None) -> list[int] | None:
         """The slots a range filter on an ordered key can match (`key ge 'a'`, `key le 'b'`,
-        or both joined by `and`), from the tenant's sorted keys; None for any other filter."""
+        or both joined by `and`), from the tenant's sorted keys, in slot order (Graph does not
+        sort a filtered listing by the filtered key); None for any other filter."""
+        if text is None:
+            return None
+        key = (kind, text, self.tenant.version)
+        with self._range_lock:
+            cached = self._range_cache.get(key)
+        if cached is not None:
+            return cached
+        found = self._range_slots(kind, text)
+        if found is not None:
+            found = sorted(found)
+            with self._range_lock:
+                if len(self._range_cache) >= _RANGE_CACHE_SIZE:
+                    self._range_cache.pop(next(iter(self._range_cache)))
+                self._range_cache[key] = found
+        return found
+
+    def _range_slots(self, kind: str, text: str) -> list[int] | None:
         unset = _UNSET_FILTER.match(text or "")
         if unset is not None and unset["prop"] == _RANGE_KEYS.get(kind):
             return self.tenant.key_order(kind, unset["prop"])[2]
@@ -496,6 +517,7 @@ def _hint(kind: str, select: list[str] | None) -> frozenset[str]:
 # Range filters on the keys partitioned listings split by (userPrincipalName and device
 # displayName support ge/le in $filter without advanced queries: SPEC 2).
 _RANGE_KEYS = {"user": "userPrincipalName", "device": "displayName"}
+_RANGE_CACHE_SIZE = 256  # partitions' candidate lists kept between their pages
 _UNSET_FILTER = re.compile(r"^\s*(?P<prop>\w+)\s+eq\s+null\s*$")
 _RANGE_FILTER = re.compile(
     r"^\s*(?P<prop>\w+)\s+(?P<op>ge|le)\s+'(?P<value>(?:[^']|'')*)'"

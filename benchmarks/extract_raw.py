@@ -89,7 +89,7 @@ def main() -> int:
         tokens = TokenProvider(
             tenant_id=env["ENTRA_TENANT_ID"],
             client_id=env["ENTRA_CLIENT_ID"],
-            client_secret=env["ENTRA_CLIENT_SECRET"],
+            client_credential=env["ENTRA_CLIENT_SECRET"],
             authority_host=env["ENTRA_AUTHORITY_HOST"],
             graph_url=env["ENTRA_GRAPH_URL"],
             ca_bundle=env["ENTRA_CA_BUNDLE"],

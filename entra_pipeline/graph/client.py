@@ -14,7 +14,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -38,6 +38,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=120.0
 
 # Graph asks clients to wait Retry-After on these; other 5xx get exponential backoff.
 _RETRY_AFTER_STATUSES = frozenset({429, 503, 504})
+MAX_BATCH = 20  # requests in one $batch call (learn.microsoft.com/graph/json-batching)
 _EXPIRED_PAGE_TOKEN = "Directory_ExpiredPageToken"
 # Graph names a missing application permission with more than one code: directory reads answer
 # Authorization_RequestDenied, `$select=signInActivity` answers Authentication_MSGraphPermissionMissing
@@ -246,6 +247,54 @@ class GraphClient:
         """The app-only token the client sends (e.g. to read its tenant claim); never log it."""
         return self._tokens.token()
 
+    def batch_get(self, paths: Sequence[str], *, label: str) -> list[tuple[int, dict[str, Any]]]:
+        """GET each of `paths` (under /v1.0, at most 20) in one `$batch` call: (status, body)
+        per path, in order. Graph throttles each inner request on its own: a 429 / 503 / 504
+        item is sent again in a later call after its Retry-After (every thread waits it out),
+        up to the retry policy's limit; any other answer is returned as it is."""
+        if len(paths) > MAX_BATCH:
+            raise ValueError(f"a $batch takes at most {MAX_BATCH} requests")
+        answers: dict[int, tuple[int, dict[str, Any]]] = {}
+        pending = list(range(len(paths)))
+        url = self._absolute("/$batch")
+        for attempt in range(self.retry.max_retries + 1):
+            requests = [{"id": str(n), "method": "GET", "url": paths[n]} for n in pending]
+            response = self._request(url, None, None, label, "POST /$batch", {"requests": requests})
+            document = _json_object(response, "POST /$batch")
+            items = document.get("responses")
+            if not isinstance(items, list):
+                raise GraphRequestError("Graph answered POST /$batch without a responses list")
+            if self.observer is not None:  # a batch takes the time of its largest answer
+                sizes = [
+                    len(i.get("body", {}).get("value") or [])
+                    for i in items
+                    if isinstance(i, dict) and isinstance(i.get("body"), dict)
+                ]
+                self.observer(label, max(sizes, default=1))
+            retry_after = 0.0
+            again = []
+            for item in items:
+                number = int(item["id"])
+                status = int(item.get("status", 0))
+                item_body = item.get("body") if isinstance(item.get("body"), dict) else {}
+                if status in _RETRY_AFTER_STATUSES and attempt < self.retry.max_retries:
+                    headers = {k.lower(): str(v) for k, v in (item.get("headers") or {}).items()}
+                    wait = headers.get("retry-after", "")
+                    retry_after = max(retry_after, float(wait) if wait.isdigit() else 1.0)
+                    self._count(label, retries=1, throttled=int(status == 429))
+                    again.append(number)
+                else:
+                    if status == 200:
+                        self._count(label, pages=1)
+                    answers[number] = (status, item_body)
+            if not again:
+                break
+            pending = sorted(again)
+            self.gate.throttled(min(retry_after, self.retry.retry_after_max))
+        for number in pending:
+            answers.setdefault(number, (429, {}))
+        return [answers[n] for n in range(len(paths))]
+
     def get_json(
         self,
         path_or_url: str,
@@ -366,6 +415,7 @@ class GraphClient:
         headers: Mapping[str, str] | None,
         label: str,
         described: str,
+        body: Any = None,
     ) -> httpx.Response:
         """One GET with every retry: throttling, 5xx, transport failures, one 401 refresh; the
         successful response."""
@@ -384,7 +434,10 @@ class GraphClient:
             self.gate.before(label, woke)  # where the other threads wait out a 429
             self._count(label, requests=1)
             try:
-                response = self._http.get(url, params=params, headers=request_headers)
+                if body is None:
+                    response = self._http.get(url, params=params, headers=request_headers)
+                else:
+                    response = self._http.post(url, json=body, headers=request_headers)
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError):
                 raise  # a malformed URL or request: ours to fix, not the network's
             except httpx.TransportError as exc:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -68,3 +69,38 @@ def test_a_429_pauses_every_thread_for_its_retry_after() -> None:
     gate.before("devices")
     assert len(sleeps) == 2
     assert sleeps[1] == pytest.approx(0.1)  # 1 RU at 10 RU a second
+
+
+def test_group_members_come_through_batch_and_only_large_groups_alone(tmp_path: Path) -> None:
+    from entra_pipeline.graph.extract import extract_group_members
+
+    with running_emulator(EmulatorConfig(users=3_000, devices=500)) as emu:
+        tokens = provider_for(emu)
+        with GraphClient(
+            emu.graph_url, tokens, ca_bundle=emu.ca_bundle, retry=FAST_RETRY
+        ) as client:
+            groups = [g["id"] for g in client.get_json("/groups", {"$select": "id"})["value"]]
+            emu.app.clear_requests()
+            extracted = extract_group_members(client, groups, tmp_path, max_workers=1)
+            calls = emu.requests
+            expected = {
+                (group, member["id"])
+                for group in groups
+                for page in client.iter_pages(
+                    f"/groups/{group}/transitiveMembers", {"$select": "id", "$top": 999}
+                )
+                for member in page
+            }
+        tokens.close()
+    landed = {
+        (row["group_id"], row["member_id"])
+        for file in extracted.files
+        for row in map(json.loads, file.read_text().splitlines())
+    }
+    assert landed == expected
+    batches = [r for r in calls if r.path == "/v1.0/$batch"]
+    alone = {r.path for r in calls if not r.in_batch and r.path.endswith("/transitiveMembers")}
+    large = {group for group in groups if sum(1 for g, _ in expected if g == group) > 999}
+    assert len(batches) == -(-len(groups) // 20)
+    assert alone == {f"/v1.0/groups/{group}/transitiveMembers" for group in large}
+    assert 0 < len(large) < len(groups)

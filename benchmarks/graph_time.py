@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import resource
 import tempfile
 import threading
@@ -26,9 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import dagster as dg
-import yaml
 from extract_raw import start_emulator  # the sibling benchmark: same emulator subprocess
-from sync_job import RssSampler
+from sync_job import RssSampler, write_config
 
 import entra_pipeline.graph.client as graph_client
 from entra_pipeline.definitions import build_definitions
@@ -109,22 +107,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             db = Path(folder) / "bench.duckdb"
             config = Path(folder) / "connector.yaml"
-            os.environ["BENCH_SECRET"] = env["ENTRA_CLIENT_SECRET"]
-            config.write_text(
-                yaml.safe_dump(
-                    {
-                        "tenant_id": env["ENTRA_TENANT_ID"],
-                        "client_id": env["ENTRA_CLIENT_ID"],
-                        "client_secret": "${BENCH_SECRET}",
-                        "authority_host": env["ENTRA_AUTHORITY_HOST"],
-                        "graph_url": env["ENTRA_GRAPH_URL"],
-                        "ca_bundle": env["ENTRA_CA_BUNDLE"],
-                        "duckdb_path": str(db),
-                        "mapping_path": str(REPO / "mappings" / "entra_id.csv"),
-                        "users": {"import_sign_in_activity": args.sign_in},
-                        "user_source": {"enabled": not args.no_mdm, "name": "Bench"},
-                    }
-                )
+            write_config(
+                config,
+                env,
+                db,
+                users={"import_sign_in_activity": args.sign_in},
+                user_source={"enabled": not args.no_mdm, "name": "Bench"},
             )
             connector = ConnectorResource(config_path=str(config), graph_time_scale=scale)
             definitions = build_definitions(load_settings(config), str(config), connector)

@@ -44,6 +44,26 @@ class RssSampler(threading.Thread):
         return max((mib for t, mib in self.samples if start <= t <= end), default=0)
 
 
+def write_config(config: Path, env: dict[str, str], db: Path, **options: object) -> None:
+    """A connector config for the emulator `env` describes (the secret from the environment)."""
+    os.environ["BENCH_SECRET"] = env["ENTRA_CLIENT_SECRET"]
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "tenant_id": env["ENTRA_TENANT_ID"],
+                "client_id": env["ENTRA_CLIENT_ID"],
+                "client_secret": "${BENCH_SECRET}",
+                "authority_host": env["ENTRA_AUTHORITY_HOST"],
+                "graph_url": env["ENTRA_GRAPH_URL"],
+                "ca_bundle": env["ENTRA_CA_BUNDLE"],
+                "duckdb_path": str(db),
+                "mapping_path": str(REPO / "mappings" / "entra_id.csv"),
+                **options,
+            }
+        )
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("users", type=int, nargs="?", default=200_000)
@@ -54,21 +74,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             db = Path(folder) / "bench.duckdb"
             config = Path(folder) / "connector.yaml"
-            os.environ["BENCH_SECRET"] = env["ENTRA_CLIENT_SECRET"]
-            config.write_text(
-                yaml.safe_dump(
-                    {
-                        "tenant_id": env["ENTRA_TENANT_ID"],
-                        "client_id": env["ENTRA_CLIENT_ID"],
-                        "client_secret": "${BENCH_SECRET}",
-                        "authority_host": env["ENTRA_AUTHORITY_HOST"],
-                        "graph_url": env["ENTRA_GRAPH_URL"],
-                        "ca_bundle": env["ENTRA_CA_BUNDLE"],
-                        "duckdb_path": str(db),
-                        "mapping_path": str(REPO / "mappings" / "entra_id.csv"),
-                    }
-                )
-            )
+            write_config(config, env, db)
             definitions = build_definitions(load_settings(config), str(config))
             started = time.monotonic()
             sampler = RssSampler()

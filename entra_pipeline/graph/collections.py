@@ -260,42 +260,25 @@ SUBSCRIBED_SKUS = Collection(
 # The MDM user source (SPEC 4) reads every user without the manager expand, which would cap its
 # pages at 100; the configured custom attributes are added with `with_properties`. Not part of ALL:
 # the connector does not extract it.
+_DIRECTORY_PROPERTIES = (
+    "id",
+    "userPrincipalName",
+    "displayName",
+    "givenName",
+    "surname",
+    "mail",
+    "accountEnabled",
+    "userType",
+    "createdDateTime",
+    "onPremisesSyncEnabled",
+    "onPremisesExtensionAttributes",
+)
 DIRECTORY_USERS = Collection(
     table="directory_users",
     path="/users",
-    columns={
-        name: USERS.columns[name]
-        for name in (
-            "id",
-            "userPrincipalName",
-            "displayName",
-            "givenName",
-            "surname",
-            "mail",
-            "accountEnabled",
-            "userType",
-            "createdDateTime",
-            "onPremisesSyncEnabled",
-            "onPremisesExtensionAttributes",
-        )
-    },
+    columns={name: USERS.columns[name] for name in _DIRECTORY_PROPERTIES},
     description="Every user of the tenant, as the MDM user source reads it (no manager).",
-    docs={
-        name: USERS.docs[name]
-        for name in (
-            "id",
-            "userPrincipalName",
-            "displayName",
-            "givenName",
-            "surname",
-            "mail",
-            "accountEnabled",
-            "userType",
-            "createdDateTime",
-            "onPremisesSyncEnabled",
-            "onPremisesExtensionAttributes",
-        )
-    },
+    docs={name: USERS.docs[name] for name in _DIRECTORY_PROPERTIES},
     permission=USERS.permission,
 )
 

@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import dagster as dg
+import httpx
 from extract_raw import start_emulator  # the sibling benchmark: same emulator subprocess
 from sync_job import RssSampler, write_config
 
@@ -96,6 +97,9 @@ def main() -> int:
     original_init = graph_client.GraphClient.__init__
 
     def observed_init(self, *a, **kw):  # type: ignore[no-untyped-def]
+        # The emulator shares this machine's cores: a page may wait for CPU far longer than
+        # Graph's latency, which is not a timeout Graph would cause.
+        kw["timeout"] = httpx.Timeout(connect=600.0, read=1800.0, write=600.0, pool=1800.0)
         original_init(self, *a, **kw)
         self.observer = clock
 

@@ -8,6 +8,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,12 @@ def test_range_filters_quote_and_leave_open_ends() -> None:
     assert range_filter("displayName", "o'b", None) == "displayName ge 'o''b'"
     assert range_filter("displayName", "a", "b") == "displayName ge 'a' and displayName le 'b'"
     assert range_filter("displayName", None, None) is None
+
+
+def test_a_filter_graph_refuses_falls_back_to_one_chain(
+    client: GraphClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    refused = replace(USERS, partition_key="noSuchProperty")
+    plan = plan_partitions(client, refused, "noSuchProperty", target=12)
+    assert [(p.filter, p.count) for p in plan.partitions] == [(None, 230)]
+    assert "Graph refused the partition filters" in caplog.text

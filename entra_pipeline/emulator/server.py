@@ -68,8 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 120  # idle keep-alive connections end after this long (the server's idle_timeout)
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout
         super().setup()
+        self.connection.settimeout(self.server.idle_timeout)
 
     server: _Server
 

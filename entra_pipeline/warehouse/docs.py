@@ -85,10 +85,11 @@ def table_columns(
 def copy_documentation(con: duckdb.DuckDBPyConnection, table: str, source_catalog: str) -> None:
     """Give `table` of the connection's database the comments `table` has in `source_catalog`
     (an attached database the table was copied from: `CREATE TABLE AS` copies no comments)."""
+    present = column_comments(con, table)
     comments = {
         column: text
         for column, text in column_comments(con, table, catalog=source_catalog).items()
-        if column in column_comments(con, table)
+        if column in present
     }
     document_table(con, table, table_comment(con, table, catalog=source_catalog), comments)
 

@@ -237,6 +237,24 @@ class ClientCertificate(_Strict):
         return self._credential
 
 
+class SyncOptions(_Strict):
+    """SPEC 6: how each run reads the directory."""
+
+    # incremental: delta rounds after a first full round; full: every collection listed each run.
+    mode: Literal["incremental", "full"] = "incremental"
+    # The backstop against missed changes: a full round at least this often.
+    full_resync_days: int = Field(default=7, ge=1, le=365)
+    # Graph's sign-in data can lag about 6 hours: the incremental sign-in pass reads every user
+    # who signed in since the previous pass minus this margin.
+    sign_in_margin_hours: int = Field(default=6, ge=0, le=168)
+
+
+class HistoryOptions(_Strict):
+    """SPEC 6: `history.changes` keeps what changed for this many days."""
+
+    retention_days: int = Field(default=400, ge=1, le=36_500)
+
+
 class ConnectorSettings(_Strict):
     connector_name: str = "Entra ID"
     tenant_id: str
@@ -255,6 +273,8 @@ class ConnectorSettings(_Strict):
     users: UserOptions = Field(default_factory=UserOptions)
     schedule: ScheduleOptions = Field(default_factory=ScheduleOptions)
     user_source: UserSourceOptions = Field(default_factory=UserSourceOptions)
+    sync: SyncOptions = Field(default_factory=SyncOptions)
+    history: HistoryOptions = Field(default_factory=HistoryOptions)
 
     @field_validator("tenant_id", mode="before")
     @classmethod

@@ -12,19 +12,42 @@ it was not selected (their rows of `raw.extraction_status`; `raw.group_filters` 
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
+import json
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
 from dagster import AssetExecutionContext
 
-from entra_pipeline.graph.client import GraphClient
+from entra_pipeline.connector.incremental import (
+    DELTA_STATE,
+    FULL_SYNC_TAG,
+    MembersPlan,
+    SyncPlan,
+    apply_members,
+    apply_round,
+    merge_sign_ins,
+    plan_members,
+    plan_sync,
+    refresh_references,
+    snapshot_upns,
+    start_removed_objects,
+    write_state,
+)
+from entra_pipeline.graph.client import GraphClient, RequestStats
 from entra_pipeline.graph.collections import ALL as COLLECTIONS
-from entra_pipeline.graph.collections import GROUP_MEMBERS, SIGN_IN_ACTIVITY
-from entra_pipeline.graph.extract import CollectionReport, extract_all, resolve_groups
+from entra_pipeline.graph.collections import GROUP_MEMBERS, GROUPS, SIGN_IN_ACTIVITY
+from entra_pipeline.graph.delta import TRACKED, DeltaRound
+from entra_pipeline.graph.extract import (
+    CollectionReport,
+    extract_all,
+    extract_group_members,
+    resolve_groups,
+)
 from entra_pipeline.graph_session import recorded_graph_client
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
@@ -87,36 +110,104 @@ def raw_entra(
     extracted_at = datetime.now(UTC)
     selected = {key.path[-1] for key in context.selected_asset_keys}
     asked = written_tables(selected)
+    with warehouse.reader() as con:
+        plan = plan_sync(
+            con,
+            settings,
+            warehouse.run.started_at,
+            full_requested=context.run.tags.get(FULL_SYNC_TAG, "").lower() == "true",
+            tables=asked,
+        )
+    if plan.links is not None and GROUPS.table in asked:
+        # A groups round carries the membership changes: they are applied in the same run.
+        asked |= {GROUP_MEMBERS.table, GROUP_FILTERS, EXTRACTION_STATUS}
+    members_by_delta = (
+        plan.links is not None
+        and plan.links.get(GROUPS.table) is not None
+        and GROUP_MEMBERS.table in asked
+    )
+    members_plan: MembersPlan | None = None
     with warehouse.scratch_folder("extract-") as workdir:
         with recorded_graph_client(connector, warehouse) as client:
             filters = _resolve_group_filters(client, settings) if GROUP_FILTERS in asked else []
             group_ids = sorted({group_id for _, _, group_id in filters})
             context.log.info(
                 f"Extracting from {settings.graph_url} (sign-in activity: "
-                f"{settings.users.import_sign_in_activity}, member groups: {len(group_ids)})"
+                f"{settings.users.import_sign_in_activity}, member groups: {len(group_ids)}, "
+                f"{_describe_plan(plan)})"
                 + ("" if asked == set(RAW_TABLES) else f"; only {', '.join(sorted(asked))}")
             )
             reports = extract_all(
                 client,
                 workdir,
                 sign_in_activity=settings.users.import_sign_in_activity,
-                group_ids=group_ids if GROUP_MEMBERS.table in asked else (),
+                group_ids=group_ids
+                if GROUP_MEMBERS.table in asked and not members_by_delta
+                else (),
                 tables=asked & set(EXTRACTED_TABLES),
                 sign_in_per_minute=settings.users.sign_in_requests_per_minute,
+                delta_links=plan.links,
+                sign_in_since=plan.sign_in_since,
             )
-        _notify_soft_failures(warehouse, reports)
-        with warehouse.transaction() as con:
-            rows = {
-                landed.table: load_landed_table(
-                    con,
-                    landed,
-                    reports[landed.table].files if landed.table in reports else (),
-                    settings.tenant_id,
-                    extracted_at,
+            if members_by_delta and group_ids:
+                reports[GROUP_MEMBERS.table], members_plan = _members_after_round(
+                    context.log, client, warehouse, workdir, group_ids, reports[GROUPS.table]
                 )
-                for landed in LANDED
-                if landed.table in asked
-            }
+        _notify_soft_failures(warehouse, reports)
+        _notify_resyncs(warehouse, plan, reports)
+        with warehouse.transaction() as con:
+            start_removed_objects(con)
+            snapshot_upns(con)
+            rows: dict[str, int] = {}
+            for landed in LANDED:
+                if landed.table not in asked:
+                    continue
+                report = reports.get(landed.table)
+                extracted = report.extracted if report else None
+                if extracted is not None and extracted.delta is not None:
+                    rows[landed.table], _ = apply_round(
+                        con,
+                        landed,
+                        extracted.delta.changes,
+                        settings.tenant_id,
+                        extracted_at,
+                        owners=extracted.owners,
+                    )
+                elif landed is GROUP_MEMBERS and members_by_delta:
+                    rows[landed.table] = apply_members(
+                        con,
+                        members_plan or MembersPlan((), (), ()),
+                        group_ids,
+                        _round_of(reports, GROUPS.table).members,
+                        extracted.files if extracted is not None else (),
+                        settings.tenant_id,
+                        extracted_at,
+                    )
+                elif (
+                    landed is SIGN_IN_ACTIVITY
+                    and plan.sign_in_since is not None
+                    and report is not None
+                    and report.status == "ok"
+                ):
+                    rows[landed.table] = merge_sign_ins(
+                        con, report.files, settings.tenant_id, extracted_at
+                    )
+                else:
+                    rows[landed.table] = load_landed_table(
+                        con,
+                        landed,
+                        report.files if report is not None else (),
+                        settings.tenant_id,
+                        extracted_at,
+                    )
+            if plan.links is not None:
+                refresh_references(con)
+                state = _next_state(plan, reports)
+                if state:
+                    warehouse.mark_built(
+                        DELTA_STATE,
+                        write_state(con, settings.tenant_id, warehouse.run.started_at, state),
+                    )
             if GROUP_FILTERS in asked:
                 rows[GROUP_FILTERS] = load_group_filters(
                     con, settings.tenant_id, extracted_at, filters
@@ -143,6 +234,7 @@ def raw_entra(
         table_metadata = {
             **metadata[table],
             **_graph_metadata(reports.get(table)),
+            **_sync_metadata(plan, reports.get(table), table),
             "duration_seconds": duration,
         }
         if table in selected:
@@ -156,6 +248,130 @@ def raw_entra(
                     metadata=table_metadata,
                 )
             )
+
+
+def _describe_plan(plan: SyncPlan) -> str:
+    if plan.links is None:
+        return "sync.mode full"
+    parts = [f"{table} {'by delta' if link else 'in full'}" for table, link in plan.links.items()]
+    if plan.sign_in_since is not None:
+        parts.append(f"sign-ins since {plan.sign_in_since:%Y-%m-%d %H:%M} UTC")
+    return "incremental: " + ", ".join(parts) if parts else "incremental"
+
+
+def _round_of(reports: dict[str, CollectionReport], table: str) -> DeltaRound:
+    report = reports[table]
+    assert report.extracted is not None
+    assert report.extracted.delta is not None
+    return report.extracted.delta
+
+
+def _members_after_round(
+    log: Any,
+    client: GraphClient,
+    warehouse: Warehouse,
+    workdir: Path,
+    group_ids: Sequence[str],
+    groups: CollectionReport,
+) -> tuple[CollectionReport, MembersPlan | None]:
+    """raw.group_members after the groups delta round: the filter groups whose members changed
+    are listed again (all of them when the round was refused and groups were listed in full)."""
+    before = client.stats.get(GROUP_MEMBERS.table, RequestStats())
+    started = time.monotonic()
+    round_ = groups.extracted.delta if groups.extracted is not None else None
+    plan: MembersPlan | None = None
+    if round_ is None:
+        relist: Sequence[str] = group_ids
+    else:
+        with warehouse.reader() as con:
+            plan = plan_members(con, group_ids, round_.members, _removed_ids(round_.changes))
+        relist = plan.relist
+        log.info(
+            f"group_members: {len(plan.relist)} filter groups listed again, {len(plan.direct)} "
+            f"updated from members@delta, {len(plan.kept)} unchanged"
+        )
+    extracted = extract_group_members(client, list(relist), workdir) if relist else None
+    after = client.stats.get(GROUP_MEMBERS.table, RequestStats())
+    report = CollectionReport(
+        table=GROUP_MEMBERS.table,
+        status="ok",
+        files=extracted.files if extracted else (),
+        rows=extracted.rows if extracted else 0,
+        pages=after.pages - before.pages,
+        requests=after.requests - before.requests,
+        retries=after.retries - before.retries,
+        throttled=after.throttled - before.throttled,
+        restarts=after.restarts - before.restarts,
+        seconds=round(time.monotonic() - started, 3),
+        extracted=extracted,
+    )
+    if round_ is None:
+        return report, None
+    return report, plan
+
+
+def _removed_ids(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as lines:
+        return [row["id"] for line in lines if (row := json.loads(line)).get("_removed")]
+
+
+def _next_state(
+    plan: SyncPlan, reports: dict[str, CollectionReport]
+) -> dict[str, tuple[str | None, bool]]:
+    """What ops.delta_state records after this run: per collection read, its next link and
+    whether it was read in full."""
+    state: dict[str, tuple[str | None, bool]] = {}
+    for table in TRACKED:
+        report = reports.get(table)
+        if report is not None and report.extracted is not None and report.extracted.next_link:
+            state[table] = (report.extracted.next_link, report.extracted.delta is None)
+    sign_in = reports.get(SIGN_IN_ACTIVITY.table)
+    if sign_in is not None and sign_in.status == "ok":
+        state[SIGN_IN_ACTIVITY.table] = (None, plan.sign_in_since is None)
+    return state
+
+
+def _notify_resyncs(
+    warehouse: Warehouse, plan: SyncPlan, reports: dict[str, CollectionReport]
+) -> None:
+    """SPEC 6: a full round that replaces a delta round is an info notification."""
+    for table, report in reports.items():
+        extracted = report.extracted
+        if extracted is not None and extracted.resync is not None:
+            refused = extracted.resync
+            warehouse.notify(
+                "delta_resync",
+                "info",
+                f"{table}: Graph refused the stored delta link ({refused.status} "
+                f"{refused.code}); the collection was read in full and tracking starts again.",
+                {"collection": table, "graph_status": refused.status, "graph_code": refused.code},
+            )
+    for table, reason in plan.reasons.items():
+        if reason.startswith("no delta state"):
+            continue
+        warehouse.notify(
+            "delta_resync",
+            "info",
+            f"{table}: read in full because {reason}.",
+            {"collection": table, "reason": reason},
+        )
+
+
+def _sync_metadata(plan: SyncPlan, report: CollectionReport | None, table: str) -> dict[str, Any]:
+    if plan.links is None or report is None:
+        return {}
+    extracted = report.extracted
+    if extracted is not None and extracted.delta is not None:
+        return {
+            "sync_mode": "delta",
+            "delta_changed": extracted.delta.changed,
+            "delta_removed": extracted.delta.removed,
+        }
+    if table in plan.links or table == SIGN_IN_ACTIVITY.table:
+        if table == SIGN_IN_ACTIVITY.table and plan.sign_in_since is not None:
+            return {"sync_mode": f"since {plan.sign_in_since.isoformat()}"}
+        return {"sync_mode": "full"}
+    return {}
 
 
 def written_tables(selected: set[str]) -> set[str]:

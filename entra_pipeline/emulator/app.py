@@ -118,7 +118,8 @@ class EmulatorApp:
                 response = _graph_error(too_many_requests(wait), request_id, client_request_id)
         if response is None:
             try:
-                response = self._route(request, graph)
+                replay = fault is not None and fault.kind == fault_kinds.REPLAY_DELTA
+                response = self._route(request, graph, replay=replay)
             except GraphError as error:
                 response = _graph_error(error, request_id, client_request_id)
             except StsError as error:
@@ -163,7 +164,7 @@ class EmulatorApp:
 
     def _faulted(self, request: Request, graph: bool, fault: Fault | None) -> Response | None:
         """The answer a fault gives instead of Graph's (None: Graph answers)."""
-        if fault is None or fault.kind == fault_kinds.HOSTILE:
+        if fault is None or fault.kind in (fault_kinds.HOSTILE, fault_kinds.REPLAY_DELTA):
             return None
         if fault.kind == fault_kinds.SLOW:
             time.sleep(fault.seconds)
@@ -186,10 +187,10 @@ class EmulatorApp:
 
     # ---- routing ----------------------------------------------------------------------------
 
-    def _route(self, request: Request, graph: bool) -> Response:
+    def _route(self, request: Request, graph: bool, *, replay: bool = False) -> Response:
         segments = [s for s in request.path.split("/") if s]
         if graph:
-            return self._graph(request, segments[1:])
+            return self._graph(request, segments[1:], replay=replay)
         if request.method == "GET" and segments == ["common", "discovery", "instance"]:
             body = self.tokens.instance_discovery(request.query.get("authorization_endpoint"))
             return Response(200, _dump(body), {"Content-Type": _STS_JSON})
@@ -213,7 +214,7 @@ class EmulatorApp:
         # Not Graph: a path outside what the emulator serves at all.
         raise GraphError(404, "NotFound", f"No emulator route for {request.method} {request.path}.")
 
-    def _graph(self, request: Request, segments: list[str]) -> Response:
+    def _graph(self, request: Request, segments: list[str], *, replay: bool = False) -> Response:
         if not request.in_batch:
             check = self.tokens.check(request.headers.get("authorization"))
             if check.error is not None:
@@ -250,6 +251,7 @@ class EmulatorApp:
             options=QueryOptions.parse(request.query),
             eventual=request.headers.get("consistencylevel", "").lower() == "eventual",
             max_page_size=_max_page_size(request.headers.get("prefer")),
+            replay=replay,
         )
         body = self.resources.get(segments, ctx)
         value = body.get("value") if isinstance(body, dict) else None

@@ -20,6 +20,10 @@ DROP = "drop"  # close the connection without an answer
 SLOW = "slow"  # sleep, then answer normally
 EXPIRE_PAGE_TOKEN = "expire_page_token"  # 400 Directory_ExpiredPageToken on a $skiptoken follow
 EXPIRE_DELTA_TOKEN = "expire_delta_token"  # 410 Gone (resyncRequired) on a $deltatoken follow
+# The next $deltatoken follow serves the changes of earlier rounds again, as well as its own:
+# "Your application must be prepared for replays, which occur when the same change appears in
+# subsequent responses" (learn.microsoft.com/graph/delta-query-overview, "Replays").
+REPLAY_DELTA = "replay_delta"
 # Not Graph: a hostile or broken server (or a man in the middle), to prove the client refuses
 # what Graph never sends. The page is answered, then spoiled as `variant` says.
 HOSTILE = "hostile"
@@ -40,6 +44,7 @@ KINDS = (
     SLOW,
     EXPIRE_PAGE_TOKEN,
     EXPIRE_DELTA_TOKEN,
+    REPLAY_DELTA,
     HOSTILE,
 )
 
@@ -165,6 +170,10 @@ class Faults:
     def expire_delta_token_next(self, path: str = "", count: int = 1) -> Faults:
         return self.add(FaultRule(EXPIRE_DELTA_TOKEN, path, count))
 
+    def replay_delta_next(self, path: str = "", count: int = 1) -> Faults:
+        """The next `count` `$deltatoken` follows of `path` replay every change logged so far."""
+        return self.add(FaultRule(REPLAY_DELTA, path, count))
+
     def hostile_next(self, variant: str, path: str = "", count: int = 1) -> Faults:
         """The next `count` pages of `path` answered, then spoiled as `variant` says."""
         return self.add(FaultRule(HOSTILE, path, count, variant=variant))
@@ -203,7 +212,7 @@ class Faults:
                     continue
                 if rule.kind == EXPIRE_PAGE_TOKEN and not page_follow:
                     continue
-                if rule.kind == EXPIRE_DELTA_TOKEN and not delta_follow:
+                if rule.kind in (EXPIRE_DELTA_TOKEN, REPLAY_DELTA) and not delta_follow:
                     continue
                 if rule.kind == DROP and in_batch:
                     continue

@@ -85,6 +85,7 @@ class GraphContext:
     options: QueryOptions
     eventual: bool  # ConsistencyLevel: eventual
     max_page_size: int | None  # Prefer: odata.maxpagesize
+    replay: bool = False  # a REPLAY_DELTA fault: this delta follow replays earlier changes
 
 
 class GraphResources:

@@ -75,6 +75,8 @@ class Tenant:
         # membership change. They grow with changes only, never with the tenant's size.
         self._change_log: list[tuple[int, str, int]] = []
         self._member_log: list[tuple[int, int, str, int, bool]] = []
+        # (version, user index, the manager index before the change) per manager change.
+        self._manager_log: list[tuple[int, int, int | None]] = []
         self._descendants_cache: dict[int, frozenset[int]] = {}
 
     # ---- what subclasses provide ------------------------------------------------------------
@@ -447,8 +449,10 @@ class Tenant:
             if kind != "user":
                 raise ValueError(f"{user_id} is a {kind}, not a user")
             manager = None if manager_id is None else self._require(manager_id)[1]
+            previous = self.manager_index(index)
             self._managers[index] = manager
             self._bump(kind, index)
+            self._manager_log.append((self._version, index, previous))
 
     def _change_membership(self, group_id: str, member_id: str, *, add: bool) -> None:
         with self._lock:
@@ -489,6 +493,14 @@ class Tenant:
                 )
                 for index in sorted(changed)
             ]
+
+    def manager_before(self, user_index: int, version: int) -> int | None:
+        """The user's manager as it was at `version`, when it has changed since (else None)."""
+        with self._lock:
+            for changed, index, previous in self._manager_log:
+                if changed > version and index == user_index:
+                    return previous
+            return None
 
     def membership_changes_since(
         self, group_index: int, version: int

@@ -321,6 +321,7 @@ class GraphClient:
         label: str | None = None,
         on_restart: Callable[[], None] | None = None,
         check_row: Callable[[Row], str | None] | None = None,
+        on_page: Callable[[dict[str, Any]], None] | None = None,
     ) -> Iterator[list[Row]]:
         """Yield the `value` rows of each page of a Graph listing, following `@odata.nextLink`.
 
@@ -334,7 +335,8 @@ class GraphClient:
         A page that is not a Graph page (no `value`, a `value` that is not a list of objects,
         a lone surrogate, a row `check_row` names a problem of), a next link that repeats an
         earlier one, or more than `retry.max_pages` pages end the listing with GraphRequestError
-        naming the request and Graph's request-id.
+        naming the request and Graph's request-id. `on_page` sees each page's body before its
+        rows are yielded (a delta round's last page carries its `@odata.deltaLink`).
         """
         first_url = self._absolute(path_or_url)
         label = label or display_path(first_url)
@@ -352,6 +354,8 @@ class GraphClient:
                     if self.observer is not None:
                         self.observer(label, len(rows))
                     self._count(label, pages=1)
+                    if on_page is not None:
+                        on_page(body)
                     if seen is not None:
                         if restarts:
                             rows = [row for row in rows if row.get("id") not in seen]
@@ -387,6 +391,21 @@ class GraphClient:
         if path_or_url.startswith(("https://", "http://")):
             return path_or_url
         return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    def own_link(self, link: object, described: str) -> str:
+        """`link` (a delta link Graph gave), checked to be a URL of the Graph this client talks
+        to: the bearer token goes wherever it points."""
+        if not isinstance(link, str) or not link.startswith(("https://", "http://")):
+            raise GraphRequestError(
+                f"Graph answered GET {display_path(described)} without a usable link", url=described
+            )
+        if _origin(link) != self._origin:
+            raise GraphRequestError(
+                f"Graph's link for GET {display_path(described)} points to another host "
+                f"({httpx.URL(link).host}); refusing to send the access token there",
+                url=described,
+            )
+        return link
 
     def _next_link(self, body: dict[str, Any], described: str) -> str | None:
         link = body.get("@odata.nextLink")

@@ -300,6 +300,14 @@ def merge_sign_ins(
         con.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM sign_in_changes)")
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM sign_in_changes")
     con.execute(f"DELETE FROM {table} WHERE id NOT IN (SELECT id FROM raw.users)")
+    # A user new since the previous pass who is not in this one has not signed in: a full pass
+    # would list them with no signInActivity.
+    con.execute(
+        f"INSERT INTO {table} BY NAME SELECT ?::VARCHAR AS tenant_id, ?::TIMESTAMPTZ AS "
+        f"extracted_at, id, NULL::JSON AS signInActivity FROM raw.users WHERE id NOT IN "
+        f"(SELECT id FROM {table})",
+        [tenant_id, extracted_at],
+    )
     [(rows,)] = con.execute(f"SELECT count(*) FROM {table}").fetchall()
     return int(rows)
 

@@ -173,10 +173,10 @@ def raw_entra(
                         extracted_at,
                         owners=extracted.owners,
                     )
-                elif landed is GROUP_MEMBERS and members_by_delta:
+                elif landed is GROUP_MEMBERS and members_plan is not None:
                     rows[landed.table] = apply_members(
                         con,
-                        members_plan or MembersPlan((), (), ()),
+                        members_plan,
                         group_ids,
                         _round_of(reports, GROUPS.table).members,
                         extracted.files if extracted is not None else (),

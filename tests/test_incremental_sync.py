@@ -391,3 +391,74 @@ def test_delta_links_never_reach_the_run_log(pair: tuple[Connector, Connector]) 
     assert result.success
     assert "users/delta" in logged  # the retried 503 is logged...
     assert not any(token in logged for token in tokens)  # ...without the link's token
+
+
+# The README's example queries (section "history.changes"), verbatim.
+DISABLED_THIS_WEEK = """
+SELECT object_id, changed_at
+FROM history.changes
+WHERE entity = 'user' AND attribute = 'accountEnabled'
+  AND old_value = 'true' AND new_value = 'false'
+  AND changed_at >= now() - INTERVAL 7 DAY
+"""
+FELL_OUT_OF_STALE_WINDOW = """
+SELECT object_id, changed_at
+FROM history.changes
+WHERE entity = 'device' AND attribute = 'stale'
+  AND old_value = 'false' AND new_value = 'true'
+"""
+LICENCES_CHANGED = """
+SELECT object_id, change, coalesce(new_value, old_value) AS licence
+FROM history.changes
+WHERE entity = 'licence'
+ORDER BY object_id, change, licence
+"""
+
+
+def test_history_changes_answers_the_readme_questions(pair: tuple[Connector, Connector]) -> None:
+    incremental, _ = pair
+    tenant = incremental.emulator.tenant
+    assert incremental.run().success
+    assert incremental.query("SELECT count(*) FROM history.changes") == [(0,)]  # the baseline
+    users = [u for u in tenant.users() if u.get("assignedLicenses") and u.get("accountEnabled")]
+    disabled, relicensed = users[0], users[1]
+    skus = {s["skuId"]: s["skuPartNumber"] for s in tenant.subscribed_skus()}
+    had = {skus[lic["skuId"]] for lic in relicensed["assignedLicenses"]}
+    new_sku = next(s for s in skus if skus[s] not in had)
+    fresh = next(
+        d
+        for d in tenant.devices()
+        if (d.get("approximateLastSignInDateTime") or "") > _ago(tenant, 30)
+    )
+    tenant.update(disabled["id"], accountEnabled=False)
+    tenant.update(relicensed["id"], assignedLicenses=[{"skuId": new_sku, "disabledPlans": []}])
+    tenant.update(
+        fresh["id"],
+        approximateLastSignInDateTime=_ago(tenant, 120),
+        registrationDateTime=_ago(tenant, 500),
+        onPremisesLastSyncDateTime=None,
+    )
+    hire = _new_user(tenant, 7, new_sku)
+    assert incremental.run().success
+    [(run_id,)] = incremental.query(
+        "SELECT run_id FROM ops.sync_runs ORDER BY started_at DESC LIMIT 1"
+    )
+    assert [r[0] for r in incremental.query(DISABLED_THIS_WEEK)] == [disabled["id"]]
+    assert [r[0] for r in incremental.query(FELL_OUT_OF_STALE_WINDOW)] == [fresh["id"]]
+    expected = sorted(
+        [(relicensed["id"], "removed", name) for name in had]
+        + [(relicensed["id"], "added", skus[new_sku]), (hire["id"], "added", skus[new_sku])]
+    )
+    assert incremental.query(LICENCES_CHANGED) == expected
+    assert incremental.query(
+        "SELECT run_id, change, attribute, new_value FROM history.changes WHERE entity = 'user' "
+        "AND object_id = ?",
+        [hire["id"]],
+    ) == [(run_id, "added", "userPrincipalName", hire["userPrincipalName"])]
+    # Retention: rows older than history.retention_days go at the next publication.
+    with duckdb.connect(str(incremental.db)) as con:
+        con.execute("UPDATE history.changes SET changed_at = changed_at - INTERVAL 401 DAY")
+    assert incremental.run().success
+    assert incremental.query("SELECT count(*) FROM history.changes WHERE run_id = ?", [run_id]) == [
+        (0,)
+    ]

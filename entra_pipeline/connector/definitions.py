@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from entra_pipeline.connector.checks import transform_checks
+from entra_pipeline.connector.history import HISTORY_GROUP, history_changes
 from entra_pipeline.connector.mapping import mapping_assets
 from entra_pipeline.connector.models import model_assets
 from entra_pipeline.connector.raw import RAW_GROUP, raw_entra
@@ -19,7 +20,7 @@ from entra_pipeline.connector.schedule import connector_schedule
 from entra_pipeline.jobs import CONNECTOR_JOB, AssetJob
 from entra_pipeline.settings import ScheduleOptions
 
-CONNECTOR_GROUPS = (RAW_GROUP, "staging", "filtered", "mapping", "neurons")
+CONNECTOR_GROUPS = (RAW_GROUP, "staging", "filtered", "mapping", "neurons", HISTORY_GROUP)
 
 
 def transform_definitions() -> dg.Definitions:
@@ -35,7 +36,8 @@ def connector_job(excluded: dg.AssetSelection, tags: Mapping[str, str] | None = 
     return dg.define_asset_job(
         CONNECTOR_JOB,
         selection=dg.AssetSelection.groups(*CONNECTOR_GROUPS) - excluded,
-        description="The Entra ID connector: Graph -> raw -> staging -> filtered -> neurons.*",
+        description="The Entra ID connector: Graph -> raw -> staging -> filtered -> neurons.*, "
+        "and history.changes",
         executor_def=dg.in_process_executor,
         tags=dict(tags or {}),
     )
@@ -50,7 +52,9 @@ def connector_definitions(
     job = connector_job(excluded, tags)
     return dg.Definitions.merge(
         dg.Definitions(
-            assets=[raw_entra], jobs=[job], schedules=[connector_schedule(schedule, job)]
+            assets=[raw_entra, history_changes],
+            jobs=[job],
+            schedules=[connector_schedule(schedule, job)],
         ),
         transform_definitions(),
     )

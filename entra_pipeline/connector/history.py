@@ -1,0 +1,244 @@
+"""`history.changes` (SPEC 6): per published run, what changed against the state published before
+it, per entity and attribute, kept for `history.retention_days`.
+
+Entities, compared between the published file (before the run) and the run's work copy:
+
+- `user`: every column of `staging.users`, plus `imported` (the user is in `neurons.users`'s
+  filtered set) and `stale` (beyond `users.stale_threshold_days`; null when it is off);
+- `device`: every column of `staging.devices`, plus `imported` and `stale` likewise;
+- `licence`: (user, licence name) pairs from `staging.users.license_names`, added or removed;
+- `group_membership`: (member, group) pairs of `raw.group_members`, added or removed.
+
+An object that appears or goes is one `added` / `removed` row naming it (its userPrincipalName or
+displayName); `updated` rows are one per attribute that changed, old and new value as text. Only
+the rows whose content differs are unpivoted, so a run costs what changed. The first publication
+is the baseline: it records nothing.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster import AssetExecutionContext
+
+from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.settings import ConnectorSettings
+from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
+from entra_pipeline.warehouse.metadata import table_key
+from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.sql import literal
+
+HISTORY_GROUP = "history"
+CHANGES = "history.changes"
+DESCRIPTION = (
+    "What changed at each published run against the state published before it: users, devices, "
+    "licences and group memberships, per attribute (SPEC 6)."
+)
+DOCS = {
+    "run_id": "Dagster run id of the run that published the change.",
+    "changed_at": "When that run started (UTC): the change happened before it, after the run "
+    "before.",
+    "tenant_id": TENANT_ID_DOC,
+    "entity": "user, device, licence or group_membership.",
+    "object_id": "Object id of the user or device (of the member, for group_membership).",
+    "change": "added, removed or updated.",
+    "attribute": "The staging column that changed (updated); for added/removed users "
+    "userPrincipalName, devices displayName, licences the licence name's column license, "
+    "memberships group_id.",
+    "old_value": "The value before, as text (null when added or unset).",
+    "new_value": "The value after, as text (null when removed or unset).",
+}
+_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {CHANGES} (run_id VARCHAR, changed_at TIMESTAMPTZ, "
+    "tenant_id VARCHAR, entity VARCHAR, object_id VARCHAR, change VARCHAR, attribute VARCHAR, "
+    "old_value VARCHAR, new_value VARCHAR)"
+)
+SOURCES = (
+    "staging.users",
+    "staging.filtered_users",
+    "staging.devices",
+    "staging.filtered_devices",
+    "raw.group_members",
+)
+
+
+@dg.asset(
+    key=dg.AssetKey(["history", "changes"]),
+    group_name=HISTORY_GROUP,
+    description=DESCRIPTION,
+    deps=[table_key(table) for table in SOURCES],
+    kinds={"duckdb", "sql"},
+    metadata={"dagster/table_name": CHANGES},
+)
+def history_changes(
+    context: AssetExecutionContext, warehouse: Warehouse, connector: ConnectorResource
+) -> dg.MaterializeResult:
+    """Record what this run changed in users, devices, licences and memberships."""
+    started = time.perf_counter()
+    settings = connector.settings
+    run = warehouse.run
+    with warehouse.transaction() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS history")
+        con.execute(_DDL)
+        baseline = not _attach_published(con, Path(warehouse.path))
+        if baseline:
+            context.log.info("history.changes: no published state yet; this run is the baseline")
+            counts: dict[str, int] = {}
+        else:
+            # Attached for this transaction's connection only: it closes with it.
+            counts = record_changes(con, settings, run.run_id, run.started_at)
+        cutoff = run.started_at - timedelta(days=settings.history.retention_days)
+        con.execute(f"DELETE FROM {CHANGES} WHERE changed_at < ?", [cutoff])
+        document_table(con, CHANGES, DESCRIPTION, DOCS)
+        [(rows,)] = con.execute(f"SELECT count(*) FROM {CHANGES}").fetchall()
+        warehouse.mark_built(CHANGES, int(rows))
+        metadata = warehouse.table_metadata(con, CHANGES, int(rows))
+    summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
+    context.log.info(f"history.changes: this run recorded {summary}")
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "changes_this_run": dg.MetadataValue.json(counts),
+            "baseline": baseline,
+            "retention_days": settings.history.retention_days,
+            "duration_seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+def _attach_published(con: duckdb.DuckDBPyConnection, published: Path) -> bool:
+    """Attach the published file as `published` when it holds a state to compare with."""
+    if not published.exists():
+        return False
+    con.execute(f"ATTACH {literal(str(published))} AS published (READ_ONLY)")
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'published' AND "
+        "schema_name = 'staging' AND table_name IN ('users', 'devices')"
+    ).fetchall()[0][0]
+    return bool(found == 2)
+
+
+def _objects(
+    catalog: str, entity: str, stale_days: int | None, now: datetime, *, exists: bool
+) -> str:
+    """The compared view of users or devices in `catalog`, every value as text."""
+    table, filtered = (
+        ("users", "filtered_users") if entity == "user" else ("devices", "filtered_devices")
+    )
+    prefix = f"{catalog}." if catalog else ""
+    if not exists:  # a catalog without the filtered table (older files): nobody imported
+        imported = "NULL::BOOLEAN"
+        join = ""
+    else:
+        imported = "f.id IS NOT NULL"
+        join = f"LEFT JOIN {prefix}staging.{filtered} AS f ON f.id = o.id"
+    stale = (
+        "NULL::BOOLEAN"
+        if stale_days is None
+        else f"NOT coalesce(o.last_activity_at >= {literal(now.isoformat())}::TIMESTAMPTZ - "
+        f"INTERVAL {int(stale_days)} DAY, false)"
+    )
+    return (
+        f"SELECT o.id, COLUMNS(c -> c NOT IN ('id', 'tenant_id'))::VARCHAR FROM (SELECT o.*, "
+        f"{imported} AS imported, {stale} AS stale FROM {prefix}staging.{table} AS o {join}) AS o"
+    )
+
+
+def record_changes(
+    con: duckdb.DuckDBPyConnection, settings: ConnectorSettings, run_id: str, now: datetime
+) -> dict[str, int]:
+    """Append this run's changes to history.changes; the count per entity and change."""
+    base = [run_id, now, settings.tenant_id]
+    head = "INSERT INTO history.changes SELECT ?::VARCHAR, ?::TIMESTAMPTZ, ?::VARCHAR"
+    for entity, label, stale_days in (
+        ("user", "userPrincipalName", settings.users.stale_threshold_days),
+        ("device", "displayName", settings.devices.stale_threshold_days),
+    ):
+        filtered = "filtered_users" if entity == "user" else "filtered_devices"
+        old_has = _has(con, "published", "staging", filtered)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE new_objects AS "
+            + _objects("", entity, stale_days, now, exists=True)
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE old_objects AS "
+            + _objects("published", entity, stale_days, now, exists=old_has)
+        )
+        con.execute(
+            f"{head}, {literal(entity)}, n.id, 'added', {literal(label)}, NULL, "
+            f"n.{label} FROM new_objects AS n ANTI JOIN old_objects AS o ON o.id = n.id",
+            base,
+        )
+        con.execute(
+            f"{head}, {literal(entity)}, o.id, 'removed', {literal(label)}, o.{label}, NULL "
+            "FROM old_objects AS o ANTI JOIN new_objects AS n ON n.id = o.id",
+            base,
+        )
+        # Only rows whose text differs are unpivoted; attributes both sides have are compared.
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE changed_ids AS SELECT n.id FROM new_objects AS n "
+            "JOIN old_objects AS o ON o.id = n.id WHERE to_json(n)::VARCHAR <> to_json(o)::VARCHAR"
+        )
+        for side in ("new", "old"):
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {side}_values AS SELECT * FROM (SELECT * FROM "
+                f"{side}_objects WHERE id IN (SELECT id FROM changed_ids)) UNPIVOT INCLUDE NULLS "
+                "(value FOR attribute IN (COLUMNS(* EXCLUDE (id))))"
+            )
+        con.execute(
+            f"{head}, {literal(entity)}, n.id, 'updated', n.attribute, o.value, n.value "
+            "FROM new_values AS n JOIN old_values AS o ON o.id = n.id AND "
+            "o.attribute = n.attribute WHERE o.value IS DISTINCT FROM n.value",
+            base,
+        )
+    licences = (
+        "SELECT id, unnest(string_split(license_names, ',')) AS license FROM {}staging.users "
+        "WHERE license_names IS NOT NULL"
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE new_licences AS {licences.format('')}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE old_licences AS {licences.format('published.')}")
+    con.execute(
+        f"{head}, 'licence', n.id, 'added', 'license', NULL, n.license FROM new_licences AS n "
+        "ANTI JOIN old_licences AS o ON o.id = n.id AND o.license = n.license",
+        base,
+    )
+    con.execute(
+        f"{head}, 'licence', o.id, 'removed', 'license', o.license, NULL FROM old_licences AS o "
+        "ANTI JOIN new_licences AS n ON n.id = o.id AND n.license = o.license",
+        base,
+    )
+    if _has(con, "published", "raw", "group_members"):
+        members = "SELECT group_id, member_id FROM {}raw.group_members"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE new_members AS {members.format('')}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE old_members AS {members.format('published.')}")
+        con.execute(
+            f"{head}, 'group_membership', n.member_id, 'added', 'group_id', NULL, n.group_id "
+            "FROM new_members AS n ANTI JOIN old_members AS o ON o.group_id = n.group_id AND "
+            "o.member_id = n.member_id",
+            base,
+        )
+        con.execute(
+            f"{head}, 'group_membership', o.member_id, 'removed', 'group_id', o.group_id, NULL "
+            "FROM old_members AS o ANTI JOIN new_members AS n ON n.group_id = o.group_id AND "
+            "n.member_id = o.member_id",
+            base,
+        )
+    counts = con.execute(
+        "SELECT entity || ' ' || change, count(*) FROM history.changes WHERE run_id = ? "
+        "GROUP BY ALL ORDER BY 1",
+        [run_id],
+    ).fetchall()
+    return {key: int(count) for key, count in counts}
+
+
+def _has(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND "
+            "table_name = ?",
+            [catalog, schema, table],
+        ).fetchall()
+    )

@@ -66,6 +66,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=42, help="tenant seed (default 42)")
 
+    sync = commands.add_parser(
+        "sync", help="run entra_id_sync once, in this process (incremental unless --full)"
+    )
+    sync.add_argument(
+        "--config",
+        default=None,
+        help="connector YAML (default: $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml)",
+    )
+    sync.add_argument(
+        "--full",
+        action="store_true",
+        help="read every collection in full and start delta tracking again (SPEC 6)",
+    )
+
     check = commands.add_parser(
         "check", help="validate the config and mapping and probe every Graph call the sync needs"
     )
@@ -87,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         from entra_pipeline.demo import run_demo
 
         return run_demo(args)
+    if args.command == "sync":
+        from entra_pipeline.run_once import run_sync
+
+        return run_sync(args)
     if args.command == "check":
         from entra_pipeline.preflight import run_check
 

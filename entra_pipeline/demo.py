@@ -21,6 +21,7 @@ from rich.console import Console
 
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
+from entra_pipeline.emulator.churn import churn
 from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import load_settings
@@ -29,6 +30,7 @@ from entra_pipeline.warehouse.files import private_directories
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET_VARIABLE = "ENTRA_DEMO_CLIENT_SECRET"
 DEMO_JOBS = (CONNECTOR_JOB, USER_SOURCE_JOB)
+NIGHTLY_CHURN = 0.02  # of users and devices changed before the demo's incremental run
 
 
 # Without a terminal, a status line after this long without output: with the 0.5 s poll, some
@@ -157,6 +159,26 @@ def _run_demo(args: argparse.Namespace, started: float, progress: _RunProgress) 
                 )
                 if not result.success:
                     failed.append(job_name)
+            if not failed:
+                # A night later: the directory changed a little; the connector reads only that.
+                night = churn(emulator.tenant, NIGHTLY_CHURN, seed=args.seed)
+                print(
+                    f"\nA night later: {night.total} changes in the tenant ("
+                    + ", ".join(f"{n} {kind}" for kind, n in sorted(night.counts.items()))
+                    + f"). Running job {CONNECTOR_JOB} again (incremental) ...",
+                    flush=True,
+                )
+                progress.begin(CONNECTOR_JOB)
+                job = definitions.resolve_job_def(CONNECTOR_JOB).with_logger_defs(
+                    {"progress": _progress_logger(progress)}
+                )
+                result = job.execute_in_process(
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config={"loggers": {"progress": {}}},
+                )
+                if not result.success:
+                    failed.append(f"{CONNECTOR_JOB} (incremental)")
     _print_summary(db, time.monotonic() - started)
     if failed:
         print(f"FAILED: {', '.join(failed)} (see ops.sync_runs.error above)")
@@ -202,24 +224,49 @@ def _print_summary(db: Path, seconds: float) -> None:
         runs = con.execute(
             "SELECT job, status, graph_requests, graph_retries, error FROM ops.sync_runs "
             "ORDER BY started_at DESC LIMIT ?",
-            [len(DEMO_JOBS)],
+            [len(DEMO_JOBS) + 1],
         ).fetchall()
         print("\nRuns:")
         for job, status, requests, retries, error in reversed(runs):
             line = f"  {job:<24} {status:<8} {requests} Graph requests, {retries} retries"
             print(line + (f"\n    error: {error}" if error else ""))
         _print_user_source(con)
+        _print_changes(con)
         notes = con.execute(
             "SELECT source, severity, code, message FROM ops.notifications "
             "WHERE run_id IN (SELECT run_id FROM ops.sync_runs ORDER BY started_at DESC LIMIT ?) "
             "ORDER BY notified_at",
-            [len(DEMO_JOBS)],
+            [len(DEMO_JOBS) + 1],
         ).fetchall()
         print(f"\nNotifications: {len(notes)}")
         for source, severity, code, message in notes:
             print(f"  [{source} {severity}] {code}: {message}")
     print(f"\nDone in {seconds:.1f}s. Query it (read-only, safe while a sync runs):")
     print(f'  .venv/bin/duckdb -readonly {shlex.quote(str(db))} -c "FROM neurons.users LIMIT 5"')
+
+
+def _print_changes(con: duckdb.DuckDBPyConnection) -> None:
+    """What the last connector run recorded in history.changes."""
+    if not con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'history'"
+    ).fetchall()[0][0]:
+        return
+    counts = con.execute(
+        "SELECT entity, change, count(*) FROM history.changes WHERE run_id = (SELECT run_id "
+        "FROM ops.sync_runs WHERE job = ? AND status = 'success' ORDER BY started_at DESC "
+        "LIMIT 1) GROUP BY ALL ORDER BY ALL",
+        [CONNECTOR_JOB],
+    ).fetchall()
+    print("\nWhat the incremental run changed (history.changes):")
+    for entity, change, count in counts or [("nothing", "", 0)]:
+        print(f"  {entity:<17} {change:<8} {count:>6}")
+    examples = con.execute(
+        "SELECT DISTINCT ON (entity, attribute) entity, change, attribute, old_value, "
+        "new_value FROM history.changes WHERE change = 'updated' AND entity IN ('user', "
+        "'device') ORDER BY entity DESC, attribute, object_id LIMIT 6"
+    ).fetchall()
+    for entity, _, attribute, old, new in examples:
+        print(f"  e.g. {entity} {attribute}: {old!r} -> {new!r}")
 
 
 def _print_user_source(con: duckdb.DuckDBPyConnection) -> None:

@@ -52,13 +52,34 @@ def test_the_demo_publishes_both_jobs_and_says_what_it_does_as_it_goes(tmp_path:
     ):
         assert line in output.splitlines(), line
     assert re.search(r"^  users: 3 pages, 300 rows in \d+s .*\(done\)$", output, re.M)
-    assert re.search(rf"^  Published 15 tables to {re.escape(str(db))}: ", output, re.M)
+    # The connector publishes 15 tables, ops.delta_state and history.changes; the user source 6.
+    assert len(re.findall(rf"^  Published 17 tables to {re.escape(str(db))}: ", output, re.M)) == 2
     assert re.search(rf"^  Published 6 tables to {re.escape(str(db))}: ", output, re.M)
+    # Then a night of changes, and the connector again, by delta query: it says what changed.
+    assert re.search(r"^A night later: \d+ changes in the tenant \(.*users deleted", output, re.M)
+    assert "  step raw_entra" in output.split("A night later:")[1]
+    assert re.search(
+        r"^  users: delta round with \d+ changed and \d+ removed objects$", output, re.M
+    )
+    assert "What the incremental run changed (history.changes):" in output
+    assert re.search(r"^  user\s+updated\s+\d+$", output, re.M)
     # A notification's [code] reaches the terminal as written (rich markup is off).
     assert "  [attributes_not_synchronized_some] Custom attribute(s) have no value" in output
     with duckdb.connect(str(db), read_only=True) as con:
         [(users,)] = con.execute("SELECT count(*) FROM neurons.users").fetchall()
     assert re.search(rf"^  neurons\.users\s+{users} rows$", output, re.M)
+    with duckdb.connect(str(db), read_only=True) as con:
+        runs = con.execute(
+            "SELECT job, status, graph_requests FROM ops.sync_runs ORDER BY started_at"
+        ).fetchall()
+        [(changes,)] = con.execute("SELECT count(*) FROM history.changes").fetchall()
+    assert [(job, status) for job, status, _ in runs] == [
+        ("entra_id_sync", "success"),
+        ("mdm_user_source_sync", "success"),
+        ("entra_id_sync", "success"),
+    ]
+    assert runs[2][2] < runs[0][2] / 2  # the incremental run reads a fraction of the first
+    assert changes > 0
     cli = subprocess.run(
         [
             str(Path(sys.executable).parent / "duckdb"),

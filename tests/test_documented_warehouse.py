@@ -80,7 +80,8 @@ def test_every_published_table_view_and_column_has_a_comment(published: Publishe
     names = [name for name, _ in objects]
     assert {"neurons.users_v", "neurons.devices_v", "mdm.rendered_templates"} <= set(names)
     assert {"mdm.invitations", "raw.sign_in_activity", "ops.attribute_mapping"} <= set(names)
-    assert len(names) == 25
+    assert {"ops.delta_state", "history.changes"} <= set(names)
+    assert len(names) == 27
     assert [name for name, comment in objects if not comment.strip()] == []
     columns = published.query(
         "SELECT schema_name || '.' || table_name || '.' || column_name, coalesce(comment, '') "
@@ -108,10 +109,10 @@ def test_dagster_column_descriptions_are_the_published_comments(published: Publi
             for column in metadata["dagster/column_schema"].value.columns:
                 assert column.description == comments[(table, column.name)], (table, column)
             checked.add(table)
-    # Every layer's assets: raw, staging, the mapping, neurons and mdm.
+    # Every layer's assets: raw, staging, the mapping, neurons, history and mdm.
     assert {"raw.users", "raw.group_filters", "staging.filtered_users", "neurons.users"} <= checked
-    assert {"ops.attribute_mapping", "mdm.users", "mdm.invitations"} <= checked
-    assert len(checked) == 21
+    assert {"ops.attribute_mapping", "mdm.users", "mdm.invitations", "history.changes"} <= checked
+    assert len(checked) == 22
 
 
 def test_columns_are_documented_from_the_mapping_the_registry_and_the_model_docs(

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -462,3 +465,37 @@ def test_history_changes_answers_the_readme_questions(pair: tuple[Connector, Con
     assert incremental.query("SELECT count(*) FROM history.changes WHERE run_id = ?", [run_id]) == [
         (0,)
     ]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "entra_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
+    )
+
+
+def test_the_sync_command_runs_incrementally_and_full_on_demand(
+    pair: tuple[Connector, Connector], tmp_path: Path
+) -> None:
+    incremental, _ = pair
+    emulator = incremental.emulator
+    first = _cli("sync", "--config", str(incremental.config))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"entra_id_sync (incremental) published to {incremental.db}" in first.stdout
+    seen = len(emulator.requests)
+    again = _cli("sync", "--config", str(incremental.config))
+    assert again.returncode == 0
+    assert "/v1.0/devices" not in {r.path for r in emulator.requests[seen:]}
+    seen = len(emulator.requests)
+    full = _cli("sync", "--config", str(incremental.config), "--full")
+    assert full.returncode == 0
+    assert "entra_id_sync (full) published" in full.stdout
+    assert "/v1.0/devices" in {r.path for r in emulator.requests[seen:]}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tenant_id: nope\n")
+    refused = _cli("sync", "--config", str(bad))
+    assert refused.returncode == 2
+    assert "Invalid config" in refused.stdout

@@ -91,6 +91,18 @@ def test_missing_environment_variable_is_named() -> None:
         ),
         ({"graph_url": "http://graph.microsoft.com"}, "graph_url: 'http://graph.microsoft.com'"),
         ({"devices": {"groups": ["a", "a"]}}, "devices.groups: Value error, 'a' is listed twice"),
+        (
+            {"sync": {"mode": "sometimes"}},
+            "sync.mode: 'sometimes' is not allowed; allowed: 'incremental' or 'full'",
+        ),
+        (
+            {"sync": {"full_resync_days": 0}},
+            "sync.full_resync_days: Input should be greater than or equal to 1",
+        ),
+        (
+            {"history": {"retention_days": 0}},
+            "history.retention_days: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_key(

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from entra_pipeline.emulator.churn import churn
 from entra_pipeline.emulator.costs import CostModel
 from entra_pipeline.emulator.faults import Faults
 from entra_pipeline.emulator.file_tenant import FileTenant
@@ -119,6 +120,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at TIME_SCALE real seconds a second (1: real time, 0.01: 100 times faster)",
     )
     parser.add_argument(
+        "--churn",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="on SIGUSR1, change FRACTION (e.g. 0.01) of the users and devices as a working day "
+        "does (hires, leavers, licences, managers, stale and re-joined devices) and print a "
+        "line saying what changed: a night of changes between two syncs",
+    )
+    parser.add_argument(
         "--client-certificate",
         action="append",
         default=[],
@@ -170,6 +180,19 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     emulator = Emulator(config)
+    nights = [0]
+
+    def night(*_: object) -> None:  # a signal handler: runs on the main thread, between waits
+        nights[0] += 1
+        done = churn(emulator.tenant, args.churn, seed=nights[0])
+        print(
+            f"churned {done.total}: "
+            + ", ".join(f"{n} {kind}" for kind, n in sorted(done.counts.items())),
+            flush=True,
+        )
+
+    if args.churn is not None:
+        signal.signal(signal.SIGUSR1, night)
     try:
         exports = emulator.env()
         if EMULATOR_CONNECTOR_CONFIG.is_file():

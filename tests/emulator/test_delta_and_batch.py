@@ -189,3 +189,61 @@ def test_batch_limits(emulator: Emulator) -> None:
         verify=emulator.ssl_context(),
     )
     assert anonymous.status_code == 401
+
+
+def test_delta_follows_graphs_query_rules(emulator: Emulator) -> None:
+    client = graph(emulator)
+    tenant = emulator.tenant
+    # Users and groups: no $top, $expand or $orderby; a $filter only by object id.
+    for query in ("/users/delta?$top=5", "/groups/delta?$orderby=displayName"):
+        answer = client.get(query)
+        assert answer.status_code == 400, query
+        assert answer.json()["error"]["code"] == "Request_UnsupportedQuery"
+    refused = client.get("/devices/delta?$filter=displayName eq 'x'")
+    assert refused.json()["error"]["code"] == "Request_UnsupportedQuery"
+    one, two = tenant.user(1)["id"], tenant.user(2)["id"]
+    scoped, _ = _round(client, f"/users/delta?$select=id&$filter=id eq '{one}' or id eq '{two}'")
+    assert [u["id"] for u in scoped] == [one, two]
+    too_many = " or ".join(f"id eq '{u['id']}'" for u in list(tenant.users())[:51])
+    assert client.get(f"/users/delta?$filter={too_many}").status_code == 400
+
+
+def test_latest_delta_token_starts_tracking_now(emulator: Emulator) -> None:
+    client = graph(emulator)
+    tenant = emulator.tenant
+    body = client.get("/users/delta?$select=id,department&$deltatoken=latest").json()
+    assert body["value"] == []
+    assert "@odata.nextLink" not in body
+    tenant.update(tenant.user(7)["id"], department="Finance")
+    changed, _ = _round(client, body["@odata.deltaLink"])
+    assert changed == [{"id": tenant.user(7)["id"], "department": "Finance"}]
+
+
+def test_a_manager_taken_away_comes_as_removed_and_replays_repeat_changes(
+    emulator: Emulator,
+) -> None:
+    client = graph(emulator)
+    tenant = emulator.tenant
+    first, link = _round(client, "/users/delta?$select=id,manager")
+    user = next(u for u in first if tenant.manager_of(u["id"]))
+    manager = tenant.manager_of(user["id"])["id"]
+    tenant.set_manager(user["id"], None)
+    second, link = _round(client, link)
+    assert second == [
+        {
+            "id": user["id"],
+            "manager@delta": [
+                {
+                    "@odata.type": "#microsoft.graph.user",
+                    "id": manager,
+                    "@removed": {"reason": "deleted"},
+                }
+            ],
+        }
+    ]
+    tenant.update(tenant.user(9)["id"], department="Legal")
+    emulator.faults.replay_delta_next("/v1.0/users/delta")
+    replayed, link = _round(client, link)
+    # The earlier round's change comes again with the new one.
+    assert {u["id"] for u in replayed} == {user["id"], tenant.user(9)["id"]}
+    assert _round(client, link)[0] == []

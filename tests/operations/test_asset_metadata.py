@@ -19,7 +19,7 @@ from entra_pipeline.operations.freshness import FRESHNESS_JOB, FRESHNESS_SCHEDUL
 from entra_pipeline.settings import load_settings
 from entra_pipeline.user_source.directory import DIRECTORY_TABLES
 
-LAYERS = {"raw", "staging", "filtered", "mapping", "neurons", "mdm"}
+LAYERS = {"raw", "staging", "filtered", "mapping", "neurons", "history", "mdm"}
 EVERY_MATERIALIZATION = {
     "dagster/row_count",
     "dagster/column_schema",

@@ -1,0 +1,45 @@
+"""`entra-pipeline sync`: one run of `entra_id_sync` in this process, as the schedule would start
+it (incremental unless `--full`), without `dagster dev`.
+
+It uses the Dagster instance of `$DAGSTER_HOME` when that is set (the run shows in the UI's run
+history), else a throwaway one. Exit codes: 0 published, 1 the run failed (nothing published; the
+reason is in `ops.sync_runs` and printed), 2 the config is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import dagster as dg
+
+from entra_pipeline.connector.incremental import FULL_SYNC_TAG
+from entra_pipeline.definitions import build_definitions
+from entra_pipeline.jobs import CONNECTOR_JOB
+from entra_pipeline.secrets import redact
+from entra_pipeline.settings import ConfigError, config_path, load_settings
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(f"Invalid config {config_path(args.config)}: {error}")
+        return 2
+    path = str(config_path(args.config))
+    job = build_definitions(settings, path).resolve_job_def(CONNECTOR_JOB)
+    tags = {FULL_SYNC_TAG: "true"} if args.full else {}
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    with instance or dg.DagsterInstance.ephemeral() as active:
+        result = job.execute_in_process(instance=active, raise_on_error=False, tags=tags)
+    mode = "full" if args.full else settings.sync.mode
+    if result.success:
+        print(f"{CONNECTOR_JOB} ({mode}) published to {settings.duckdb_path}")
+        return 0
+    failures = [
+        redact(str(event.event_specific_data.error.message).strip())  # type: ignore[union-attr]
+        for event in result.all_events
+        if event.is_step_failure
+    ]
+    print(f"{CONNECTOR_JOB} ({mode}) failed; nothing was published: " + "; ".join(failures))
+    return 1

@@ -147,17 +147,7 @@ def _run_demo(args: argparse.Namespace, started: float, progress: _RunProgress) 
         with dg.DagsterInstance.ephemeral() as instance:
             for job_name in DEMO_JOBS:
                 print(f"Running job {job_name} ...", flush=True)
-                progress.begin(job_name)
-                job = definitions.resolve_job_def(job_name).with_logger_defs(
-                    {"progress": _progress_logger(progress)}
-                )
-                # Only the loggers the run config names are used (else Dagster's console one).
-                result = job.execute_in_process(
-                    instance=instance,
-                    raise_on_error=False,
-                    run_config={"loggers": {"progress": {}}},
-                )
-                if not result.success:
+                if not _run_job(definitions, job_name, instance, progress):
                     failed.append(job_name)
             if not failed:
                 # A night later: the directory changed a little; the connector reads only that.
@@ -168,22 +158,30 @@ def _run_demo(args: argparse.Namespace, started: float, progress: _RunProgress) 
                     + f"). Running job {CONNECTOR_JOB} again (incremental) ...",
                     flush=True,
                 )
-                progress.begin(CONNECTOR_JOB)
-                job = definitions.resolve_job_def(CONNECTOR_JOB).with_logger_defs(
-                    {"progress": _progress_logger(progress)}
-                )
-                result = job.execute_in_process(
-                    instance=instance,
-                    raise_on_error=False,
-                    run_config={"loggers": {"progress": {}}},
-                )
-                if not result.success:
+                if not _run_job(definitions, CONNECTOR_JOB, instance, progress):
                     failed.append(f"{CONNECTOR_JOB} (incremental)")
     _print_summary(db, time.monotonic() - started)
     if failed:
         print(f"FAILED: {', '.join(failed)} (see ops.sync_runs.error above)")
         return 1
     return 0
+
+
+def _run_job(
+    definitions: dg.Definitions,
+    job_name: str,
+    instance: dg.DagsterInstance,
+    progress: _RunProgress,
+) -> bool:
+    progress.begin(job_name)
+    job = definitions.resolve_job_def(job_name).with_logger_defs(
+        {"progress": _progress_logger(progress)}
+    )
+    # Only the loggers the run config names are used (else Dagster's console one).
+    result = job.execute_in_process(
+        instance=instance, raise_on_error=False, run_config={"loggers": {"progress": {}}}
+    )
+    return result.success
 
 
 def _demo_config(emulator: Emulator, db: Path) -> dict[str, object]:

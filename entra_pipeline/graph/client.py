@@ -392,7 +392,7 @@ class GraphClient:
             return path_or_url
         return f"{self.base_url}/{path_or_url.lstrip('/')}"
 
-    def own_link(self, link: object, described: str) -> str:
+    def own_link(self, link: object, described: str, *, what: str = "link") -> str:
         """`link` (a delta link Graph gave), checked to be a URL of the Graph this client talks
         to: the bearer token goes wherever it points."""
         if not isinstance(link, str) or not link.startswith(("https://", "http://")):
@@ -401,7 +401,7 @@ class GraphClient:
             )
         if _origin(link) != self._origin:
             raise GraphRequestError(
-                f"Graph's link for GET {display_path(described)} points to another host "
+                f"Graph's {what} for GET {display_path(described)} points to another host "
                 f"({httpx.URL(link).host}); refusing to send the access token there",
                 url=described,
             )
@@ -412,13 +412,7 @@ class GraphClient:
         if link is None:
             return None
         # The bearer token goes wherever the link points: only ever to the Graph we were given.
-        if _origin(link) != self._origin:
-            raise GraphRequestError(
-                f"Graph's next link for GET {display_path(described)} points to another host "
-                f"({httpx.URL(link).host}); refusing to send the access token there",
-                url=described,
-            )
-        return link
+        return self.own_link(link, described, what="next link")
 
     def _count(self, label: str, **increments: int) -> None:
         with self._stats_lock:

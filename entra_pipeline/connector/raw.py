@@ -44,6 +44,8 @@ from entra_pipeline.graph.collections import GROUP_MEMBERS, GROUPS, SIGN_IN_ACTI
 from entra_pipeline.graph.delta import TRACKED, DeltaRound
 from entra_pipeline.graph.extract import (
     CollectionReport,
+    Extracted,
+    collection_report,
     extract_all,
     extract_group_members,
     resolve_groups,
@@ -290,20 +292,18 @@ def _members_after_round(
             f"group_members: {len(plan.relist)} filter groups listed again, {len(plan.direct)} "
             f"updated from members@delta, {len(plan.kept)} unchanged"
         )
-    extracted = extract_group_members(client, list(relist), workdir) if relist else None
-    after = client.stats.get(GROUP_MEMBERS.table, RequestStats())
-    report = CollectionReport(
-        table=GROUP_MEMBERS.table,
-        status="ok",
-        files=extracted.files if extracted else (),
-        rows=extracted.rows if extracted else 0,
-        pages=after.pages - before.pages,
-        requests=after.requests - before.requests,
-        retries=after.retries - before.retries,
-        throttled=after.throttled - before.throttled,
-        restarts=after.restarts - before.restarts,
-        seconds=round(time.monotonic() - started, 3),
-        extracted=extracted,
+    extracted = (
+        extract_group_members(client, list(relist), workdir)
+        if relist
+        else Extracted(GROUP_MEMBERS.table, (), 0)  # nothing to list again: still complete
+    )
+    report = collection_report(
+        GROUP_MEMBERS.table,
+        extracted,
+        None,
+        client.stats.get(GROUP_MEMBERS.table, RequestStats()),
+        before,
+        time.monotonic() - started,
     )
     if round_ is None:
         return report, None

@@ -46,9 +46,9 @@ def resync_required() -> GraphError:
 # (learn.microsoft.com/graph/api/device-delta). The user delta allows "a limit of 50 filtered
 # objects" (learn.microsoft.com/graph/api/user-delta).
 _UNSUPPORTED = {
-    "user": ("expand", "top", "orderby", "search", "count"),
-    "group": ("expand", "top", "orderby", "search", "count"),
-    "device": ("expand", "orderby", "search", "count"),
+    "user": ("expand", "top", "orderby", "search"),
+    "group": ("expand", "top", "orderby", "search"),
+    "device": ("expand", "orderby", "search"),
 }
 MAX_ID_FILTER = 50
 _ID_TERM = re.compile(r"^\s*id\s+eq\s+'([0-9a-fA-F-]{36})'\s*$")

@@ -19,17 +19,17 @@ secrets, so that no log line, exception or metadata shows them.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from entra_pipeline.graph.client import MAX_BATCH, GraphClient, Row
 from entra_pipeline.graph.collections import DEVICES, GROUPS, USERS, Collection
 from entra_pipeline.graph.errors import GraphRequestError
+from entra_pipeline.graph.ndjson import NdjsonWriter
 from entra_pipeline.secrets import register_secret
 
 logger = logging.getLogger(__name__)
@@ -111,26 +111,6 @@ def latest_link(client: GraphClient, tracked: Tracked) -> str:
     return remember_link(client.own_link(body.get("@odata.deltaLink"), tracked.path))
 
 
-class _Lines:
-    def __init__(self, path: Path) -> None:
-        self.path, self.rows = path, 0
-        self._file: IO[bytes] = path.open("wb")
-
-    def write(self, rows: Iterable[Row]) -> None:
-        lines = [json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in rows]
-        if lines:
-            self._file.write(("\n".join(lines) + "\n").encode("utf-8"))
-            self.rows += len(lines)
-
-    def restart(self) -> None:
-        self._file.seek(0)
-        self._file.truncate()
-        self.rows = 0
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def read_round(
     client: GraphClient,
     tracked: Tracked,
@@ -143,9 +123,9 @@ def read_round(
     round instead (410, syncStateNotFound, resyncRequired)."""
     remember_link(link)
     workdir.mkdir(parents=True, exist_ok=True)
-    changes = _Lines(workdir / f"{tracked.table}.delta.ndjson")
+    changes = NdjsonWriter(workdir / f"{tracked.table}.delta.ndjson")
     members = (
-        _Lines(workdir / "group_member_changes.ndjson")
+        NdjsonWriter(workdir / "group_member_changes.ndjson")
         if tracked.relationship == "members"
         else None
     )
@@ -153,9 +133,9 @@ def read_round(
     counts = {"removed": 0, "seq": 0}
 
     def restart() -> None:  # an expired page token restarts the round from its link
-        changes.restart()
+        changes.restart_listing()
         if members is not None:
-            members.restart()
+            members.restart_listing()
         counts.update(removed=0, seq=0)
 
     def on_page(body: dict[str, Any]) -> None:
@@ -235,7 +215,7 @@ def read_owners(client: GraphClient, device_ids: Sequence[str], workdir: Path) -
     """The registered owners of `device_ids` ({device_id, registeredOwners}), 20 devices a
     `$batch` call: device delta does not track them. A device gone meanwhile has none (its
     removal comes in the next round)."""
-    lines = _Lines(workdir / "device_owners.ndjson")
+    lines = NdjsonWriter(workdir / "device_owners.ndjson")
     try:
         for start in range(0, len(device_ids), MAX_BATCH):
             batch = list(device_ids[start : start + MAX_BATCH])

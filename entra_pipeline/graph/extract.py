@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 from entra_pipeline.graph.client import MAX_BATCH, GraphClient, RequestStats, Row
 from entra_pipeline.graph.collections import (
@@ -46,6 +46,7 @@ from entra_pipeline.graph.errors import (
     GraphRequestError,
     GroupNotFoundError,
 )
+from entra_pipeline.graph.ndjson import NdjsonWriter
 from entra_pipeline.graph.partitions import count, partition_params, plan_partitions, shortfall
 from entra_pipeline.vocabulary import is_guid
 
@@ -120,35 +121,6 @@ class _Cancelled(Exception):
     """Another collection failed; this one stops at its next page."""
 
 
-class _NdjsonWriter:
-    """Rows appended as JSON lines; a listing that restarts is cut back to where it began."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows = 0
-        self._file: IO[bytes] = path.open("wb")
-        self._listing_offset = 0
-        self._listing_rows = 0
-
-    def begin_listing(self) -> None:
-        self._listing_offset = self._file.tell()
-        self._listing_rows = self.rows
-
-    def restart_listing(self) -> None:
-        self._file.seek(self._listing_offset)
-        self._file.truncate()
-        self.rows = self._listing_rows
-
-    def write(self, rows: Iterable[Row]) -> None:
-        lines = [json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in rows]
-        if lines:
-            self._file.write(("\n".join(lines) + "\n").encode("utf-8"))
-            self.rows += len(lines)
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def timestamp_check(collection: Collection) -> Callable[[Row], str | None]:
     """A row check for `collection`'s Graph timestamps (top-level `...DateTime` strings, and
     those inside a JSON object such as signInActivity): each is null, "" or ISO 8601.
@@ -201,23 +173,26 @@ def extract_collection(
     workdir: Path,
     *,
     cancel: threading.Event | None = None,
+    queries: Sequence[Mapping[str, str | int]] | None = None,
 ) -> Extracted:
-    """Stream every page of `collection` into `<workdir>/<table>.ndjson`."""
+    """Stream every page of `collection` into `<workdir>/<table>.ndjson`: its listing, or each of
+    `queries` (first-page parameters) one after another into the same file."""
     workdir.mkdir(parents=True, exist_ok=True)
-    writer = _NdjsonWriter(workdir / f"{collection.table}.ndjson")
+    writer = NdjsonWriter(workdir / f"{collection.table}.ndjson")
+    progress = Progress(client, collection.table)
     try:
-        writer.begin_listing()
-        pages = client.iter_pages(
-            collection.path,
-            collection_params(collection),
-            label=collection.table,
-            on_restart=writer.restart_listing,
-            check_row=timestamp_check(collection),
-        )
-        progress = Progress(client, collection.table)
-        for rows in _unless_cancelled(pages, cancel):
-            writer.write(rows)
-            progress.page(writer.rows)
+        for params in queries or [collection_params(collection)]:
+            writer.begin_listing()
+            pages = client.iter_pages(
+                collection.path,
+                params,
+                label=collection.table,
+                on_restart=writer.restart_listing,
+                check_row=timestamp_check(collection),
+            )
+            for rows in _unless_cancelled(pages, cancel):
+                writer.write(rows)
+                progress.page(writer.rows)
         logger.info("%s (done)", progress.line(writer.rows))
     finally:
         writer.close()
@@ -265,31 +240,12 @@ def _sign_ins_since(
     # recent sign-ins (learn.microsoft.com/graph/api/resources/signinactivity); OData datetime
     # literals are unquoted.
     at = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    workdir.mkdir(parents=True, exist_ok=True)
-    writer = _NdjsonWriter(workdir / f"{SIGN_IN_ACTIVITY.table}.ndjson")
-    progress = Progress(client, SIGN_IN_ACTIVITY.table)
     logger.info("sign_in_activity: only users who signed in since %s (incremental pass)", at)
-    try:
-        for prop in SIGN_IN_PROPERTIES:
-            params = {
-                **collection_params(SIGN_IN_ACTIVITY),
-                "$filter": f"signInActivity/{prop} ge {at}",
-            }
-            writer.begin_listing()
-            pages = client.iter_pages(
-                SIGN_IN_ACTIVITY.path,
-                params,
-                label=SIGN_IN_ACTIVITY.table,
-                on_restart=writer.restart_listing,
-                check_row=timestamp_check(SIGN_IN_ACTIVITY),
-            )
-            for rows in _unless_cancelled(pages, cancel):
-                writer.write(rows)
-                progress.page(writer.rows)
-        logger.info("%s (done)", progress.line(writer.rows))
-    finally:
-        writer.close()
-    return Extracted(SIGN_IN_ACTIVITY.table, (writer.path,), writer.rows)
+    queries = [
+        {**collection_params(SIGN_IN_ACTIVITY), "$filter": f"signInActivity/{prop} ge {at}"}
+        for prop in SIGN_IN_PROPERTIES
+    ]
+    return extract_collection(client, SIGN_IN_ACTIVITY, workdir, cancel=cancel, queries=queries)
 
 
 def extract_tracked(
@@ -397,7 +353,7 @@ def extract_partitioned(
 
     def page_partition(number: int) -> None:
         partition = plan.partitions[number]
-        writer = _NdjsonWriter(files[number])
+        writer = NdjsonWriter(files[number])
         try:
             writer.begin_listing()
             pages = client.iter_pages(
@@ -466,7 +422,7 @@ def extract_group_members(
 
     _member_query = f"$select=id&$top={_MEMBER_PAGE_SIZE}"
 
-    def list_group(writer: _NdjsonWriter, group_id: str) -> None:
+    def list_group(writer: NdjsonWriter, group_id: str) -> None:
         writer.begin_listing()
         pages = client.iter_pages(
             GROUP_MEMBERS.path.format(id=group_id),
@@ -478,7 +434,7 @@ def extract_group_members(
             writer.write(member_rows(group_id, members))
             progress.page(sum(w.rows for w in writers))
 
-    def work(writer: _NdjsonWriter) -> None:
+    def work(writer: NdjsonWriter) -> None:
         # First pages through $batch, 20 groups a call: a group that fits one page is done
         # there; a larger one, or one whose answer is an error, is listed on its own (from its
         # first page, so that an expired page token restarts it whole, and errors are typed).
@@ -497,7 +453,7 @@ def extract_group_members(
                 raise _Cancelled
 
     workers = max(1, min(max_workers, len(group_ids)))
-    writers = [_NdjsonWriter(folder / f"part-{n}.ndjson") for n in range(workers)]
+    writers = [NdjsonWriter(folder / f"part-{n}.ndjson") for n in range(workers)]
     progress = Progress(client, GROUP_MEMBERS.table)
     try:
         _run_all([functools.partial(work, writer) for writer in writers], workers, cancel)
@@ -612,7 +568,7 @@ def extract_all(
                 raise
             extracted, error = None, soft
             logger.warning("Sign-in activity is unavailable: %s", soft)
-        report = _report(
+        report = collection_report(
             table,
             extracted,
             error,
@@ -629,7 +585,7 @@ def extract_all(
     return {table: reports[table] for table in tasks}
 
 
-def _report(
+def collection_report(
     table: str,
     extracted: Extracted | None,
     error: GraphError | None,

@@ -13,8 +13,8 @@ import os
 
 import dagster as dg
 
-from entra_pipeline.connector.incremental import FULL_SYNC_TAG
 from entra_pipeline.definitions import build_definitions
+from entra_pipeline.incremental import FULL_SYNC_TAG
 from entra_pipeline.jobs import CONNECTOR_JOB
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import ConfigError, config_path, load_settings

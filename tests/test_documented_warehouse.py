@@ -80,8 +80,8 @@ def test_every_published_table_view_and_column_has_a_comment(published: Publishe
     names = [name for name, _ in objects]
     assert {"neurons.users_v", "neurons.devices_v", "mdm.rendered_templates"} <= set(names)
     assert {"mdm.invitations", "raw.sign_in_activity", "ops.attribute_mapping"} <= set(names)
-    assert {"ops.delta_state", "history.changes"} <= set(names)
-    assert len(names) == 27
+    assert {"ops.delta_state", "history.changes", "mdm_extract.group_members"} <= set(names)
+    assert len(names) == 30
     assert [name for name, comment in objects if not comment.strip()] == []
     columns = published.query(
         "SELECT schema_name || '.' || table_name || '.' || column_name, coalesce(comment, '') "

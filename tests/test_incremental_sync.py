@@ -26,11 +26,12 @@ import duckdb
 import pytest
 import yaml
 
-from entra_pipeline.connector.incremental import FULL_SYNC_TAG
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
+from entra_pipeline.emulator.handlers import ALL_PERMISSIONS, READ_DEVICES
 from entra_pipeline.emulator.tenant import Tenant
-from entra_pipeline.jobs import CONNECTOR_JOB
+from entra_pipeline.incremental import FULL_SYNC_TAG
+from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import load_settings
 
@@ -42,7 +43,7 @@ OPTIONS = {
     "user_source": {"enabled": False},
 }
 # Run-specific values: when the row was extracted, not what it says.
-RUN_COLUMNS = {"extracted_at"}
+RUN_COLUMNS = {"extracted_at", "synced_at"}
 COMPARED_SCHEMAS = ("raw", "staging", "neurons")
 NOT_COMPARED = {"raw.extraction_status", "raw.group_filters"}  # one row per run, by design
 
@@ -53,14 +54,14 @@ class Connector:
     config: Path
     db: Path
 
-    def run(self, *, full: bool = False) -> dg.ExecuteInProcessResult:
+    def run(
+        self, *, full: bool = False, job_name: str = CONNECTOR_JOB
+    ) -> dg.ExecuteInProcessResult:
         settings = load_settings(self.config)
         connector = ConnectorResource(
             config_path=str(self.config), max_retries=4, backoff_base_seconds=0.01
         )
-        job = build_definitions(settings, str(self.config), connector).resolve_job_def(
-            CONNECTOR_JOB
-        )
+        job = build_definitions(settings, str(self.config), connector).resolve_job_def(job_name)
         return job.execute_in_process(
             instance=dg.DagsterInstance.ephemeral(),
             raise_on_error=False,
@@ -115,13 +116,15 @@ def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Conn
         yield incremental, full
 
 
-def published(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+def published(
+    db: Path, schemas: tuple[str, ...] = COMPARED_SCHEMAS
+) -> dict[str, list[tuple[Any, ...]]]:
     """Every compared table's rows (run-specific columns left out), sorted, JSON normalised."""
     out: dict[str, list[tuple[Any, ...]]] = {}
     with duckdb.connect(str(db), read_only=True) as con:
         tables = con.execute(
             "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE schema_name IN "
-            f"{COMPARED_SCHEMAS} ORDER BY 1"
+            f"({', '.join(repr(s) for s in schemas)}) ORDER BY 1"
         ).fetchall()
         for (table,) in tables:
             if table in NOT_COMPARED:
@@ -146,9 +149,15 @@ def _normal(value: Any) -> Any:
     return value
 
 
-def assert_same_as_full(incremental: Connector, full: Connector) -> None:
-    assert full.run().success
-    mine, reference = published(incremental.db), published(full.db)
+def assert_same_as_full(
+    incremental: Connector,
+    full: Connector,
+    *,
+    job_name: str = CONNECTOR_JOB,
+    schemas: tuple[str, ...] = COMPARED_SCHEMAS,
+) -> None:
+    assert full.run(job_name=job_name).success
+    mine, reference = published(incremental.db, schemas), published(full.db, schemas)
     assert set(mine) == set(reference)
     for table in reference:
         missing = [r for r in reference[table] if r not in mine[table]]
@@ -325,6 +334,121 @@ def test_incremental_runs_publish_what_a_full_sync_publishes(
         "groups: Graph refused the stored delta link (410 resyncRequired)"
     )
     assert_same_as_full(incremental, full)
+
+
+USER_SOURCE = {
+    "enabled": True,
+    "name": "Contoso",
+    "auto_invite": False,
+    "custom_attributes": ["employeeId", "extensionAttribute1"],
+}
+
+
+@pytest.fixture
+def user_source_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Connector, Connector]]:
+    """(incremental, full) MDM user sources on one emulator, each publishing to its own file."""
+    with running_emulator(EmulatorConfig(users=150, devices=120, seed=11)) as emu:
+        monkeypatch.setenv("TEST_ENTRA_SECRET", emu.client_secret)
+        incremental = Connector(
+            emu,
+            _config(tmp_path / "inc.yaml", emu, tmp_path / "inc.duckdb", user_source=USER_SOURCE),
+            tmp_path / "inc.duckdb",
+        )
+        full = Connector(
+            emu,
+            _config(
+                tmp_path / "full.yaml",
+                emu,
+                tmp_path / "full.duckdb",
+                user_source=USER_SOURCE,
+                sync={"mode": "full"},
+            ),
+            tmp_path / "full.duckdb",
+        )
+        yield incremental, full
+
+
+def _device_member(tenant: Tenant) -> tuple[str, str]:
+    """(group, device): a device that is a member of some group."""
+    for group in tenant.groups():
+        for member in tenant.direct_members(group["id"]):
+            if member["@odata.type"] == "#microsoft.graph.device":
+                return str(group["id"]), str(member["id"])
+    raise AssertionError("no group has a device member")
+
+
+def test_the_user_source_on_deltas_publishes_what_a_full_sync_publishes(
+    user_source_pair: tuple[Connector, Connector],
+) -> None:
+    incremental, full = user_source_pair
+    emulator = incremental.emulator
+    tenant = emulator.tenant
+
+    def night() -> set[str]:
+        seen = len(emulator.requests)
+        assert incremental.run(job_name=USER_SOURCE_JOB).success
+        paths = {r.path for r in emulator.requests[seen:]}
+        assert_same_as_full(incremental, full, job_name=USER_SOURCE_JOB, schemas=("mdm",))
+        return paths
+
+    assert incremental.run(job_name=USER_SOURCE_JOB).success
+    first_requests = incremental.last_requests()
+    assert incremental.query("SELECT collection FROM ops.delta_state ORDER BY 1") == [
+        ("mdm_extract.device_ids",),
+        ("mdm_extract.directory_users",),
+        ("mdm_extract.groups",),
+    ]
+
+    # Night 1: users added, disabled, deleted and renamed, devices re-joined and deleted, members
+    # added and removed, a nested group moved: all by delta, the changed groups listed again.
+    first_changes(tenant)
+    paths = night()
+    assert {"/v1.0/users/delta", "/v1.0/groups/delta", "/v1.0/devices/delta"} <= paths
+    assert not {"/v1.0/users", "/v1.0/groups"} & paths
+    assert incremental.last_requests() < first_requests
+    # sync.mode full keeps nothing between runs.
+    assert full.query("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'mdm_extract'") == [
+        (0,)
+    ]
+
+    # Night 2: Graph replays the groups round; a member joins a group nested in another.
+    platform = _group(tenant, "Team - Platform")
+    outsider = next(
+        u["id"]
+        for u in tenant.users()
+        if u["id"] not in {m["id"] for m in tenant.transitive_members(platform)}
+    )
+    tenant.add_member(platform, outsider)
+    emulator.faults.replay_delta_next("/v1.0/groups/delta")
+    night()
+    assert not emulator.faults.pending
+
+    # Night 3: the app may not read devices: a deleted device member is found by listing the
+    # groups with device members again.
+    group, device = _device_member(tenant)
+    tenant.remove(device)
+    emulator.permissions = set(ALL_PERMISSIONS - set(READ_DEVICES))
+    try:
+        paths = night()
+    finally:
+        emulator.permissions = None
+    assert f"/v1.0/groups/{group}/transitiveMembers" in paths or "/v1.0/$batch" in paths
+    assert incremental.query(
+        "SELECT count(*) FROM mdm.group_members WHERE member_id = ?", [device]
+    ) == [(0,)]
+
+    # Night 4: the users' link is refused (410): users are listed in full, with a notification.
+    tenant.update(next(iter(tenant.users()))["id"], department="Moved")
+    emulator.faults.expire_delta_token_next("/v1.0/users/delta")
+    paths = night()
+    assert "/v1.0/users" in paths
+    [(severity, message)] = [
+        (s, m) for s, c, m in incremental.notifications() if c == "delta_resync"
+    ]
+    assert severity == "info"
+    assert message.startswith("mdm_extract.directory_users: Graph refused the stored delta link")
 
 
 def test_a_full_sync_on_demand_and_the_backstop_read_everything(

@@ -23,6 +23,7 @@ LAYERS = {
     "warehouse": 2,
     "resources": 3,
     "graph_session": 3,
+    "incremental": 3,
     "connector": 4,
     "user_source": 4,
     "operations": 5,

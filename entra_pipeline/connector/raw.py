@@ -24,19 +24,11 @@ import duckdb
 from dagster import AssetExecutionContext
 
 from entra_pipeline.connector.incremental import (
-    DELTA_STATE,
-    FULL_SYNC_TAG,
-    MembersPlan,
     SyncPlan,
-    apply_members,
-    apply_round,
     merge_sign_ins,
-    plan_members,
     plan_sync,
     refresh_references,
     snapshot_upns,
-    start_removed_objects,
-    write_state,
 )
 from entra_pipeline.graph.client import GraphClient, RequestStats
 from entra_pipeline.graph.collections import ALL as COLLECTIONS
@@ -51,6 +43,16 @@ from entra_pipeline.graph.extract import (
     resolve_groups,
 )
 from entra_pipeline.graph_session import recorded_graph_client
+from entra_pipeline.incremental import (
+    DELTA_STATE,
+    FULL_SYNC_TAG,
+    MembersPlan,
+    apply_members,
+    apply_round,
+    plan_members,
+    start_removed_objects,
+    write_state,
+)
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.docs import document_table

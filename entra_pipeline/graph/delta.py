@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 _ODATA_TYPE_PREFIX = "#microsoft.graph."
 OWNERS_SELECT = "id,userPrincipalName"
+# `$batch` calls for owners in flight at once: as many as the group member lists use (extract.py).
+OWNER_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -211,48 +214,57 @@ def _member_changes(row: Row, seq: int) -> Iterator[Row]:
         }
 
 
-def read_owners(client: GraphClient, device_ids: Sequence[str], workdir: Path) -> Path:
+def read_owners(
+    client: GraphClient,
+    device_ids: Sequence[str],
+    workdir: Path,
+    *,
+    max_workers: int = OWNER_WORKERS,
+) -> Path:
     """The registered owners of `device_ids` ({device_id, registeredOwners}), 20 devices a
-    `$batch` call: device delta does not track them. A device gone meanwhile has none (its
-    removal comes in the next round)."""
+    `$batch` call, `max_workers` calls at a time: device delta does not track them. A device gone
+    meanwhile has none (its removal comes in the next round)."""
+    batches = [
+        list(device_ids[start : start + MAX_BATCH])
+        for start in range(0, len(device_ids), MAX_BATCH)
+    ]
     lines = NdjsonWriter(workdir / "device_owners.ndjson")
     try:
-        for start in range(0, len(device_ids), MAX_BATCH):
-            batch = list(device_ids[start : start + MAX_BATCH])
-            paths = [f"/devices/{d}/registeredOwners?$select={OWNERS_SELECT}" for d in batch]
-            answers = client.batch_get(paths, label=DEVICES.table)
-            rows = []
-            for device_id, (status, body) in zip(batch, answers, strict=True):
-                if status == 404:
-                    owners: list[Row] = []
-                elif status == 200 and isinstance(body.get("value"), list):
-                    owners = list(body["value"])
-                    if "@odata.nextLink" in body:
-                        owners = [
-                            o
-                            for page in client.iter_pages(
-                                f"/devices/{device_id}/registeredOwners",
-                                {"$select": OWNERS_SELECT},
-                                label=DEVICES.table,
-                            )
-                            for o in page
-                        ]
-                else:
-                    found = body.get("error")
-                    error: dict[str, Any] = found if isinstance(found, dict) else {}
-                    raise GraphRequestError(
-                        f"Graph answered {status} {error.get('code', '')} to GET "
-                        f"/devices/{{id}}/registeredOwners in a $batch call",
-                        status=status,
-                        code=error.get("code"),
-                    )
-                rows.append(
-                    {
-                        "device_id": device_id,
-                        "registeredOwners": owners,
-                    }
-                )
-            lines.write(rows)
+        with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="graph-owners") as pool:
+            for rows in pool.map(lambda batch: _owners_of(client, batch), batches):
+                lines.write(rows)
     finally:
         lines.close()
     return lines.path
+
+
+def _owners_of(client: GraphClient, batch: Sequence[str]) -> list[Row]:
+    paths = [f"/devices/{d}/registeredOwners?$select={OWNERS_SELECT}" for d in batch]
+    answers = client.batch_get(paths, label=DEVICES.table)
+    rows: list[Row] = []
+    for device_id, (status, body) in zip(batch, answers, strict=True):
+        if status == 404:
+            owners: list[Row] = []
+        elif status == 200 and isinstance(body.get("value"), list):
+            owners = list(body["value"])
+            if "@odata.nextLink" in body:
+                owners = [
+                    o
+                    for page in client.iter_pages(
+                        f"/devices/{device_id}/registeredOwners",
+                        {"$select": OWNERS_SELECT},
+                        label=DEVICES.table,
+                    )
+                    for o in page
+                ]
+        else:
+            found = body.get("error")
+            error: dict[str, Any] = found if isinstance(found, dict) else {}
+            raise GraphRequestError(
+                f"Graph answered {status} {error.get('code', '')} to GET "
+                f"/devices/{{id}}/registeredOwners in a $batch call",
+                status=status,
+                code=error.get("code"),
+            )
+        rows.append({"device_id": device_id, "registeredOwners": owners})
+    return rows

@@ -35,6 +35,7 @@ from entra_pipeline.graph.delta import (
     TRACKED,
     DeltaResyncRequired,
     DeltaRound,
+    Tracked,
     latest_link,
     read_owners,
     read_round,
@@ -255,10 +256,12 @@ def extract_tracked(
     link: str | None,
     *,
     cancel: threading.Event | None = None,
+    tracked: Tracked | None = None,
 ) -> Extracted:
     """A collection under incremental sync: the round of its delta `link`, or (without one, or
-    when Graph refuses it) a full listing that takes the latest delta link first."""
-    tracked = TRACKED[collection.table]
+    when Graph refuses it) a full listing that takes the latest delta link first. `tracked` is
+    its delta query (by default the connector's, TRACKED)."""
+    tracked = tracked or TRACKED[collection.table]
     resync: DeltaResyncRequired | None = None
     if link is not None:
         try:

@@ -1,9 +1,10 @@
 """The user source's directory: every user and group of the tenant with their transitive members
 and custom attributes, read from Graph and built as `mdm.*` in one transaction.
 
-Graph's answers land in the run's work copy under `mdm_extract`, the SQL models in
-`dbt_like_sql/mdm/` build the four tables from them, and the extract is dropped (a successful
-run's work copy may become the published file as it is).
+Graph's answers land in the run's work copy under `mdm_extract`, and the SQL models in
+`dbt_like_sql/mdm/` build the four tables from them. Under incremental sync (the default) the
+extract is kept and brought up to date from delta rounds (user_source/incremental.py); with
+`sync.mode: full` every run lists everything and the extract is dropped.
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
@@ -23,6 +24,7 @@ from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import GROUP_MEMBERS, GROUPS, Collection
 from entra_pipeline.graph.extract import Extracted, extract_collection, extract_group_members
 from entra_pipeline.graph_session import recorded_graph_client
+from entra_pipeline.incremental import DELTA_STATE, FULL_SYNC_TAG
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.attributes import (
@@ -33,6 +35,14 @@ from entra_pipeline.user_source.attributes import (
     directory_users,
     notify_attribute_coverage,
 )
+from entra_pipeline.user_source.incremental import (
+    EXTRACT_SCHEMA,
+    DirectoryExtract,
+    DirectoryPlan,
+    extract_directory_delta,
+    load_directory,
+    plan_directory,
+)
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
 from entra_pipeline.warehouse.loading import load_landed_table
 from entra_pipeline.warehouse.models import Model, build_models, discover_models
@@ -41,8 +51,6 @@ from entra_pipeline.warehouse.validation import IdentityColumns, check_identity_
 
 MDM_USERS_CHECK = "mdm_users_valid"
 MODELS_SCHEMA = "mdm"
-# Graph's answers land here in the run's work copy; the models read them as sources.
-EXTRACT_SCHEMA = "mdm_extract"
 DIRECTORY_MODELS = discover_models(MODELS_SCHEMA)
 DIRECTORY_TABLES = tuple(model.table.split(".")[1] for model in DIRECTORY_MODELS)
 
@@ -88,19 +96,41 @@ def mdm_directory(
     attributes = [custom_attribute(name) for name in options.custom_attributes]
     users = directory_users(attributes)
     synced_at = warehouse.run.started_at
+    with warehouse.reader() as con:
+        plan = plan_directory(
+            con,
+            settings,
+            users,
+            synced_at,
+            full_requested=context.run.tags.get(FULL_SYNC_TAG, "").lower() == "true",
+        )
+    delta: DirectoryExtract | None = None
     with warehouse.scratch_folder("mdm-extract-") as workdir:
         with recorded_graph_client(connector, warehouse) as client:
-            extracted = extract_directory(client, users, workdir)
+            if plan.links is None:
+                extracted = extract_directory(client, users, workdir)
+            else:
+                context.log.info(f"User source {options.name!r}: {_describe_plan(plan)}")
+                with warehouse.reader() as published:
+                    delta = extract_directory_delta(client, users, workdir, plan, published)
             total = client.total_stats()
+        if delta is not None:
+            _notify_resyncs(warehouse, plan, delta)
         with warehouse.transaction() as con:
-            for landed in (users, GROUPS, GROUP_MEMBERS):
-                load_landed_table(
-                    con,
-                    landed,
-                    extracted[landed.table].files,
-                    settings.tenant_id,
-                    synced_at,
-                    schema=EXTRACT_SCHEMA,
+            if delta is None:
+                for landed in (users, GROUPS, GROUP_MEMBERS):
+                    load_landed_table(
+                        con,
+                        landed,
+                        extracted[landed.table].files,
+                        settings.tenant_id,
+                        synced_at,
+                        schema=EXTRACT_SCHEMA,
+                    )
+            else:
+                load_directory(con, delta, users, settings.tenant_id, synced_at, synced_at)
+                warehouse.mark_built(
+                    DELTA_STATE, con.execute(f"SELECT count(*) FROM {DELTA_STATE}").fetchall()[0][0]
                 )
             rows = build_models(
                 con,
@@ -117,12 +147,14 @@ def mdm_directory(
             metadata["mdm.user_attributes"]["missing_values"] = dg.MetadataValue.json(
                 {c.attribute: c.missing for c in coverage}
             )
-        # Not in the transaction above: DuckDB refuses to drop tables a statement of the same
-        # transaction read.
-        with warehouse.transaction() as con:
-            con.execute(f"DROP SCHEMA {EXTRACT_SCHEMA} CASCADE")
+        if delta is None:
+            # sync.mode full: nothing is kept between runs. Not in the transaction above: DuckDB
+            # refuses to drop tables a statement of the same transaction read.
+            with warehouse.transaction() as con:
+                con.execute(f"DROP SCHEMA IF EXISTS {EXTRACT_SCHEMA} CASCADE")
     # One step builds the four directory tables from one extraction: its figures are each one's.
     step = {
+        **_sync_metadata(delta),
         "graph_requests": total.requests,
         "graph_retries": total.retries,
         "duration_seconds": round(time.monotonic() - started, 3),
@@ -151,6 +183,51 @@ def extract_directory(
         extracted_users = extract_collection(client, users, workdir)
         groups, members = listed.result()
     return {users.table: extracted_users, GROUPS.table: groups, GROUP_MEMBERS.table: members}
+
+
+def _describe_plan(plan: DirectoryPlan) -> str:
+    assert plan.links is not None
+    return "incremental: " + ", ".join(
+        f"{key.split('.')[-1]} {'by delta' if link else 'in full'}"
+        for key, link in plan.links.items()
+    )
+
+
+def _notify_resyncs(warehouse: Warehouse, plan: DirectoryPlan, delta: DirectoryExtract) -> None:
+    """SPEC 6: a full round that replaces a delta round is an info notification."""
+    for key, refused in delta.resyncs.items():
+        warehouse.notify(
+            "delta_resync",
+            "info",
+            f"{key}: Graph refused the stored delta link ({refused.status} {refused.code}); it "
+            "was read in full and tracking starts again.",
+            {"collection": key, "graph_status": refused.status, "graph_code": refused.code},
+        )
+    for key, reason in plan.reasons.items():
+        if not reason.startswith("no delta state"):
+            warehouse.notify(
+                "delta_resync",
+                "info",
+                f"{key}: read in full because {reason}.",
+                {"collection": key, "reason": reason},
+            )
+
+
+def _sync_metadata(delta: DirectoryExtract | None) -> dict[str, Any]:
+    if delta is None:
+        return {"sync_mode": "full"}
+    figures: dict[str, Any] = {}
+    for name, extracted in (("users", delta.users), ("groups", delta.groups)):
+        if extracted.delta is None:
+            figures[f"{name}_sync_mode"] = "full"
+        else:
+            figures[f"{name}_sync_mode"] = "delta"
+            figures[f"{name}_delta_changed"] = extracted.delta.changed
+            figures[f"{name}_delta_removed"] = extracted.delta.removed
+    if delta.members_plan is not None:
+        figures["groups_members_listed_again"] = len(delta.members_plan.relist)
+    figures["devices_removed"] = len(delta.removed_devices)
+    return figures
 
 
 def _ids(files: Sequence[Path]) -> Iterator[str]:

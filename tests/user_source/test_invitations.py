@@ -87,7 +87,16 @@ def test_first_run_invites_enabled_users_with_mail_and_the_next_run_only_new_one
             ),
         )
         tenant.update(CAROL, accountEnabled=True)  # enabled since: invited now, the first time
+        seen = len(source.emulator.requests)
         assert source.run(monkeypatch).success
+        # The second run reads the directory by delta: only what changed came from Graph.
+        paths = {r.path for r in source.emulator.requests[seen:]}
+        assert {"/v1.0/users/delta", "/v1.0/groups/delta"} <= paths
+        assert "/v1.0/users" not in paths
+        sent = len(mailbox.recipients)
+        tenant.update(FRANK, department="Sales")  # changed again: seen before, not invited again
+        assert source.run(monkeypatch).success
+        assert len(mailbox.recipients) == sent
 
     assert sorted(mailbox.recipients) == sorted(
         [*FIRST_WAVE.values(), "frank@contoso.com", "carol@contoso.com"]
@@ -95,7 +104,7 @@ def test_first_run_invites_enabled_users_with_mail_and_the_next_run_only_new_one
     invitations = source.invitations()
     assert set(invitations) == {*FIRST_WAVE, FRANK, CAROL}
     assert {row[1] for row in invitations.values()} == {"sent"}
-    first_run, second_run = (
+    first_run, second_run, _ = (
         row[0] for row in source.query("SELECT run_id FROM ops.sync_runs ORDER BY started_at")
     )
     recorded = dict(source.query("SELECT user_id, recorded_run_id FROM mdm.invitations"))

@@ -1,0 +1,337 @@
+"""The user source on deltas (SPEC 6): its users, groups and the transitive members of every group
+kept in `mdm_extract.*` between runs and brought up to date from delta rounds, with their links in
+the same `ops.delta_state` the connector keeps (rows of their own, named after the table each
+link keeps current: `mdm_extract.directory_users`, `mdm_extract.groups`, and
+`mdm_extract.device_ids`, which is a link only).
+
+- Users and groups are applied as the connector applies its own (entra_pipeline/incremental.py),
+  in `mdm_extract`; the users' `$select` carries the custom attributes, so that configuring
+  another one gives its link up for a full round.
+- Members: a group whose members at any depth did not change keeps its rows, a flat one applies
+  `members@delta`, the others are listed again (`plan_members`), and a removed user, device or
+  group loses every membership. Graph's groups delta does not report the memberships a deleted
+  member loses (microsoft-graph-docs issues 7115, 14708 and 18628: "the groups delta query
+  doesn't return the membership changes"): the users round's `@removed` and a devices round's do.
+  The devices round selects `id` only, for its `@removed`; when there is none (the app may not
+  hold Device.Read.All, or Graph refused the link) every group with device members is listed
+  again, which is exact at the cost of its listings.
+
+`sync.mode: full` keeps the user source as it was: every run lists everything, and the extract is
+dropped once `mdm.*` is built.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from entra_pipeline.graph.client import GraphClient
+from entra_pipeline.graph.collections import DEVICES, GROUP_MEMBERS, GROUPS, Collection
+from entra_pipeline.graph.delta import (
+    TRACKED,
+    DeltaResyncRequired,
+    Tracked,
+    latest_link,
+    read_round,
+)
+from entra_pipeline.graph.errors import GraphPermissionError
+from entra_pipeline.graph.extract import Extracted, extract_group_members, extract_tracked
+from entra_pipeline.incremental import (
+    MembersPlan,
+    apply_members,
+    apply_round,
+    plan_links,
+    plan_members,
+    read_state,
+    start_removed_objects,
+    table_exists,
+    write_state,
+)
+from entra_pipeline.settings import ConnectorSettings
+from entra_pipeline.warehouse.loading import load_landed_table
+from entra_pipeline.warehouse.sql import quoted
+
+logger = logging.getLogger(__name__)
+
+EXTRACT_SCHEMA = "mdm_extract"
+# Devices are read for their removals only: a deleted device leaves every group.
+DEVICE_IDS = Collection(
+    table="device_ids",
+    path=DEVICES.path,
+    columns={"id": "VARCHAR"},
+    description="Device ids: the user source follows device delta for removed devices only.",
+    docs={"id": "Object id of the device."},
+    permission=DEVICES.permission,
+)
+
+
+def state_key(table: str) -> str:
+    """The `ops.delta_state.collection` of the link that keeps `mdm_extract.<table>` current."""
+    return f"{EXTRACT_SCHEMA}.{table}"
+
+
+GROUPS_KEY = state_key(GROUPS.table)
+DEVICES_KEY = state_key(DEVICE_IDS.table)
+
+
+@dataclass(frozen=True)
+class DirectoryPlan:
+    """Per state key, the delta link a run follows (None: a full round), and why full."""
+
+    links: dict[str, str | None] | None  # None: sync.mode full
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def queries(users: Collection) -> dict[str, tuple[Tracked, str | None]]:
+    """Per state key: the delta query, and the table its link keeps current (which must exist)."""
+    return {
+        state_key(users.table): (Tracked(users), f"{EXTRACT_SCHEMA}.{users.table}"),
+        GROUPS_KEY: (TRACKED[GROUPS.table], f"{EXTRACT_SCHEMA}.{GROUP_MEMBERS.table}"),
+        DEVICES_KEY: (Tracked(DEVICE_IDS), None),
+    }
+
+
+def plan_directory(
+    con: duckdb.DuckDBPyConnection,
+    settings: ConnectorSettings,
+    users: Collection,
+    now: datetime,
+    *,
+    full_requested: bool,
+) -> DirectoryPlan:
+    if settings.sync.mode == "full":
+        return DirectoryPlan(links=None)
+    state = read_state(con, settings.tenant_id)
+    tracked = queries(users)
+    links, reasons = plan_links(
+        con, settings, state, now, full_requested=full_requested, tracked=tracked
+    )
+    # The groups' link keeps groups and members current: both tables must be there.
+    if links[GROUPS_KEY] is not None and not table_exists(con, EXTRACT_SCHEMA, GROUPS.table):
+        links[GROUPS_KEY] = None
+        reasons[GROUPS_KEY] = f"{EXTRACT_SCHEMA}.{GROUPS.table} is missing"
+    return DirectoryPlan(links=links, reasons=reasons)
+
+
+@dataclass(frozen=True)
+class DirectoryExtract:
+    """What one run read: per table its listing or round, and the links to store."""
+
+    users: Extracted
+    groups: Extracted
+    members: Extracted
+    members_plan: MembersPlan | None  # None: every group's members were listed
+    removed_devices: tuple[str, ...]
+    links: dict[str, tuple[str | None, bool]]  # state key -> (next link, read in full)
+    resyncs: dict[str, DeltaResyncRequired]  # state key -> Graph's refusal of its link
+
+
+def extract_directory_delta(
+    client: GraphClient,
+    users: Collection,
+    workdir: Path,
+    plan: DirectoryPlan,
+    published: duckdb.DuckDBPyConnection,
+    *,
+    cancel: threading.Event | None = None,
+) -> DirectoryExtract:
+    """Users, and meanwhile groups then their members, each by delta round or in full. `published`
+    reads the tables as the previous run left them; only the members thread uses it."""
+    assert plan.links is not None
+    links = plan.links
+    users_key = state_key(users.table)
+
+    def groups_and_members() -> tuple[Extracted, Extracted, MembersPlan | None, tuple[str, ...]]:
+        groups = extract_tracked(
+            client, GROUPS, workdir, links[GROUPS_KEY], cancel=cancel, tracked=TRACKED["groups"]
+        )
+        removed_devices = _device_removals(client, links[DEVICES_KEY], workdir, device_links)
+        if groups.delta is None:  # listed in full: so are all their members
+            ids = list(_ids(groups.files))
+            members = extract_group_members(client, ids, workdir)
+            return groups, members, None, removed_devices or ()
+        members_plan = _plan_members(published, groups, removed_devices is None)
+        members = (
+            extract_group_members(client, list(members_plan.relist), workdir)
+            if members_plan.relist
+            else Extracted(GROUP_MEMBERS.table, (), 0)
+        )
+        logger.info(
+            "%s: %d groups listed again, %d updated from members@delta, %d unchanged",
+            GROUP_MEMBERS.table,
+            len(members_plan.relist),
+            len(members_plan.direct),
+            len(members_plan.kept),
+        )
+        return groups, members, members_plan, removed_devices or ()
+
+    device_links: dict[str, str | None] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-directory") as pool:
+        listed = pool.submit(groups_and_members)
+        extracted_users = extract_tracked(
+            client, users, workdir, links[users_key], cancel=cancel, tracked=Tracked(users)
+        )
+        groups, members, members_plan, removed_devices = listed.result()
+    state: dict[str, tuple[str | None, bool]] = {}
+    for key, extracted in ((users_key, extracted_users), (GROUPS_KEY, groups)):
+        if extracted.next_link:
+            state[key] = (extracted.next_link, extracted.delta is None)
+    if device_links.get("next"):
+        state[DEVICES_KEY] = (device_links["next"], links[DEVICES_KEY] is None)
+    resyncs = {
+        key: extracted.resync
+        for key, extracted in ((users_key, extracted_users), (GROUPS_KEY, groups))
+        if extracted.resync is not None
+    }
+    return DirectoryExtract(
+        extracted_users, groups, members, members_plan, removed_devices, state, resyncs
+    )
+
+
+def _device_removals(
+    client: GraphClient, link: str | None, workdir: Path, out: dict[str, str | None]
+) -> tuple[str, ...] | None:
+    """The devices removed since `link` (None: not known), and in `out["next"]` the next link."""
+    tracked = Tracked(DEVICE_IDS)
+    removed: tuple[str, ...] | None = None
+    try:
+        if link is not None:
+            try:
+                round_ = read_round(client, tracked, link, workdir)
+            except DeltaResyncRequired as refused:
+                logger.info("%s; the groups with device members are listed again", refused)
+            else:
+                out["next"] = round_.link
+                return tuple(g for g, gone in _last_entries(round_.changes).items() if gone)
+        out["next"] = latest_link(client, tracked)
+    except GraphPermissionError as error:
+        # Without Device.Read.All the groups with device members are listed again, every run.
+        logger.info(
+            "Device delta is not readable (%s %s): the groups with device members are listed again",
+            error.status,
+            error.code,
+        )
+        out["next"] = None
+    return removed
+
+
+def _plan_members(
+    published: duckdb.DuckDBPyConnection, groups: Extracted, devices_unknown: bool
+) -> MembersPlan:
+    """Which groups' members are listed again after the groups round (see the module docstring)."""
+    assert groups.delta is not None
+    schema = quoted(EXTRACT_SCHEMA)
+    last = _last_entries(groups.delta.changes)
+    removed = [g for g, gone in last.items() if gone]
+    before = [row[0] for row in published.execute(f"SELECT id FROM {schema}.groups").fetchall()]
+    after = [g for g in dict.fromkeys([*before, *last]) if not last.get(g, False)]
+    plan = plan_members(
+        published,
+        after,
+        groups.delta.members,
+        removed,
+        schema=EXTRACT_SCHEMA,
+        listed=before,
+    )
+    if not devices_unknown:
+        return plan
+    with_devices = {
+        row[0]
+        for row in published.execute(
+            f"SELECT DISTINCT group_id FROM {schema}.group_members WHERE member_type = 'device'"
+        ).fetchall()
+    }
+    relist = set(plan.relist) | (with_devices & set(after))
+    return MembersPlan(
+        relist=tuple(g for g in after if g in relist),
+        direct=tuple(g for g in plan.direct if g not in relist),
+        kept=tuple(g for g in plan.kept if g not in relist),
+    )
+
+
+def load_directory(
+    con: duckdb.DuckDBPyConnection,
+    extract: DirectoryExtract,
+    users: Collection,
+    tenant_id: str,
+    synced_at: datetime,
+    started_at: datetime,
+) -> dict[str, int]:
+    """`mdm_extract.*` after this run's rounds and listings, in the caller's transaction, and the
+    next links in `ops.delta_state`; rows per state table."""
+    start_removed_objects(con)
+    rows: dict[str, int] = {}
+    for collection, extracted in ((users, extract.users), (GROUPS, extract.groups)):
+        if extracted.delta is not None:
+            rows[collection.table], _ = apply_round(
+                con,
+                collection,
+                extracted.delta.changes,
+                tenant_id,
+                synced_at,
+                schema=EXTRACT_SCHEMA,
+            )
+        else:
+            rows[collection.table] = load_landed_table(
+                con, collection, extracted.files, tenant_id, synced_at, schema=EXTRACT_SCHEMA
+            )
+    if extract.removed_devices:
+        con.executemany(
+            "INSERT INTO removed_objects VALUES (?, 'devices')",
+            [(d,) for d in extract.removed_devices],
+        )
+    schema = quoted(EXTRACT_SCHEMA)
+    if extract.members_plan is None:
+        rows[GROUP_MEMBERS.table] = load_landed_table(
+            con, GROUP_MEMBERS, extract.members.files, tenant_id, synced_at, schema=EXTRACT_SCHEMA
+        )
+    else:
+        assert extract.groups.delta is not None
+        group_ids = [row[0] for row in con.execute(f"SELECT id FROM {schema}.groups").fetchall()]
+        rows[GROUP_MEMBERS.table] = apply_members(
+            con,
+            extract.members_plan,
+            group_ids,
+            extract.groups.delta.members,
+            extract.members.files,
+            tenant_id,
+            synced_at,
+            schema=EXTRACT_SCHEMA,
+        )
+        # Users listed in full say nothing of who was deleted; every user is in directory_users.
+        con.execute(
+            f"DELETE FROM {schema}.group_members WHERE member_type = 'user' AND member_id NOT IN "
+            f"(SELECT id FROM {schema}.{quoted(users.table)})"
+        )
+        [(count,)] = con.execute(f"SELECT count(*) FROM {schema}.group_members").fetchall()
+        rows[GROUP_MEMBERS.table] = int(count)
+    if extract.links:
+        selected = {key: query.select for key, (query, _) in queries(users).items()}
+        write_state(con, tenant_id, started_at, extract.links, selected=selected)
+    return rows
+
+
+def _last_entries(path: Path) -> dict[str, bool]:
+    """Per id in a delta file, whether its last entry removes it (the last entry wins)."""
+    last: dict[str, bool] = {}
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            last.pop(row["id"], None)
+            last[row["id"]] = bool(row.get("_removed"))
+    return last
+
+
+def _ids(files: Sequence[Path]) -> Iterator[str]:
+    for file in files:
+        with file.open(encoding="utf-8") as lines:
+            for line in lines:
+                yield json.loads(line)["id"]

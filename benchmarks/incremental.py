@@ -122,7 +122,10 @@ def main() -> int:
                 if name == "incremental":
                     emulator.send_signal(signal.SIGUSR1)
                     assert emulator.stdout is not None
-                    print(f"emulator: {emulator.stdout.readline().strip()}", flush=True)
+                    line = ""
+                    while not line.startswith("churned"):  # the export lines come first
+                        line = emulator.stdout.readline().strip()
+                    print(f"emulator: {line}", flush=True)
                 clocks.append(GraphClock(model))
                 ok, seconds, sign_ins = _run(config, scale)
                 if not ok:

@@ -1,4 +1,4 @@
-"""The `entra-pipeline` console script: demo, emulator and check subcommands.
+"""The `entra-pipeline` console script: demo, emulator, sync, check and lake-extensions.
 
 Each subcommand lives beside the code it drives; this module only parses arguments and dispatches.
 """
@@ -80,6 +80,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="read every collection in full and start delta tracking again (SPEC 6)",
     )
 
+    commands.add_parser(
+        "lake-extensions",
+        help="install the DuckLake and postgres DuckDB extensions from their PyPI packages into "
+        "DuckDB's extension directory, so that duckdb can ATTACH 'ducklake:postgres:...'",
+    )
+
     check = commands.add_parser(
         "check", help="validate the config and mapping and probe every Graph call the sync needs"
     )
@@ -105,6 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         from entra_pipeline.run_once import run_sync
 
         return run_sync(args)
+    if args.command == "lake-extensions":
+        from entra_pipeline.warehouse.errors import WarehouseError
+        from entra_pipeline.warehouse.lake import install_extensions
+
+        try:
+            files = install_extensions()
+        except WarehouseError as error:
+            print(error)
+            return 2
+        print("Installed for DuckDB " + ", ".join(f.name for f in files))
+        return 0
     if args.command == "check":
         from entra_pipeline.preflight import run_check
 

@@ -69,6 +69,8 @@ def build_definitions(
                 path=duckdb_path,
                 tenant_id=tenant_id,
                 previews=settings.dagster_previews if settings else "masked",
+                lake_catalog=(settings.warehouse.catalog or "") if settings else "",
+                lake_data_path=(settings.warehouse.data_path or "") if settings else "",
             ),
             "connector": connector or ConnectorResource(config_path=config_path),
         },

@@ -255,6 +255,50 @@ class HistoryOptions(_Strict):
     retention_days: int = Field(default=400, ge=1, le=36_500)
 
 
+class WarehouseOptions(_Strict):
+    """SPEC 7: where the published tables go. `duckdb` (the default): the DuckDB file at
+    `duckdb_path`, no server. `ducklake`: also a DuckLake catalog on PostgreSQL that many
+    connectors publish into at once, each tenant in one transaction; `duckdb_path` stays the
+    connector's own state (delta links, what it read)."""
+
+    backend: Literal["duckdb", "ducklake"] = "duckdb"
+    # The DuckLake catalog after `ducklake:`, e.g. postgres:dbname=entra host=db.internal user=entra
+    # (the password from PGPASSWORD or PGPASSFILE, never here).
+    catalog: str | None = None
+    # Where DuckLake writes the Parquet data files: a folder, or an object store prefix.
+    data_path: str | None = None
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if re.search(r"(?:^|\s|:)password\s*=", value, re.IGNORECASE):
+            raise ValueError(
+                "must not hold the password: set PGPASSWORD in the environment, or point "
+                "PGPASSFILE at a .pgpass file (PostgreSQL's own ways; the catalog string is "
+                "logged)"
+            )
+        if not value.startswith("postgres:"):
+            raise ValueError(
+                f"{value.split(':', 1)[0]!r} catalogs are not supported: give a PostgreSQL "
+                "catalog, e.g. postgres:dbname=entra host=db.internal user=entra (a DuckDB or "
+                "SQLite catalog file takes one writing process at a time)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _lake_needs_both(self) -> WarehouseOptions:
+        if self.backend == "ducklake" and not (self.catalog and self.data_path):
+            raise ValueError(
+                "backend ducklake needs catalog (e.g. postgres:dbname=entra host=db.internal "
+                "user=entra) and data_path (a folder or s3:// prefix for the data files)"
+            )
+        if self.backend == "duckdb" and (self.catalog or self.data_path):
+            raise ValueError("catalog and data_path are for backend ducklake; set backend too")
+        return self
+
+
 class ConnectorSettings(_Strict):
     connector_name: str = "Entra ID"
     tenant_id: str
@@ -275,6 +319,7 @@ class ConnectorSettings(_Strict):
     user_source: UserSourceOptions = Field(default_factory=UserSourceOptions)
     sync: SyncOptions = Field(default_factory=SyncOptions)
     history: HistoryOptions = Field(default_factory=HistoryOptions)
+    warehouse: WarehouseOptions = Field(default_factory=WarehouseOptions)
 
     @field_validator("tenant_id", mode="before")
     @classmethod

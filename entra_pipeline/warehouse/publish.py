@@ -29,7 +29,7 @@ from pydantic import PrivateAttr
 from entra_pipeline.jobs import source_of
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import DEFAULT_DUCKDB_PATH
-from entra_pipeline.warehouse.docs import TENANT_ID_DOC, copy_documentation, document_table
+from entra_pipeline.warehouse.docs import copy_documentation, document_table
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.files import (
     OwnerLock,
@@ -39,6 +39,12 @@ from entra_pipeline.warehouse.files import (
     private_directories,
     scratch_folder,
 )
+from entra_pipeline.warehouse.lake import (
+    LakeTarget,
+    append_ops_rows,
+    publish_to_lake,
+    seed_from_lake,
+)
 from entra_pipeline.warehouse.metadata import (
     PREVIEW_MODES,
     PreviewMode,
@@ -46,6 +52,7 @@ from entra_pipeline.warehouse.metadata import (
     table_metadata,
 )
 from entra_pipeline.warehouse.models import Parameters, create_table
+from entra_pipeline.warehouse.ops_tables import create_ops_tables
 from entra_pipeline.warehouse.sql import literal, split_table
 
 Severity = Literal["info", "warning", "error"]
@@ -54,59 +61,6 @@ DEFAULT_MEMORY_LIMIT = "512MB"
 
 # Work copies left by runs that were killed; older than this they are certainly not in use.
 _ABANDONED_AFTER_SECONDS = 24 * 3600
-
-OPS_DDL = (
-    "CREATE SCHEMA IF NOT EXISTS ops",
-    """CREATE TABLE IF NOT EXISTS ops.sync_runs (
-        tenant_id VARCHAR, run_id VARCHAR, job VARCHAR, source VARCHAR,
-        started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
-        rows_per_table JSON, graph_requests BIGINT, graph_retries BIGINT, error VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS ops.notifications (
-        tenant_id VARCHAR, notified_at TIMESTAMPTZ, run_id VARCHAR, source VARCHAR,
-        severity VARCHAR, code VARCHAR, message VARCHAR, details JSON)""",
-)
-_RUN_ID_DOC = "Dagster run id (the Runs page of the UI shows the run)."
-OPS_DOCS = {
-    "ops.sync_runs": (
-        "One row per sync run, successful or not: when, what it published, what it cost in Graph "
-        "requests and why it failed.",
-        {
-            "tenant_id": TENANT_ID_DOC,
-            "run_id": _RUN_ID_DOC,
-            "job": "entra_id_sync (the connector) or mdm_user_source_sync (the user source).",
-            "source": "connector or user_source.",
-            "started_at": "When the run started (UTC); every option was evaluated against it.",
-            "finished_at": "When the run finished or was found dead (UTC).",
-            "status": "success (its tables were published) or failure (nothing of it was).",
-            "rows_per_table": "JSON object: rows of each table the run built, by schema.table.",
-            "graph_requests": "HTTP requests the run made to Microsoft Graph, retries included.",
-            "graph_retries": "Requests that were retries (throttling, 5xx, dropped connections).",
-            "error": "Why the run failed; null on success.",
-        },
-    ),
-    "ops.notifications": (
-        "What runs reported to admins: warnings and errors with a stable code (README, "
-        "Notifications), successful runs' and failed ones'.",
-        {
-            "tenant_id": TENANT_ID_DOC,
-            "notified_at": "When it was reported (UTC).",
-            "run_id": _RUN_ID_DOC,
-            "source": "connector or user_source.",
-            "severity": "info, warning or error.",
-            "code": "Stable code, e.g. permission_missing, throttled, mapping_invalid.",
-            "message": "What happened and what to do, in a sentence (secrets redacted).",
-            "details": "JSON object with the figures behind the message (secrets redacted).",
-        },
-    ),
-}
-
-
-def create_ops_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """The `ops` tables every warehouse file has, documented."""
-    for ddl in OPS_DDL:
-        con.execute(ddl)
-    for table, (description, columns) in OPS_DOCS.items():
-        document_table(con, table, description, columns)
 
 
 @dataclass(frozen=True)
@@ -142,6 +96,9 @@ class Warehouse(dg.ConfigurableResource):
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     # Dagster previews of the tables built (settings `dagster_previews`): masked by default.
     previews: str = "masked"
+    # warehouse.backend ducklake (lake.py): the lake each successful run also publishes into.
+    lake_catalog: str = ""
+    lake_data_path: str = ""
 
     _work_path: Path | None = PrivateAttr(default=None)
     _owner: OwnerLock | None = PrivateAttr(default=None)
@@ -183,6 +140,18 @@ class Warehouse(dg.ConfigurableResource):
         for dead_run in dead:
             self._record_dead_run(dead_run, run_id, instance)
         with exclusive_lock(published):
+            lake = self.lake
+            if lake is not None and not published.exists():
+                seeded = seed_from_lake(
+                    lake, published, self.tenant_id, memory_limit=self.memory_limit
+                )
+                if seeded:
+                    make_private(published)
+                    self._say(
+                        "info",
+                        f"{published} did not exist: rebuilt from the tenant's rows in "
+                        f"{lake.describe()} ({len(seeded)} tables)",
+                    )
             self._base = _identity(published)
             if self._base is not None:
                 shutil.copyfile(published, self._work_path)
@@ -224,6 +193,13 @@ class Warehouse(dg.ConfigurableResource):
         if self._log is not None:
             self._log.warning(f"Run {run_id} died before it finished: {message}")
 
+    @property
+    def lake(self) -> LakeTarget | None:
+        """The DuckLake catalog published into (warehouse.backend ducklake), or None."""
+        if not self.lake_catalog:
+            return None
+        return LakeTarget(self.lake_catalog, self.lake_data_path)
+
     def run_started_at(self) -> datetime:
         """The run's start: the `now` every option is evaluated against (SPEC 3). A subclass may
         fix it (the transform tests pin their threshold boundaries this way)."""
@@ -234,6 +210,28 @@ class Warehouse(dg.ConfigurableResource):
         assert work is not None
         status = "failure" if error else "success"
         rows = _ops_rows(self.tenant_id, outcome, datetime.now(UTC), status, error)
+        lake = self.lake
+        if error is None and lake is not None:
+            try:
+                snapshot = publish_to_lake(
+                    lake,
+                    work,
+                    self.tenant_id,
+                    list(outcome.rows_per_table),
+                    outcome.views,
+                    rows,
+                    memory_limit=self.memory_limit,
+                )
+            except (WarehouseError, duckdb.Error) as refused:
+                error = f"publishing to {lake.describe()} failed: {redact(str(refused))}"
+                rows = _ops_rows(self.tenant_id, outcome, datetime.now(UTC), "failure", error)
+                lake = None  # it refused: the failure is recorded in the file only
+            else:
+                self._say(
+                    "info",
+                    f"Published {len(outcome.rows_per_table)} tables of tenant {self.tenant_id} "
+                    f"to {lake.describe()} in one transaction (snapshot {snapshot})",
+                )
         if error is None:
             _publish(
                 Path(self.path),
@@ -250,10 +248,21 @@ class Warehouse(dg.ConfigurableResource):
             )
         else:
             _publish(Path(self.path), None, [], rows)
+            if lake is not None:
+                try:
+                    append_ops_rows(lake, rows, memory_limit=self.memory_limit)
+                except (WarehouseError, duckdb.Error) as refused:
+                    self._say(
+                        "warning",
+                        f"The failure could not be recorded in {lake.describe()}: "
+                        f"{redact(str(refused))}",
+                    )
             self._say(
                 "warning",
-                f"Nothing published to {self.path}; the previous tables are kept "
-                f"(ops.sync_runs records the failure): {redact(error)}",
+                f"Nothing published to {self.path}"
+                + (f" or {self.lake.describe()}" if self.lake is not None else "")
+                + f"; the previous tables are kept (ops.sync_runs records the failure): "
+                f"{redact(error)}",
             )
         work.unlink(missing_ok=True)
         if self._owner is not None:

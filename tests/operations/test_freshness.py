@@ -23,7 +23,7 @@ from entra_pipeline.operations.freshness import (
     freshness_result,
 )
 from entra_pipeline.settings import load_settings
-from entra_pipeline.warehouse.publish import create_ops_tables
+from entra_pipeline.warehouse.ops_tables import create_ops_tables
 
 TENANT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

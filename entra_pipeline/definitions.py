@@ -8,7 +8,6 @@ config yet it still loads (runs then fail with a message saying which file to pr
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -26,7 +25,9 @@ from entra_pipeline.settings import (
     ScheduleOptions,
     UserSourceOptions,
     configured_duckdb_path,
+    is_fleet,
     load_settings,
+    run_tags,
 )
 from entra_pipeline.settings import config_path as config_file
 from entra_pipeline.user_source.definitions import user_source_definitions
@@ -82,28 +83,13 @@ def build_definitions(
     return dg.Definitions.merge(sources, policy, freshness)
 
 
-def run_tags(settings: ConnectorSettings | None, path: str | None) -> dict[str, str]:
-    """What every sync run records about its configuration (no secret: the SMTP settings, which
-    may hold a password, are left out)."""
-    if settings is None:
-        return {}
-    options = {
-        "devices": settings.devices.model_dump(mode="json"),
-        "users": settings.users.model_dump(mode="json"),
-        "user_source": settings.user_source.model_dump(mode="json", exclude={"smtp", "templates"}),
-    }
-    return {
-        "entra_pipeline/connector": settings.connector_name,
-        "entra_pipeline/tenant": settings.tenant_id,
-        "entra_pipeline/config": str(config_file(path).resolve()),
-        # One published file, one writer: deploy/dagster.yaml queues runs per warehouse on it.
-        "entra_pipeline/warehouse": str(Path(settings.duckdb_path).resolve()),
-        "entra_pipeline/options": json.dumps(options, sort_keys=True),
-    }
-
-
 def load_definitions() -> dg.Definitions:
-    """The Definitions of the config named by ENTRA_CONNECTOR_CONFIG, valid or not."""
+    """The Definitions of the config named by ENTRA_CONNECTOR_CONFIG, valid or not: one
+    connector's, or a folder's (fleet.py)."""
+    if is_fleet():
+        from entra_pipeline.fleet import fleet_definitions
+
+        return fleet_definitions(config_file())
     try:
         settings = load_settings()
     except ConfigError as error:

@@ -12,10 +12,26 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition as AssetJob,
 )
 
-__all__ = ["CONNECTOR_JOB", "USER_SOURCE_JOB", "AssetJob", "Source", "source_of"]
+__all__ = [
+    "CONNECTORS_PARTITIONS",
+    "CONNECTOR_JOB",
+    "CONNECTOR_TAG",
+    "TENANT_TAG",
+    "USER_SOURCE_JOB",
+    "WAREHOUSE_TAG",
+    "AssetJob",
+    "Source",
+    "source_of",
+]
 
 CONNECTOR_JOB = "entra_id_sync"
 USER_SOURCE_JOB = "mdm_user_source_sync"
+# A folder of connector configs (SPEC 7): each connector is a key of this dynamic partitioning.
+CONNECTORS_PARTITIONS = "connectors"
+# Tags every sync run carries: which connector, tenant and published file it is for.
+CONNECTOR_TAG = "entra_pipeline/connector"
+TENANT_TAG = "entra_pipeline/tenant"
+WAREHOUSE_TAG = "entra_pipeline/warehouse"
 
 Source = Literal["connector", "user_source"]
 

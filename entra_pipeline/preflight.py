@@ -40,7 +40,13 @@ from entra_pipeline.graph.errors import (
 from entra_pipeline.graph.extract import collection_params, odata_string, resolve_groups
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.secrets import redact
-from entra_pipeline.settings import ConfigError, ConnectorSettings, config_path
+from entra_pipeline.settings import (
+    ConfigError,
+    ConnectorSettings,
+    config_path,
+    is_fleet,
+    load_fleet,
+)
 from entra_pipeline.user_source.attributes import custom_attribute, directory_users
 from entra_pipeline.vocabulary import is_guid
 from entra_pipeline.warehouse.docs import table_columns
@@ -123,10 +129,30 @@ class CheckReport:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """The `entra-pipeline check` command: print the report, return the exit code."""
-    report = check_connector(args.config)
-    print(render(report))
-    return report.exit_code
+    """The `entra-pipeline check` command: print the report, return the exit code. A folder of
+    connectors is checked file by file; the exit code is the worst of them."""
+    if not is_fleet(args.config):
+        report = check_connector(args.config)
+        print(render(report))
+        return report.exit_code
+    try:
+        fleet = load_fleet(args.config)
+    except ConfigError as error:
+        print(f"config: {error}")
+        return EXIT_INVALID_CONFIG
+    codes = []
+    for file, problem in fleet.invalid.items():
+        print(f"== {file.name}: cannot run\nconfig: {problem}\n")
+        codes.append(EXIT_INVALID_CONFIG)
+    for slug, connector in fleet.connectors.items():
+        print(f"== {connector.path.name} (partition {slug})")
+        report = check_connector(str(connector.path))
+        print(render(report) + "\n")
+        codes.append(report.exit_code)
+    print(
+        f"{len(fleet.connectors)} connectors can run, {len(fleet.invalid)} cannot, in {fleet.folder}"
+    )
+    return max(codes, default=EXIT_OK)
 
 
 def check_connector(

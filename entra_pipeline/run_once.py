@@ -15,12 +15,21 @@ import dagster as dg
 
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.incremental import FULL_SYNC_TAG
-from entra_pipeline.jobs import CONNECTOR_JOB
+from entra_pipeline.jobs import CONNECTOR_JOB, CONNECTORS_PARTITIONS
 from entra_pipeline.secrets import redact
-from entra_pipeline.settings import ConfigError, config_path, load_settings
+from entra_pipeline.settings import (
+    ConfigError,
+    config_path,
+    is_fleet,
+    load_fleet,
+    load_settings,
+    run_tags,
+)
 
 
 def run_sync(args: argparse.Namespace) -> int:
+    if is_fleet(args.config):
+        return _run_fleet(args)
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
@@ -36,10 +45,56 @@ def run_sync(args: argparse.Namespace) -> int:
     if result.success:
         print(f"{CONNECTOR_JOB} ({mode}) published to {settings.duckdb_path}")
         return 0
-    failures = [
+    print(
+        f"{CONNECTOR_JOB} ({mode}) failed; nothing was published: " + "; ".join(_failures(result))
+    )
+    return 1
+
+
+def _run_fleet(args: argparse.Namespace) -> int:
+    """A folder of connectors: each connector's `entra_id_sync` partition in turn, in this
+    process. One that fails or cannot run stops nobody else; the exit code is the worst."""
+    from entra_pipeline.fleet import fleet_definitions
+
+    try:
+        fleet = load_fleet(args.config)
+    except ConfigError as error:
+        print(f"Invalid config {config_path(args.config)}: {error}")
+        return 2
+    codes = [2 for _ in fleet.invalid]
+    for file, problem in fleet.invalid.items():
+        print(f"{file.name} cannot run: {problem}")
+    job = fleet_definitions(fleet.folder).resolve_job_def(CONNECTOR_JOB)
+    tags = {FULL_SYNC_TAG: "true"} if args.full else {}
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    with instance or dg.DagsterInstance.ephemeral() as active:
+        known = set(active.get_dynamic_partitions(CONNECTORS_PARTITIONS))
+        active.add_dynamic_partitions(
+            CONNECTORS_PARTITIONS, [s for s in fleet.connectors if s not in known]
+        )
+        for slug, connector in fleet.connectors.items():
+            result = job.execute_in_process(
+                instance=active,
+                partition_key=slug,
+                raise_on_error=False,
+                tags={**tags, **run_tags(connector.settings, str(connector.path))},
+            )
+            where = connector.settings.duckdb_path
+            if result.success:
+                print(f"{slug}: {CONNECTOR_JOB} published to {where}")
+                codes.append(0)
+            else:
+                print(
+                    f"{slug}: {CONNECTOR_JOB} failed; nothing was published: "
+                    + "; ".join(_failures(result))
+                )
+                codes.append(1)
+    return max(codes, default=0)
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [
         redact(str(event.event_specific_data.error.message).strip())  # type: ignore[union-attr]
         for event in result.all_events
         if event.is_step_failure
     ]
-    print(f"{CONNECTOR_JOB} ({mode}) failed; nothing was published: " + "; ".join(failures))
-    return 1

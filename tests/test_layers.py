@@ -32,6 +32,7 @@ LAYERS = {
     "demo": 6,
     "cli": 6,
     "run_once": 6,
+    "fleet": 6,
     # The emulator is Microsoft's side of the wire: it imports nothing of the pipeline, and only
     # the demo (and the tests) import it.
     "emulator": 6,

@@ -13,7 +13,7 @@ from typing import Literal
 
 import dagster as dg
 
-from entra_pipeline.jobs import AssetJob, source_of
+from entra_pipeline.jobs import TENANT_TAG, WAREHOUSE_TAG, AssetJob, source_of
 from entra_pipeline.secrets import redact
 from entra_pipeline.warehouse.publish import Notification, RunOutcome, record_unpublished_run
 
@@ -66,6 +66,12 @@ def _record(
     error: str,
 ) -> None:
     run = context.dagster_run
+    # A folder of connectors has one file per connector: each run's tags say which.
+    duckdb_path = run.tags.get(WAREHOUSE_TAG) or duckdb_path
+    tenant_id = run.tags.get(TENANT_TAG) or tenant_id
+    if not duckdb_path:
+        context.log.warning(f"Run {run.run_id} names no warehouse in its tags: not recorded")
+        return
     now = datetime.now(UTC)
     started, finished = _run_times(context.instance.get_run_record_by_id(run.run_id), now)
     code = RUN_FAILED_CODE if status == "failure" else RUN_CANCELED_CODE

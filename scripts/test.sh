@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Quick start 2: set up .venv/ with the test extras (PostgreSQL's programs must be installed:
-# .ci/run installs them), lint (ruff), type-check (mypy), lint the SQL
+# Quick start 2: set up .venv/ with the test extras (PostgreSQL's and Redis's programs must be
+# installed: .ci/run installs them), lint (ruff), type-check (mypy), lint the SQL
 # models (sqlfluff), and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh dev,fidelity,ducklake
+bash scripts/setup.sh dev,fidelity,ducklake,celery
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

@@ -103,13 +103,28 @@ def lake_connection(target: LakeTarget, *, memory_limit: str) -> duckdb.DuckDBPy
             con.execute(f"INSTALL {literal(str(file))}")
         con.execute("LOAD postgres")
         con.execute("LOAD ducklake")
-        con.execute(target.attach_sql())
+        _attach(con, target)
     except duckdb.Error as error:
         con.close()
         raise WarehouseError(
             f"Cannot attach the DuckLake catalog {target.describe()}: {error}"
         ) from None
     return con
+
+
+def _attach(con: duckdb.DuckDBPyConnection, target: LakeTarget) -> None:
+    """ATTACH the lake. The first ATTACH of an empty catalog creates DuckLake's tables in it: two
+    connectors doing that at once collide in PostgreSQL ("duplicate key value violates unique
+    constraint"), and the one that lost finds the tables there when it attaches again."""
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            con.execute(target.attach_sql())
+            return
+        except duckdb.Error as error:
+            if attempt == PUBLISH_ATTEMPTS or "Failed to initialize DuckLake" not in str(error):
+                raise
+            logger.info("DuckLake catalog initialised by another connector meanwhile; again")
+            time.sleep(0.2 * attempt)
 
 
 def install_extensions(directory: Path | None = None) -> list[Path]:
@@ -139,6 +154,9 @@ def publish_to_lake(
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         with contextlib.closing(lake_connection(target, memory_limit=memory_limit)) as con:
             con.execute(f"ATTACH {literal(str(work))} AS work (READ_ONLY)")
+            # The work copy may become the published file next: nothing may keep it attached.
+            detach = contextlib.ExitStack()
+            detach.callback(lambda: con.execute("DETACH work"))
             try:
                 con.execute("BEGIN TRANSACTION")
                 for table in tables:
@@ -161,6 +179,9 @@ def publish_to_lake(
                 with contextlib.suppress(duckdb.Error):
                     con.execute("ROLLBACK")
                 raise
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    detach.close()
             [(snapshot,)] = con.execute(
                 f"SELECT max(snapshot_id) FROM ducklake_snapshots({literal(LAKE)})"
             ).fetchall()
@@ -219,10 +240,23 @@ def _copy_view(con: duckdb.DuckDBPyConnection, view: str) -> None:
         "AND view_name = ?",
         [schema, name],
     ).fetchall()
-    body = re.sub(r"^CREATE VIEW\s+\S+\s+AS", "", sql.strip().rstrip(";"), count=1, flags=re.S)
+    body = _view_body(sql)
+    existing = con.execute(
+        "SELECT sql FROM duckdb_views() WHERE database_name = ? AND schema_name = ? "
+        "AND view_name = ?",
+        [LAKE, schema, name],
+    ).fetchall()
+    if existing and _view_body(existing[0][0]) == body:
+        return  # as this version defines it: replacing it would only collide with other tenants
     con.execute(f"CREATE OR REPLACE VIEW {LAKE}.{quoted(schema)}.{quoted(name)} AS {body}")
     # DuckLake keeps no comments on a view's columns: the view's own says what it is.
     document_table(con, view, table_comment(con, view, catalog="work"), {}, catalog=LAKE)
+
+
+def _view_body(sql: str) -> str:
+    return re.sub(
+        r"^CREATE VIEW\s+\S+\s+AS", "", sql.strip().rstrip(";"), count=1, flags=re.S
+    ).strip()
 
 
 def _append_ops(con: duckdb.DuckDBPyConnection, ops_rows: Mapping[str, list[tuple]]) -> None:

@@ -1,0 +1,168 @@
+"""Redis and real Celery workers on 127.0.0.1 for the distributed-execution tests: Debian's
+`redis-server` (installed by `.ci/run`), workers started with `celery -A dagster_celery.app
+worker` in their own process groups, a Dagster instance (DAGSTER_HOME) whose run launcher is
+dagster-celery's. Everything is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support import unused_port
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Cluster:
+    """A Redis broker, a Dagster home whose runs go to Celery, and the workers serving it."""
+
+    home: Path
+    broker: str
+    env: dict[str, str]
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: Path | None = None
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        assert self.logs is not None
+        log = (self.logs / f"{name}.log").open("ab")
+        worker = subprocess.Popen(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "dagster_celery.app",
+                "worker",
+                "-Q",
+                "dagster",
+                "--concurrency",
+                "1",
+                "--pool",
+                "prefork",
+                "-n",
+                f"{name}@%h",
+                "-l",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killed with its children
+        )
+        self.workers[name] = worker
+        return worker
+
+    def kill_worker(self, name: str) -> None:
+        """What a lost machine does to a worker: SIGKILL, the pool's children with it."""
+        worker = self.workers.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+
+    def worker_pids(self, name: str) -> set[int]:
+        """The worker's process and its pool's children (the runs execute in a child)."""
+        group = self.workers[name].pid  # its own session: the group id is its pid
+        found = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after it.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == group:
+                    found.add(int(stat.parent.name))
+        return found
+
+
+def _program(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed: apt-get install redis-server (.ci/run does)")
+    return found
+
+
+@contextlib.contextmanager
+def running_cluster(folder: Path, env: Mapping[str, str]) -> Iterator[Cluster]:
+    """Redis on a free port, a DAGSTER_HOME in `folder` launching runs on Celery, and `env`
+    (the connector config, secrets) for the workers. Workers are started by the test."""
+    port = unused_port()
+    redis = subprocess.Popen(
+        [
+            _program("redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    broker = f"redis://127.0.0.1:{port}/0"
+    home = folder / "dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(
+        "run_launcher:\n"
+        "  module: dagster_celery.launcher\n"
+        "  class: CeleryRunLauncher\n"
+        "  config:\n"
+        f"    broker: {broker}\n"
+        f"    backend: redis://127.0.0.1:{port}/1\n"
+        "    default_queue: dagster\n"
+        "telemetry:\n"
+        "  enabled: false\n"
+    )
+    # The workers' Celery app (dagster_celery.app) reads its broker from this module.
+    config = folder / "celery_config"
+    config.mkdir()
+    (config / "dagster_celery_config.py").write_text(
+        f"broker_url = {broker!r}\nresult_backend = 'redis://127.0.0.1:{port}/1'\n"
+        "worker_prefetch_multiplier = 1\n"
+    )
+    logs = folder / "worker-logs"
+    logs.mkdir()
+    worker_env = {
+        **os.environ,
+        **env,
+        "DAGSTER_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join(
+            [
+                str(config),
+                str(Path(__file__).resolve().parents[1]),
+                os.environ.get("PYTHONPATH", ""),
+            ]
+        ),
+    }
+    cluster = Cluster(home, broker, worker_env, logs=logs)
+    try:
+        _wait_for_port(port)
+        yield cluster
+    finally:
+        for name in list(cluster.workers):
+            cluster.kill_worker(name)
+        redis.terminate()
+        redis.wait(timeout=30)
+
+
+def _wait_for_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis did not listen on 127.0.0.1:{port}")

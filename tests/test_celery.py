@@ -1,0 +1,199 @@
+"""Connectors of a folder run on real Celery workers (dagster-celery's run launcher, a Redis broker
+on 127.0.0.1) and publish into one DuckLake catalog on a real PostgreSQL: runs go in parallel on
+two workers, and a worker killed in the middle of a connector's run loses only that run, which
+the next run of the connector records as dead and redoes, the other tenants' data untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
+from entra_pipeline.jobs import CONNECTOR_JOB, CONNECTORS_PARTITIONS
+from entra_pipeline.settings import load_fleet, run_tags
+from entra_pipeline.warehouse.lake import LakeTarget, reading
+from tests.celery_workers import Cluster, running_cluster
+from tests.postgres import Postgres, running_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+MAPPING = ROOT / "mappings" / "entra_id.csv"
+TENANTS = 3
+RUN_TIMEOUT = 300.0
+
+
+@dataclass
+class CeleryFleet:
+    cluster: Cluster
+    instance: dg.DagsterInstance
+    emulators: list[Emulator]
+    folder: Path
+    lake: LakeTarget
+    slugs: list[str]
+
+    def launch(self, slug: str) -> str:
+        """Create and launch one connector's run, as the sensor's run request does."""
+        recon = ReconstructableRepository.for_module(
+            "entra_pipeline.definitions", "defs", working_directory=str(ROOT)
+        ).get_reconstructable_job(CONNECTOR_JOB)
+        job = recon.get_definition()
+        connector = load_fleet(self.folder).connectors[slug]
+        run = self.instance.create_run_for_job(
+            job_def=job,
+            tags={
+                "dagster/partition": slug,
+                **run_tags(connector.settings, str(connector.path)),
+            },
+            job_code_origin=recon.get_python_origin(),
+        )
+        self.instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+        return run.run_id
+
+    def wait(self, run_ids: list[str], timeout: float = RUN_TIMEOUT) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = {r: self.instance.get_run_by_id(r) for r in run_ids}
+            if all(run is not None and run.is_finished for run in runs.values()):
+                return {r: run.status.value for r, run in runs.items() if run is not None}
+            time.sleep(0.5)
+        raise AssertionError(f"runs not finished after {timeout}s: see {self.cluster.logs}")
+
+    def run_pid(self, run_id: str) -> int | None:
+        for entry in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START):
+            if entry.dagster_event is not None:
+                return entry.dagster_event.pid
+        return None
+
+    def lake_rows(self, table: str, tenant_id: str) -> list[tuple[Any, ...]]:
+        with reading(self.lake) as con:
+            return sorted(
+                con.execute(f"SELECT * FROM {table} WHERE tenant_id = ?", [tenant_id]).fetchall()
+            )
+
+
+@pytest.fixture(scope="module")
+def celery_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryFleet]:
+    folder = tmp_path_factory.mktemp("celery")
+    with contextlib.ExitStack() as stack:
+        postgres: Postgres = stack.enter_context(running_postgres())
+        postgres.psql("CREATE DATABASE fleet")
+        lake = LakeTarget(postgres.catalog("fleet"), str(folder / "lake-data") + "/")
+        configs = folder / "connectors"
+        configs.mkdir()
+        env = {"ENTRA_CONNECTOR_CONFIG": str(configs), "PGPASSWORD": postgres.password}
+        emulators = []
+        for n in range(TENANTS):
+            emu = stack.enter_context(
+                running_emulator(EmulatorConfig(users=30 + 10 * n, devices=20, seed=21 + n))
+            )
+            emulators.append(emu)
+            variable = f"TEST_CELERY_SECRET_{n}"
+            env[variable] = emu.client_secret
+            document = {
+                "connector_name": f"Tenant {n}",
+                **emu.connection_settings(variable),
+                "duckdb_path": str(folder / f"tenant{n}.duckdb"),
+                "mapping_path": str(MAPPING),
+                "user_source": {"enabled": False},
+                "warehouse": {
+                    "backend": "ducklake",
+                    "catalog": lake.catalog,
+                    "data_path": lake.data_path,
+                },
+            }
+            (configs / f"tenant{n}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            cluster = stack.enter_context(running_cluster(folder, env))
+            patch.setenv("DAGSTER_HOME", str(cluster.home))
+            cluster.start_worker("w1")
+            cluster.start_worker("w2")
+            instance = stack.enter_context(dg.DagsterInstance.get())
+            slugs = sorted(load_fleet(configs).connectors)
+            instance.add_dynamic_partitions(CONNECTORS_PARTITIONS, slugs)
+            yield CeleryFleet(cluster, instance, emulators, configs, lake, slugs)
+
+
+def test_connectors_run_in_parallel_on_two_workers_into_one_lake(
+    celery_fleet: CeleryFleet,
+) -> None:
+    fleet = celery_fleet
+    run_ids = [fleet.launch(slug) for slug in fleet.slugs]
+    statuses = fleet.wait(run_ids)
+    assert set(statuses.values()) == {"SUCCESS"}, statuses
+    pids = {fleet.run_pid(r) for r in run_ids}
+    workers = {name for name in fleet.cluster.workers if pids & fleet.cluster.worker_pids(name)}
+    assert workers == {"w1", "w2"}  # both workers ran connectors
+    with reading(fleet.lake) as con:
+        counts = dict(
+            con.execute("SELECT tenant_id, count(*) FROM raw.users GROUP BY ALL").fetchall()
+        )
+        runs = con.execute("SELECT count(*) FROM ops.sync_runs WHERE status = 'success'").fetchall()
+    assert counts == {emu.tenant_id: emu.tenant.user_count for emu in fleet.emulators}
+    assert runs == [(TENANTS,)]
+    # Each connector's own file published too (its state for the next, incremental, run).
+    for n, run_id in enumerate(run_ids):
+        tags = fleet.instance.get_run_by_id(run_id).tags  # type: ignore[union-attr]
+        with duckdb.connect(tags["entra_pipeline/warehouse"], read_only=True) as con:
+            assert con.execute(
+                "SELECT status FROM ops.sync_runs WHERE run_id = ?", [run_id]
+            ).fetchall() == [("success",)], n
+
+
+def test_a_killed_workers_connector_is_redone_and_the_others_are_untouched(
+    celery_fleet: CeleryFleet,
+) -> None:
+    fleet = celery_fleet
+    for run_id in [fleet.launch(slug) for slug in fleet.slugs]:
+        fleet.wait([run_id])
+    victim, emu = fleet.slugs[0], fleet.emulators[0]
+    others = {
+        e.tenant_id: fleet.lake_rows("neurons.users", e.tenant_id) for e in fleet.emulators[1:]
+    }
+    emu.tenant.update(next(iter(emu.tenant.users()))["id"], department="Moved")
+    emu.faults.slow_next("/v1.0/users/delta", seconds=20)  # the run is mid-extraction...
+    run_id = fleet.launch(victim)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while fleet.run_pid(run_id) is None or not any(
+        r.path == "/v1.0/users/delta" for r in emu.requests
+    ):
+        assert time.monotonic() < deadline, "the run never reached Graph"
+        time.sleep(0.2)
+    pid = fleet.run_pid(run_id)
+    [worker] = [n for n in fleet.cluster.workers if pid in fleet.cluster.worker_pids(n)]
+    fleet.cluster.kill_worker(worker)  # ...when its machine is lost
+    emu.faults.clear()
+    # The next run of that connector (the sensor's next tick, or a retry) lands on a worker,
+    # finds the dead run's work copy, records it and syncs again.
+    retry = fleet.launch(victim)
+    assert fleet.wait([retry]) == {retry: "SUCCESS"}
+    dead = fleet.instance.get_run_by_id(run_id)
+    assert dead is not None
+    assert dead.status == dg.DagsterRunStatus.FAILURE
+    with duckdb.connect(str(fleet.folder.parent / "tenant0.duckdb"), read_only=True) as con:
+        assert con.execute(
+            "SELECT status FROM ops.sync_runs WHERE run_id = ?", [run_id]
+        ).fetchall() == [("failure",)]
+        assert con.execute(
+            "SELECT code FROM ops.notifications WHERE run_id = ?", [run_id]
+        ).fetchall() == [("run_died",)]
+    assert ("Moved",) in {
+        (row[0],)
+        for row in duckdb.connect(str(fleet.folder.parent / "tenant0.duckdb"), read_only=True)
+        .execute("SELECT department FROM raw.users")
+        .fetchall()
+    }
+    for tenant_id, rows in others.items():
+        assert fleet.lake_rows("neurons.users", tenant_id) == rows
+    assert len(list(fleet.folder.parent.glob("tenant0.duckdb.run-*"))) == 0

@@ -13,6 +13,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 __all__ = [
+    "APP_TAG",
     "CONNECTORS_PARTITIONS",
     "CONNECTOR_JOB",
     "CONNECTOR_TAG",
@@ -30,6 +31,8 @@ USER_SOURCE_JOB = "mdm_user_source_sync"
 CONNECTORS_PARTITIONS = "connectors"
 # Tags every sync run carries: which connector, tenant and published file it is for.
 CONNECTOR_TAG = "entra_pipeline/connector"
+# The app registration (client id) whose Graph budget the run draws on: run queue limits per app.
+APP_TAG = "entra_pipeline/app"
 TENANT_TAG = "entra_pipeline/tenant"
 WAREHOUSE_TAG = "entra_pipeline/warehouse"
 

@@ -30,7 +30,7 @@ from pydantic import (
 
 from entra_pipeline.credentials import CertificateCredential, load_certificate_credential
 from entra_pipeline.errors import PipelineError
-from entra_pipeline.jobs import CONNECTOR_TAG, TENANT_TAG, WAREHOUSE_TAG
+from entra_pipeline.jobs import APP_TAG, CONNECTOR_TAG, TENANT_TAG, WAREHOUSE_TAG
 from entra_pipeline.secrets import redact, register_secret
 from entra_pipeline.vocabulary import JOIN_TYPE_OPTIONS, is_guid
 
@@ -743,6 +743,7 @@ def run_tags(settings: ConnectorSettings | None, path: str | None) -> dict[str, 
     return {
         CONNECTOR_TAG: settings.connector_name,
         TENANT_TAG: settings.tenant_id,
+        APP_TAG: settings.client_id,
         "entra_pipeline/config": str(config_path(path).resolve()),
         # One published file, one writer: deploy/dagster.yaml queues runs per warehouse on it.
         WAREHOUSE_TAG: str(Path(settings.duckdb_path).resolve()),

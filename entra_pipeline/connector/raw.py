@@ -12,6 +12,7 @@ it was not selected (their rows of `raw.extraction_status`; `raw.group_filters` 
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -152,6 +153,7 @@ def raw_entra(
                 sign_in_per_minute=settings.users.sign_in_requests_per_minute,
                 delta_links=plan.links,
                 sign_in_since=plan.sign_in_since,
+                sign_in_slot=lambda: sign_in_slot(context, settings.client_id),
             )
             if members_by_delta and group_ids:
                 reports[GROUP_MEMBERS.table], members_plan = _members_after_round(
@@ -252,6 +254,47 @@ def raw_entra(
                     metadata=table_metadata,
                 )
             )
+
+
+SIGN_IN_POOL_PREFIX = "entra_sign_in/"
+SLOT_POLL_SECONDS = 1.0
+
+
+def sign_in_pool(client_id: str) -> str:
+    """The Dagster concurrency pool of an app registration's sign-in pass."""
+    return f"{SIGN_IN_POOL_PREFIX}{client_id}"
+
+
+@contextlib.contextmanager
+def sign_in_slot(context: AssetExecutionContext, client_id: str) -> Iterator[None]:
+    """Hold the app registration's one sign-in slot (a Dagster concurrency pool, created with one
+    slot unless the operator set it) for the pass: Graph's limit for signInActivity, 10
+    requests a minute, holds per app across tenants, so two connectors of one app take turns
+    instead of throttling each other. An instance whose storage keeps no pools (the in-memory one
+    of `execute_in_process` by default) runs the pass without."""
+    storage = context.instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        yield
+        return
+    pool = sign_in_pool(client_id)
+    if storage.get_concurrency_info(pool).slot_count == 0:
+        storage.set_concurrency_slots(pool, 1)
+    run_id, step = context.run.run_id, "raw_entra:sign_in_activity"
+    waited = 0.0
+    while not storage.claim_concurrency_slot(pool, run_id, step).is_claimed:
+        if waited == 0.0:
+            context.log.info(
+                f"Sign-in activity waits for pool {pool}: another connector of this app "
+                "registration is reading sign-in activity (one at a time per app)"
+            )
+        time.sleep(SLOT_POLL_SECONDS)
+        waited += SLOT_POLL_SECONDS
+    if waited:
+        context.log.info(f"Sign-in activity got pool {pool} after {waited:.0f}s")
+    try:
+        yield
+    finally:
+        storage.free_concurrency_slot_for_step(run_id, step)
 
 
 def _describe_plan(plan: SyncPlan) -> str:

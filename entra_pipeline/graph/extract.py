@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -523,6 +525,7 @@ def extract_all(
     sign_in_per_minute: float = 10,
     delta_links: Mapping[str, str | None] | None = None,
     sign_in_since: datetime | None = None,
+    sign_in_slot: Callable[[], AbstractContextManager[None]] | None = None,
 ) -> dict[str, CollectionReport]:
     """Extract the independent collections concurrently, sharing `client`; a report per table.
 
@@ -535,6 +538,8 @@ def extract_all(
 
     Incremental sync: a table in `delta_links` is read by `extract_tracked` (its round, or a full
     listing when its link is None); sign-in activity only since `sign_in_since`, when given.
+    `sign_in_slot`, when given, is held for the whole sign-in pass (Graph's limit for it holds
+    per app across tenants: one pass per app registration at a time).
     """
     cancel = threading.Event()
     tasks: dict[str, Callable[[], Extracted]] = {}
@@ -550,9 +555,18 @@ def extract_all(
                 extract_partitioned, client, c, workdir, cancel=cancel
             )
     if sign_in_activity and (tables is None or SIGN_IN_ACTIVITY.table in tables):
-        tasks[SIGN_IN_ACTIVITY.table] = lambda: extract_sign_in_activity(
-            client, workdir, per_minute=sign_in_per_minute, cancel=cancel, since=sign_in_since
-        )
+
+        def sign_in() -> Extracted:
+            with sign_in_slot() if sign_in_slot is not None else contextlib.nullcontext():
+                return extract_sign_in_activity(
+                    client,
+                    workdir,
+                    per_minute=sign_in_per_minute,
+                    cancel=cancel,
+                    since=sign_in_since,
+                )
+
+        tasks[SIGN_IN_ACTIVITY.table] = sign_in
     if group_ids and (tables is None or GROUP_MEMBERS.table in tables):
         tasks[GROUP_MEMBERS.table] = lambda: extract_group_members(
             client, group_ids, workdir, max_workers=max_workers, cancel=cancel

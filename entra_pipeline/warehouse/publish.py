@@ -179,6 +179,9 @@ class Warehouse(dg.ConfigurableResource):
         job = run.job_name if run is not None else "unknown"
         if instance is not None and run is not None and not run.is_finished:
             instance.report_run_failed(run, message=f"The run's process died: {message}")
+        if instance is not None and instance.event_log_storage.supports_global_concurrency_limits:
+            # A pool slot it held (its app's sign-in pass) is free for the others again.
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
         now = datetime.now(UTC)
         started = (
             datetime.fromtimestamp(record.start_time, UTC) if record and record.start_time else now

@@ -72,6 +72,7 @@ def build_definitions(
                 previews=settings.dagster_previews if settings else "masked",
                 lake_catalog=(settings.warehouse.catalog or "") if settings else "",
                 lake_data_path=(settings.warehouse.data_path or "") if settings else "",
+                connector_name=settings.connector_name if settings else "",
             ),
             "connector": connector or ConnectorResource(config_path=config_path),
         },

@@ -81,6 +81,7 @@ def fleet_resources(
             previews=settings.dagster_previews,
             lake_catalog=settings.warehouse.catalog or "",
             lake_data_path=settings.warehouse.data_path or "",
+            connector_name=settings.connector_name,
         )
         # What Dagster does for a Pythonic resource it builds itself: begin, and publish at the end.
         resource.setup_for_execution(context)

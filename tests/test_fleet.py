@@ -97,9 +97,9 @@ def test_each_file_is_a_partition_and_a_run_is_one_connectors(folder: Folder) ->
             assert con.execute("SELECT count(*) FROM raw.users").fetchall() == [
                 (emu.tenant.user_count,)
             ]
-            assert con.execute("SELECT tenant_id, job, status FROM ops.sync_runs").fetchall() == [
-                (emu.tenant_id, CONNECTOR_JOB, "success")
-            ]
+            assert con.execute(
+                "SELECT tenant_id, job, status, connector FROM ops.sync_runs"
+            ).fetchall() == [(emu.tenant_id, CONNECTOR_JOB, "success", f"Tenant {n}")]
 
 
 def test_the_sensor_starts_each_connector_on_its_own_schedule_and_follows_the_folder(

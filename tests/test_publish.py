@@ -14,6 +14,7 @@ import pytest
 
 from entra_pipeline.warehouse.docs import column_comments, document_table, table_comment
 from entra_pipeline.warehouse.errors import WarehouseError
+from entra_pipeline.warehouse.ops_tables import create_ops_tables
 from entra_pipeline.warehouse.publish import Warehouse
 
 FAIL_AT_SECOND_ASSET = {"value": False}
@@ -246,3 +247,27 @@ def test_a_view_with_an_undocumented_column_is_refused(tmp_path: Path) -> None:
         assert con.execute(
             "SELECT count(*) FROM duckdb_views() WHERE view_name = 'half_v'"
         ).fetchone() == (0,)
+
+
+def test_ops_tables_written_before_the_connector_column_get_it(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE SCHEMA ops")
+        con.execute(
+            "CREATE TABLE ops.sync_runs (tenant_id VARCHAR, run_id VARCHAR, job VARCHAR, source "
+            "VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR, "
+            "rows_per_table JSON, graph_requests BIGINT, graph_retries BIGINT, error VARCHAR)"
+        )
+        con.execute(
+            "INSERT INTO ops.sync_runs VALUES ('t', 'r1', 'entra_id_sync', 'connector', now(), "
+            "now(), 'success', '{}', 1, 0, NULL)"
+        )
+        create_ops_tables(con)
+        assert con.execute("SELECT run_id, connector FROM ops.sync_runs").fetchall() == [
+            ("r1", None)
+        ]
+        [(comment,)] = con.execute(
+            "SELECT comment FROM duckdb_columns() WHERE table_name = 'sync_runs' AND "
+            "column_name = 'connector'"
+        ).fetchall()
+        assert comment.startswith("The connector_name of the config")

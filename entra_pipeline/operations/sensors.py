@@ -13,7 +13,7 @@ from typing import Literal
 
 import dagster as dg
 
-from entra_pipeline.jobs import TENANT_TAG, WAREHOUSE_TAG, AssetJob, source_of
+from entra_pipeline.jobs import CONNECTOR_TAG, TENANT_TAG, WAREHOUSE_TAG, AssetJob, source_of
 from entra_pipeline.secrets import redact
 from entra_pipeline.warehouse.publish import Notification, RunOutcome, record_unpublished_run
 
@@ -87,6 +87,7 @@ def _record(
         source=source_of(run.job_name),
         started_at=started,
         notifications=[Notification(now, "error", code, message, details)],
+        connector=run.tags.get(CONNECTOR_TAG, ""),
     )
     if record_unpublished_run(duckdb_path, tenant_id, outcome, finished, status, error):
         context.log.info(f"Recorded {status} of run {run.run_id} ({run.job_name}) in ops.sync_runs")

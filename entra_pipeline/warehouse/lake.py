@@ -32,7 +32,7 @@ import duckdb
 
 from entra_pipeline.warehouse.docs import column_comments, document_table, table_comment
 from entra_pipeline.warehouse.errors import WarehouseError
-from entra_pipeline.warehouse.ops_tables import OPS_DDL
+from entra_pipeline.warehouse.ops_tables import OPS_ADDED, OPS_DDL
 from entra_pipeline.warehouse.sql import literal, quoted, split_table
 
 logger = logging.getLogger(__name__)
@@ -263,6 +263,12 @@ def _append_ops(con: duckdb.DuckDBPyConnection, ops_rows: Mapping[str, list[tupl
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {LAKE}.ops")
     for ddl in OPS_DDL[1:]:
         con.execute(ddl.replace("EXISTS ops.", f"EXISTS {LAKE}.ops.", 1))
+    for table, added in OPS_ADDED.items():
+        schema, name = split_table(table)
+        present = _columns(con, LAKE, schema, name)
+        for column, kind in added.items():
+            if column not in present:
+                con.execute(f"ALTER TABLE {LAKE}.{table} ADD COLUMN {quoted(column)} {kind}")
     for table, rows in ops_rows.items():
         if rows:
             marks = ",".join("?" * len(rows[0]))

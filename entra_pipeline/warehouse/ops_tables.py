@@ -12,11 +12,18 @@ OPS_DDL = (
     """CREATE TABLE IF NOT EXISTS ops.sync_runs (
         tenant_id VARCHAR, run_id VARCHAR, job VARCHAR, source VARCHAR,
         started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
-        rows_per_table JSON, graph_requests BIGINT, graph_retries BIGINT, error VARCHAR)""",
+        rows_per_table JSON, graph_requests BIGINT, graph_retries BIGINT, error VARCHAR,
+        connector VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS ops.notifications (
         tenant_id VARCHAR, notified_at TIMESTAMPTZ, run_id VARCHAR, source VARCHAR,
-        severity VARCHAR, code VARCHAR, message VARCHAR, details JSON)""",
+        severity VARCHAR, code VARCHAR, message VARCHAR, details JSON, connector VARCHAR)""",
 )
+# Columns added since the first version, last in each table: files written before get them.
+OPS_ADDED = {
+    "ops.sync_runs": {"connector": "VARCHAR"},
+    "ops.notifications": {"connector": "VARCHAR"},
+}
+_CONNECTOR_DOC = "The connector_name of the config the run was for (one per tenant in a folder)."
 _RUN_ID_DOC = "Dagster run id (the Runs page of the UI shows the run)."
 OPS_DOCS = {
     "ops.sync_runs": (
@@ -34,6 +41,7 @@ OPS_DOCS = {
             "graph_requests": "HTTP requests the run made to Microsoft Graph, retries included.",
             "graph_retries": "Requests that were retries (throttling, 5xx, dropped connections).",
             "error": "Why the run failed; null on success.",
+            "connector": _CONNECTOR_DOC,
         },
     ),
     "ops.notifications": (
@@ -48,6 +56,7 @@ OPS_DOCS = {
             "code": "Stable code, e.g. permission_missing, throttled, mapping_invalid.",
             "message": "What happened and what to do, in a sentence (secrets redacted).",
             "details": "JSON object with the figures behind the message (secrets redacted).",
+            "connector": _CONNECTOR_DOC,
         },
     ),
 }
@@ -57,5 +66,8 @@ def create_ops_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The `ops` tables every warehouse file has, documented."""
     for ddl in OPS_DDL:
         con.execute(ddl)
+    for table, added in OPS_ADDED.items():
+        for column, kind in added.items():
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
     for table, (description, columns) in OPS_DOCS.items():
         document_table(con, table, description, columns)

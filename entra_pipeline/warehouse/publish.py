@@ -81,6 +81,7 @@ class RunOutcome:
     source: str
     started_at: datetime
     rows_per_table: dict[str, int] = field(default_factory=dict)
+    connector: str = ""  # the config's connector_name
     views: list[str] = field(default_factory=list)  # views over those tables, published with them
     graph_requests: int = 0
     graph_retries: int = 0
@@ -99,6 +100,8 @@ class Warehouse(dg.ConfigurableResource):
     # warehouse.backend ducklake (lake.py): the lake each successful run also publishes into.
     lake_catalog: str = ""
     lake_data_path: str = ""
+    # The config's connector_name, in ops.* rows (a folder has one connector per tenant).
+    connector_name: str = ""
 
     _work_path: Path | None = PrivateAttr(default=None)
     _owner: OwnerLock | None = PrivateAttr(default=None)
@@ -163,6 +166,7 @@ class Warehouse(dg.ConfigurableResource):
             job=job,
             source=source_of(job),
             started_at=self.run_started_at(),
+            connector=self.connector_name,
         )
 
     def _record_dead_run(
@@ -186,7 +190,13 @@ class Warehouse(dg.ConfigurableResource):
         started = (
             datetime.fromtimestamp(record.start_time, UTC) if record and record.start_time else now
         )
-        outcome = RunOutcome(run_id=run_id, job=job, source=source_of(job), started_at=started)
+        outcome = RunOutcome(
+            run_id=run_id,
+            job=job,
+            source=source_of(job),
+            started_at=started,
+            connector=self.connector_name,
+        )
         outcome.notifications.append(
             Notification(
                 now, "error", "run_died", f"Run {run_id} died: {message}", {"run_id": run_id}
@@ -417,6 +427,7 @@ def _ops_rows(
         outcome.graph_requests,
         outcome.graph_retries,
         redact(error) if error else None,
+        outcome.connector or None,
     )
     notes = [
         (
@@ -428,6 +439,7 @@ def _ops_rows(
             n.code,
             n.message,
             json.dumps(n.details, sort_keys=True, default=str),
+            outcome.connector or None,
         )
         for n in outcome.notifications
     ]

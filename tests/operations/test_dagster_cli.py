@@ -130,10 +130,31 @@ def test_the_shipped_instance_settings_queue_runs_per_warehouse(tmp_path: Path) 
     assert instance.run_monitoring_enabled
     assert instance.run_monitoring_max_resume_run_attempts == 0
     assert not instance.telemetry_enabled
-    [limit] = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
-    # The tag every sync run carries (definitions.run_tags): one run per published file at a time.
-    assert limit == {
-        "key": "entra_pipeline/warehouse",
-        "value": {"applyLimitPerUniqueValue": True},
-        "limit": 1,
-    }
+    limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    # The tags every sync run carries (settings.run_tags): one run per published file at a time,
+    # and at most 9 per app registration (its budget across tenants, README).
+    assert limits == [
+        {
+            "key": "entra_pipeline/warehouse",
+            "value": {"applyLimitPerUniqueValue": True},
+            "limit": 1,
+        },
+        {"key": "entra_pipeline/app", "value": {"applyLimitPerUniqueValue": True}, "limit": 9},
+    ]
+
+
+def test_the_celery_instance_settings_launch_runs_on_celery_and_queue_them_alike(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "dagster.yaml").write_text(
+        (REPO / "deploy" / "celery" / "dagster.yaml").read_text().split("\nstorage:")[0]
+        + "\nrun_queue:"
+        + (REPO / "deploy" / "celery" / "dagster.yaml").read_text().split("\nrun_queue:")[1]
+    )
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    assert type(instance.run_launcher).__name__ == "CeleryRunLauncher"
+    keys = [
+        limit["key"]
+        for limit in instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    ]
+    assert keys == ["entra_pipeline/warehouse", "entra_pipeline/app"]

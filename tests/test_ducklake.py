@@ -104,6 +104,12 @@ def lake(postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         yield Lake(target, connectors)
 
 
+def _publish_both(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> list[Connector]:
+    for connector in lake.connectors:
+        assert connector.run(monkeypatch).success
+    return lake.connectors
+
+
 def _by_tenant(lake: Lake, table: str) -> dict[str, int]:
     return dict(lake.query(f"SELECT tenant_id, count(*) FROM {table} GROUP BY ALL"))
 
@@ -111,9 +117,7 @@ def _by_tenant(lake: Lake, table: str) -> dict[str, int]:
 def test_two_tenants_publish_into_one_lake_that_analysts_attach(
     lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first, second = lake.connectors
-    assert first.run(monkeypatch).success
-    assert second.run(monkeypatch).success
+    first, _ = _publish_both(lake, monkeypatch)
     for table in ("neurons.users", "neurons.devices", "raw.users", "staging.filtered_devices"):
         assert _by_tenant(lake, table) == {
             c.emulator.tenant_id: c.query(f"SELECT count(*) FROM {table}")[0][0]
@@ -145,9 +149,7 @@ def test_two_tenants_publish_into_one_lake_that_analysts_attach(
 def test_an_analyst_attaches_the_lake_from_plain_duckdb(
     lake: Lake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    first, second = lake.connectors
-    assert first.run(monkeypatch).success
-    assert second.run(monkeypatch).success
+    _publish_both(lake, monkeypatch)
     # `entra-pipeline lake-extensions` installs them once; then DuckDB attaches as documented.
     extensions = tmp_path / "extensions"
     install_extensions(extensions)
@@ -165,9 +167,7 @@ def test_an_analyst_attaches_the_lake_from_plain_duckdb(
 def test_a_tenant_publishes_alone_and_readers_see_its_old_or_new_rows(
     lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first, second = lake.connectors
-    assert first.run(monkeypatch).success
-    assert second.run(monkeypatch).success
+    first, second = _publish_both(lake, monkeypatch)
     others = sorted(
         lake.query("SELECT * FROM raw.users WHERE tenant_id = ?", [second.emulator.tenant_id])
     )

@@ -8,7 +8,6 @@ extract is kept and brought up to date from delta rounds (user_source/incrementa
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
-import json
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,7 @@ from entra_pipeline.user_source.incremental import (
     DirectoryPlan,
     extract_directory_delta,
     load_directory,
+    object_ids,
     plan_directory,
 )
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
@@ -175,7 +175,7 @@ def extract_directory(
 
     def groups_and_members() -> tuple[Extracted, Extracted]:
         groups = extract_collection(client, GROUPS, workdir)
-        members = extract_group_members(client, list(_ids(groups.files)), workdir)
+        members = extract_group_members(client, list(object_ids(groups.files)), workdir)
         return groups, members
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="graph-directory") as pool:
@@ -228,13 +228,6 @@ def _sync_metadata(delta: DirectoryExtract | None) -> dict[str, Any]:
         figures["groups_members_listed_again"] = len(delta.members_plan.relist)
     figures["devices_removed"] = len(delta.removed_devices)
     return figures
-
-
-def _ids(files: Sequence[Path]) -> Iterator[str]:
-    for file in files:
-        with file.open(encoding="utf-8") as lines:
-            for line in lines:
-                yield json.loads(line)["id"]
 
 
 def _users_metadata(con: duckdb.DuckDBPyConnection, options: UserSourceOptions) -> dict[str, Any]:

@@ -155,7 +155,7 @@ def extract_directory_delta(
         )
         removed_devices = _device_removals(client, links[DEVICES_KEY], workdir, device_links)
         if groups.delta is None:  # listed in full: so are all their members
-            ids = list(_ids(groups.files))
+            ids = list(object_ids(groups.files))
             members = extract_group_members(client, ids, workdir)
             return groups, members, None, removed_devices or ()
         members_plan = _plan_members(published, groups, removed_devices is None)
@@ -330,7 +330,8 @@ def _last_entries(path: Path) -> dict[str, bool]:
     return last
 
 
-def _ids(files: Sequence[Path]) -> Iterator[str]:
+def object_ids(files: Sequence[Path]) -> Iterator[str]:
+    """The `id` of every row of NDJSON listings, in order."""
     for file in files:
         with file.open(encoding="utf-8") as lines:
             for line in lines:

@@ -348,7 +348,7 @@ def _fault_error(fault: Fault) -> GraphError:
             503,
             "serviceNotAvailable",
             "The service is temporarily unavailable. Please retry after the specified time.",
-            {"Retry-After": str(fault.retry_after)},
+            {"Retry-After": str(fault.retry_after)} if fault.retry_after > 0 else {},
         )
     if fault.kind == fault_kinds.GATEWAY_TIMEOUT:
         # 504 without Retry-After (microsoftgraph/msgraph-sdk-design#2: "Graph does return 504s

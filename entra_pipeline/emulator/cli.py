@@ -31,7 +31,7 @@ _FAULTS: dict[str, tuple[str, type, str]] = {
     "drop": ("drop", float, "share whose connection is closed without an answer (0..1)"),
     "slow": ("slow", float, "share delayed by slow-seconds before answering (0..1)"),
     "slow-seconds": ("slow_seconds", float, "delay of a slow answer, seconds (default 2)"),
-    "retry-after": ("retry_after", int, "Retry-After of random 429/503 answers, seconds (default 1)"),
+    "retry-after": ("retry_after", int, "Retry-After of random 429/503 answers, seconds (default 1; 0: no header)"),
     "expire-page-token": ("expire_page_token_after", int, "the Nth $skiptoken follow answers Directory_ExpiredPageToken (once)"),
     "token-ttl": ("token_ttl", float, "access tokens die server-side after N seconds while claiming expires_in"),
     "token-expires-in": ("token_expires_in", int, "expires_in the token response claims, honestly (default 3599)"),

@@ -114,11 +114,14 @@ def expired_page_token() -> GraphError:
 def too_many_requests(retry_after: int) -> GraphError:
     # 429 TooManyRequests with an integer Retry-After (learn.microsoft.com/graph/throttling; the
     # code as quoted in Microsoft Q&A 1138873). The message is the emulator's: Graph's varies.
+    # `retry_after=0`: no Retry-After at all, which Graph also answers ("the Retry-After is not
+    # always included in a response. If no Retry-After header is provided by the response, we
+    # recommend implementing an exponential backoff retry policy", Microsoft Q&A 922050).
     return GraphError(
         429,
         "TooManyRequests",
         "Too many requests. Please retry after the time specified in the Retry-After header.",
-        {"Retry-After": str(retry_after)},
+        {"Retry-After": str(retry_after)} if retry_after > 0 else {},
     )
 
 

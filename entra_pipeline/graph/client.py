@@ -86,7 +86,8 @@ class ThrottleGate:
     """What every thread of one client shares about Graph's budget for the app and tenant
     (Microsoft's identity and access service limits; SPEC 2):
 
-    - a 429 pauses every thread for its Retry-After, not only the one that was throttled;
+    - a 429 pauses every thread for its Retry-After (without one: the exponential backoff), not
+      only the one that was throttled;
     - a resource-unit bucket like Graph's (`ru_per_window` RU per `window_seconds`; 8,000 / 10 s,
       the tier of tenants above 500 users): each request first takes the RU its label's last
       answer said it costs (`x-ms-resource-unit`), so concurrent chains stay just under the bucket
@@ -488,9 +489,15 @@ class GraphClient:
                     if status == 429:
                         self._count(label, throttled=1)
                     retry_after = _retry_after(response)
-                    if status == 429 and retry_after is not None:
-                        # Every thread waits it out: the others in `gate.before`.
-                        delay = self.gate.throttled(min(retry_after, self.retry.retry_after_max))
+                    if status == 429:
+                        # Every thread waits it out, the others in `gate.before`: the bucket is
+                        # the app's. Without Retry-After, the exponential backoff (Microsoft's
+                        # advice) is the wait.
+                        delay = self.gate.throttled(
+                            min(retry_after, self.retry.retry_after_max)
+                            if retry_after is not None
+                            else self.retry.backoff(retries)
+                        )
                     else:
                         delay = (
                             min(retry_after, self.retry.retry_after_max)

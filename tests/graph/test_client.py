@@ -78,6 +78,23 @@ def test_throttling_storm_waits_each_retry_after_and_succeeds(
     assert graph.stats["/v1.0/users"] == RequestStats(requests=4, retries=3, throttled=3, pages=1)
 
 
+def test_a_429_without_retry_after_backs_off_exponentially_for_every_thread(
+    emulator: Emulator, graph: GraphClient, sleeps: SleepRecorder
+) -> None:
+    emulator.faults.throttle_next("/users", count=2, retry_after=0)  # no Retry-After header
+    paused: list[float] = []
+    pause = graph.gate.throttled
+    graph.gate.throttled = lambda seconds: paused.append(seconds) or pause(seconds)  # type: ignore[method-assign]
+    assert listed_ids(graph) == user_ids(emulator)
+    assert [r.status for r in graph_requests(emulator)] == [429, 429, 200]
+    # Each backoff paused the whole gate (the app's bucket is every thread's), then was waited.
+    assert len(paused) == 2
+    assert 0 <= paused[0] <= FAST_RETRY.backoff_base
+    assert 0 <= paused[1] <= FAST_RETRY.backoff_base * 2
+    assert sleeps.delays == paused
+    assert graph.stats["/v1.0/users"] == RequestStats(requests=3, retries=2, throttled=2, pages=1)
+
+
 def test_retry_after_is_capped(
     emulator: Emulator, client_factory: ClientFactory, sleeps: SleepRecorder
 ) -> None:

@@ -46,6 +46,14 @@ class Collection:
         props = [c for c in self.columns if c not in _EXPANDED]
         return ",".join([*props, *self.extra_select])
 
+    @property
+    def first_page(self) -> dict[str, str | int]:
+        """The query of the collection's first page: `$select`, `$top`, and `$expand` if any."""
+        params: dict[str, str | int] = {"$select": self.select, "$top": self.page_size}
+        if self.expand:
+            params["$expand"] = self.expand
+        return params
+
     def with_properties(self, properties: Iterable[str]) -> Collection:
         """This collection also selecting `properties` (e.g. directory extension attributes), each
         kept as a JSON column: such a property may hold a string, a number, a list or an object."""

@@ -164,10 +164,7 @@ def _is_graph_timestamp(value: object) -> bool:
 
 def collection_params(collection: Collection) -> dict[str, str | int]:
     """The query of a collection's first page, straight from the registry."""
-    params: dict[str, str | int] = {"$select": collection.select, "$top": collection.page_size}
-    if collection.expand:
-        params["$expand"] = collection.expand
-    return params
+    return collection.first_page
 
 
 def extract_collection(

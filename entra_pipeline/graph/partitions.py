@@ -218,9 +218,7 @@ def plan_partitions(
 
 def partition_params(collection: Collection, partition: Partition) -> dict[str, str | int]:
     """A partition's first-page query: the collection's, with the range filter."""
-    params: dict[str, str | int] = {"$select": collection.select, "$top": collection.page_size}
-    if collection.expand:
-        params["$expand"] = collection.expand
+    params = collection.first_page
     if partition.filter:
         params["$filter"] = partition.filter
     if partition.advanced:

@@ -70,11 +70,12 @@ def test_invalidate_drops_only_the_rejected_token(emulator: Emulator) -> None:
 def test_token_expired_server_side_is_refreshed_once_on_401(
     emulator_factory: Callable[..., Emulator], client_factory: Callable[..., GraphClient]
 ) -> None:
-    # The token claims an hour but dies after one second, as a revoked or clock-skewed one would.
-    emu = emulator_factory(users=3, devices=1, faults=Faults(token_ttl=1.0))
+    # The token claims an hour but dies after 3 seconds, as a revoked or clock-skewed one would
+    # (long enough for the requests around it on a loaded machine: 1 s was not).
+    emu = emulator_factory(users=3, devices=1, faults=Faults(token_ttl=3.0))
     graph = client_factory(emu)
     assert len(graph.get_json("/users")["value"]) == 3
-    time.sleep(1.1)
+    time.sleep(3.1)
     assert len(graph.get_json("/users")["value"]) == 3
     assert token_requests(emu) == 2
     assert [r.status for r in emu.requests if r.path == "/v1.0/users"] == [200, 401, 200]

@@ -155,8 +155,7 @@ def test_a_killed_workers_connector_is_redone_and_the_others_are_untouched(
     celery_fleet: CeleryFleet,
 ) -> None:
     fleet = celery_fleet
-    for run_id in [fleet.launch(slug) for slug in fleet.slugs]:
-        fleet.wait([run_id])
+    assert set(fleet.wait([fleet.launch(slug) for slug in fleet.slugs]).values()) == {"SUCCESS"}
     victim, emu = fleet.slugs[0], fleet.emulators[0]
     others = {
         e.tenant_id: fleet.lake_rows("neurons.users", e.tenant_id) for e in fleet.emulators[1:]

@@ -25,13 +25,17 @@ from urllib.parse import urlsplit
 import duckdb
 
 from entra_pipeline.graph.collections import DEVICES, GROUPS, USERS, Collection
-from entra_pipeline.graph.delta import TRACKED, Tracked, remember_link
+from entra_pipeline.graph.delta import TRACKED, DeltaResyncRequired, Tracked, remember_link
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS
+from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import literal, quoted
 
 logger = logging.getLogger(__name__)
+
+# Why a collection's first round is full: expected, so not notified.
+FIRST_ROUND = "no delta state yet (first incremental run)"
 
 DELTA_STATE = "ops.delta_state"
 # A run tagged with this (value "true") lists every collection in full: `entra-pipeline sync
@@ -123,7 +127,7 @@ def full_reason(
     if full_requested:
         return "a full sync was requested"
     if row is None or (needs_link and not row.delta_link):
-        return "no delta state yet (first incremental run)"
+        return FIRST_ROUND
     if table is not None and not table_exists(con, *table.split(".")):
         return f"{table} is missing"
     if now - row.last_full_sync_at >= backstop:
@@ -388,3 +392,27 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
             [schema, table],
         ).fetchall()
     )
+
+
+def notify_resyncs(
+    warehouse: Warehouse, refused: Mapping[str, DeltaResyncRequired], reasons: Mapping[str, str]
+) -> None:
+    """SPEC 6: a full round that replaces a delta round is an info notification `delta_resync`:
+    per collection whose link Graph `refused`, and per collection read in full for a reason
+    (`plan_links`; the first round is expected and not notified)."""
+    for collection, error in refused.items():
+        warehouse.notify(
+            "delta_resync",
+            "info",
+            f"{collection}: Graph refused the stored delta link ({error.status} {error.code}); "
+            "the collection was read in full and tracking starts again.",
+            {"collection": collection, "graph_status": error.status, "graph_code": error.code},
+        )
+    for collection, reason in reasons.items():
+        if reason != FIRST_ROUND:
+            warehouse.notify(
+                "delta_resync",
+                "info",
+                f"{collection}: read in full because {reason}.",
+                {"collection": collection, "reason": reason},
+            )

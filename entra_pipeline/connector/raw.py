@@ -50,6 +50,7 @@ from entra_pipeline.incremental import (
     MembersPlan,
     apply_members,
     apply_round,
+    notify_resyncs,
     plan_members,
     start_removed_objects,
     write_state,
@@ -160,7 +161,15 @@ def raw_entra(
                     context.log, client, warehouse, workdir, group_ids, reports[GROUPS.table]
                 )
         _notify_soft_failures(warehouse, reports)
-        _notify_resyncs(warehouse, plan, reports)
+        notify_resyncs(
+            warehouse,
+            {
+                table: report.extracted.resync
+                for table, report in reports.items()
+                if report.extracted is not None and report.extracted.resync is not None
+            },
+            plan.reasons,
+        )
         with warehouse.transaction() as con:
             start_removed_objects(con)
             snapshot_upns(con)
@@ -374,32 +383,6 @@ def _next_state(
     if sign_in is not None and sign_in.status == "ok":
         state[SIGN_IN_ACTIVITY.table] = (None, plan.sign_in_since is None)
     return state
-
-
-def _notify_resyncs(
-    warehouse: Warehouse, plan: SyncPlan, reports: dict[str, CollectionReport]
-) -> None:
-    """SPEC 6: a full round that replaces a delta round is an info notification."""
-    for table, report in reports.items():
-        extracted = report.extracted
-        if extracted is not None and extracted.resync is not None:
-            refused = extracted.resync
-            warehouse.notify(
-                "delta_resync",
-                "info",
-                f"{table}: Graph refused the stored delta link ({refused.status} "
-                f"{refused.code}); the collection was read in full and tracking starts again.",
-                {"collection": table, "graph_status": refused.status, "graph_code": refused.code},
-            )
-    for table, reason in plan.reasons.items():
-        if reason.startswith("no delta state"):
-            continue
-        warehouse.notify(
-            "delta_resync",
-            "info",
-            f"{table}: read in full because {reason}.",
-            {"collection": table, "reason": reason},
-        )
 
 
 def _sync_metadata(plan: SyncPlan, report: CollectionReport | None, table: str) -> dict[str, Any]:

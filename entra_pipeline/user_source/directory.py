@@ -23,7 +23,7 @@ from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import GROUP_MEMBERS, GROUPS, Collection
 from entra_pipeline.graph.extract import Extracted, extract_collection, extract_group_members
 from entra_pipeline.graph_session import recorded_graph_client
-from entra_pipeline.incremental import DELTA_STATE, FULL_SYNC_TAG
+from entra_pipeline.incremental import DELTA_STATE, FULL_SYNC_TAG, notify_resyncs
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.attributes import (
@@ -115,7 +115,7 @@ def mdm_directory(
                     delta = extract_directory_delta(client, users, workdir, plan, published)
             total = client.total_stats()
         if delta is not None:
-            _notify_resyncs(warehouse, plan, delta)
+            notify_resyncs(warehouse, delta.resyncs, plan.reasons)
         with warehouse.transaction() as con:
             if delta is None:
                 for landed in (users, GROUPS, GROUP_MEMBERS):
@@ -191,26 +191,6 @@ def _describe_plan(plan: DirectoryPlan) -> str:
         f"{key.split('.')[-1]} {'by delta' if link else 'in full'}"
         for key, link in plan.links.items()
     )
-
-
-def _notify_resyncs(warehouse: Warehouse, plan: DirectoryPlan, delta: DirectoryExtract) -> None:
-    """SPEC 6: a full round that replaces a delta round is an info notification."""
-    for key, refused in delta.resyncs.items():
-        warehouse.notify(
-            "delta_resync",
-            "info",
-            f"{key}: Graph refused the stored delta link ({refused.status} {refused.code}); it "
-            "was read in full and tracking starts again.",
-            {"collection": key, "graph_status": refused.status, "graph_code": refused.code},
-        )
-    for key, reason in plan.reasons.items():
-        if not reason.startswith("no delta state"):
-            warehouse.notify(
-                "delta_resync",
-                "info",
-                f"{key}: read in full because {reason}.",
-                {"collection": key, "reason": reason},
-            )
 
 
 def _sync_metadata(delta: DirectoryExtract | None) -> dict[str, Any]:

@@ -66,14 +66,9 @@ def build_definitions(
             duckdb_path, tenant_id, list(sources.jobs or ()), running=configured
         ),
         resources={
-            "warehouse": Warehouse(
-                path=duckdb_path,
-                tenant_id=tenant_id,
-                previews=settings.dagster_previews if settings else "masked",
-                lake_catalog=(settings.warehouse.catalog or "") if settings else "",
-                lake_data_path=(settings.warehouse.data_path or "") if settings else "",
-                connector_name=settings.connector_name if settings else "",
-            ),
+            "warehouse": Warehouse.of(settings)
+            if settings
+            else Warehouse(path=duckdb_path, tenant_id=tenant_id),
             "connector": connector or ConnectorResource(config_path=config_path),
         },
         executor=dg.in_process_executor,

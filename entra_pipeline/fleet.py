@@ -74,15 +74,7 @@ def fleet_resources(
 
     @dg.resource(description="The run's connector's warehouse (its DuckDB file, or the lake).")
     def warehouse(context: dg.InitResourceContext) -> Iterator[Warehouse]:
-        settings = connector_of(folder, context).settings
-        resource = Warehouse(
-            path=settings.duckdb_path,
-            tenant_id=settings.tenant_id,
-            previews=settings.dagster_previews,
-            lake_catalog=settings.warehouse.catalog or "",
-            lake_data_path=settings.warehouse.data_path or "",
-            connector_name=settings.connector_name,
-        )
+        resource = Warehouse.of(connector_of(folder, context).settings)
         # What Dagster does for a Pythonic resource it builds itself: begin, and publish at the end.
         resource.setup_for_execution(context)
         try:

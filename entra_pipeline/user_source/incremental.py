@@ -149,15 +149,17 @@ def extract_directory_delta(
     links = plan.links
     users_key = state_key(users.table)
 
-    def groups_and_members() -> tuple[Extracted, Extracted, MembersPlan | None, tuple[str, ...]]:
+    def groups_and_members() -> tuple[
+        Extracted, Extracted, MembersPlan | None, tuple[str, ...], str | None
+    ]:
         groups = extract_tracked(
             client, GROUPS, workdir, links[GROUPS_KEY], cancel=cancel, tracked=TRACKED["groups"]
         )
-        removed_devices = _device_removals(client, links[DEVICES_KEY], workdir, device_links)
+        removed_devices, device_link = _device_removals(client, links[DEVICES_KEY], workdir)
         if groups.delta is None:  # listed in full: so are all their members
             ids = list(object_ids(groups.files))
             members = extract_group_members(client, ids, workdir)
-            return groups, members, None, removed_devices or ()
+            return groups, members, None, removed_devices or (), device_link
         members_plan = _plan_members(published, groups, removed_devices is None)
         members = (
             extract_group_members(client, list(members_plan.relist), workdir)
@@ -171,21 +173,20 @@ def extract_directory_delta(
             len(members_plan.direct),
             len(members_plan.kept),
         )
-        return groups, members, members_plan, removed_devices or ()
+        return groups, members, members_plan, removed_devices or (), device_link
 
-    device_links: dict[str, str | None] = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-directory") as pool:
         listed = pool.submit(groups_and_members)
         extracted_users = extract_tracked(
             client, users, workdir, links[users_key], cancel=cancel, tracked=Tracked(users)
         )
-        groups, members, members_plan, removed_devices = listed.result()
+        groups, members, members_plan, removed_devices, device_link = listed.result()
     state: dict[str, tuple[str | None, bool]] = {}
     for key, extracted in ((users_key, extracted_users), (GROUPS_KEY, groups)):
         if extracted.next_link:
             state[key] = (extracted.next_link, extracted.delta is None)
-    if device_links.get("next"):
-        state[DEVICES_KEY] = (device_links["next"], links[DEVICES_KEY] is None)
+    if device_link:
+        state[DEVICES_KEY] = (device_link, links[DEVICES_KEY] is None)
     resyncs = {
         key: extracted.resync
         for key, extracted in ((users_key, extracted_users), (GROUPS_KEY, groups))
@@ -197,11 +198,11 @@ def extract_directory_delta(
 
 
 def _device_removals(
-    client: GraphClient, link: str | None, workdir: Path, out: dict[str, str | None]
-) -> tuple[str, ...] | None:
-    """The devices removed since `link` (None: not known), and in `out["next"]` the next link."""
+    client: GraphClient, link: str | None, workdir: Path
+) -> tuple[tuple[str, ...] | None, str | None]:
+    """(The devices removed since `link`, None when not known; the link to store next, None
+    when device delta cannot be read)."""
     tracked = Tracked(DEVICE_IDS)
-    removed: tuple[str, ...] | None = None
     try:
         if link is not None:
             try:
@@ -209,9 +210,9 @@ def _device_removals(
             except DeltaResyncRequired as refused:
                 logger.info("%s; the groups with device members are listed again", refused)
             else:
-                out["next"] = round_.link
-                return tuple(g for g, gone in _last_entries(round_.changes).items() if gone)
-        out["next"] = latest_link(client, tracked)
+                removed = tuple(d for d, gone in _last_entries(round_.changes).items() if gone)
+                return removed, round_.link
+        return None, latest_link(client, tracked)
     except GraphPermissionError as error:
         # Without Device.Read.All the groups with device members are listed again, every run.
         logger.info(
@@ -219,8 +220,7 @@ def _device_removals(
             error.status,
             error.code,
         )
-        out["next"] = None
-    return removed
+        return None, None
 
 
 def _plan_members(

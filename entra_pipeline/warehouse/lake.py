@@ -20,6 +20,7 @@ DuckDB cannot download extensions here: `ducklake` and `postgres` come from thei
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import tempfile
@@ -83,24 +84,24 @@ def extension_files() -> dict[str, Path]:
     return found
 
 
-_EXTENSION_DIRECTORY: Path | None = None
+@functools.cache
+def _extension_directory() -> Path:
+    """A private extension directory with the packaged extensions installed, once a process."""
+    directory = Path(tempfile.mkdtemp(prefix="entra-pipeline-extensions-"))
+    install_extensions(directory)
+    return directory
 
 
 def lake_connection(target: LakeTarget, *, memory_limit: str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake attached as `lake`."""
-    global _EXTENSION_DIRECTORY
-    if _EXTENSION_DIRECTORY is None:
-        _EXTENSION_DIRECTORY = Path(tempfile.mkdtemp(prefix="entra-pipeline-extensions-"))
     con = duckdb.connect(
         config={
             "memory_limit": memory_limit,
-            "extension_directory": str(_EXTENSION_DIRECTORY),
+            "extension_directory": str(_extension_directory()),
             "autoinstall_known_extensions": False,
         }
     )
     try:
-        for file in extension_files().values():
-            con.execute(f"INSTALL {literal(str(file))}")
         con.execute("LOAD postgres")
         con.execute("LOAD ducklake")
         _attach(con, target)
@@ -154,9 +155,6 @@ def publish_to_lake(
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         with contextlib.closing(lake_connection(target, memory_limit=memory_limit)) as con:
             con.execute(f"ATTACH {literal(str(work))} AS work (READ_ONLY)")
-            # The work copy may become the published file next: nothing may keep it attached.
-            detach = contextlib.ExitStack()
-            detach.callback(lambda: con.execute("DETACH work"))
             try:
                 con.execute("BEGIN TRANSACTION")
                 for table in tables:
@@ -180,8 +178,9 @@ def publish_to_lake(
                     con.execute("ROLLBACK")
                 raise
             finally:
+                # The work copy may become the published file next: nothing may keep it attached.
                 with contextlib.suppress(duckdb.Error):
-                    detach.close()
+                    con.execute("DETACH work")
             [(snapshot,)] = con.execute(
                 f"SELECT max(snapshot_id) FROM ducklake_snapshots({literal(LAKE)})"
             ).fetchall()

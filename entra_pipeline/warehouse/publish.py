@@ -28,7 +28,7 @@ from pydantic import PrivateAttr
 
 from entra_pipeline.jobs import source_of
 from entra_pipeline.secrets import redact
-from entra_pipeline.settings import DEFAULT_DUCKDB_PATH
+from entra_pipeline.settings import DEFAULT_DUCKDB_PATH, ConnectorSettings
 from entra_pipeline.warehouse.docs import copy_documentation, document_table
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.files import (
@@ -205,6 +205,18 @@ class Warehouse(dg.ConfigurableResource):
         record_unpublished_run(self.path, self.tenant_id, outcome, now, "failure", message)
         if self._log is not None:
             self._log.warning(f"Run {run_id} died before it finished: {message}")
+
+    @classmethod
+    def of(cls, settings: ConnectorSettings) -> Warehouse:
+        """The warehouse a connector config describes: its file, tenant, previews and lake."""
+        return cls(
+            path=settings.duckdb_path,
+            tenant_id=settings.tenant_id,
+            previews=settings.dagster_previews,
+            lake_catalog=settings.warehouse.catalog or "",
+            lake_data_path=settings.warehouse.data_path or "",
+            connector_name=settings.connector_name,
+        )
 
     @property
     def lake(self) -> LakeTarget | None:

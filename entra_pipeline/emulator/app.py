@@ -344,6 +344,8 @@ def _fault_error(fault: Fault) -> GraphError:
     if fault.kind == fault_kinds.UNAVAILABLE:
         # 503 serviceNotAvailable (microsoft-graph-docs-contrib#6045) with Retry-After, which
         # Graph sends on 503 as on 429 (learn.microsoft.com/graph/throttling); message ours.
+        # `retry_after=0` answers without it: "the Retry-After is not always included in a
+        # response" (Microsoft Q&A 922050).
         return GraphError(
             503,
             "serviceNotAvailable",

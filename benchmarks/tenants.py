@@ -74,24 +74,35 @@ def _write_fleet(
 
 
 class Reader(threading.Thread):
-    """Reads every tenant's neurons.users while the syncs run; counts refused reads."""
+    """Reads every tenant's neurons.users while the syncs run; counts refused reads, and
+    tenants whose row count changed once published (one full sync each: a tenant seen with two
+    counts was read half-published)."""
+
+    COUNTS = "SELECT tenant_id, count(*) FROM neurons.users GROUP BY tenant_id"
 
     def __init__(self, folder: Path, lake: LakeTarget | None) -> None:
         super().__init__(daemon=True)
         self.folder, self.lake = folder, lake
         self.stop = threading.Event()
         self.reads = self.refused = 0
+        self.seen: dict[str, int] = {}
+        self.half: set[str] = set()
+
+    def _count(self, rows: list[tuple[Any, ...]]) -> None:
+        for tenant, count in rows:
+            if self.seen.setdefault(tenant, count) != count:
+                self.half.add(tenant)
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 if self.lake is not None:
                     with reading(self.lake) as con:
-                        con.execute("SELECT count(*) FROM neurons.users").fetchall()
+                        self._count(con.execute(self.COUNTS).fetchall())
                 else:
                     for db in sorted(self.folder.glob("tenant*.duckdb")):
                         with duckdb.connect(str(db), read_only=True) as con:
-                            con.execute("SELECT count(*) FROM neurons.users").fetchall()
+                            self._count(con.execute(self.COUNTS).fetchall())
                 self.reads += 1
             except duckdb.CatalogException:
                 pass  # not published yet: not a refusal
@@ -302,7 +313,8 @@ def main() -> int:
                             f"{backend:<8} {mode:<10} {seconds:7.0f} s, {requests:,} Graph "
                             f"requests, {retries:,} retries (429/5xx), peak RSS "
                             + ", ".join(f"{p:.0f}" for p in peaks)
-                            + f" MiB, reader: {reader.reads} reads, {reader.refused} refused",
+                            + f" MiB, reader: {reader.reads} reads, {reader.refused} refused, "
+                            f"{len(reader.seen)} tenants seen, {len(reader.half)} half-published",
                             flush=True,
                         )
     finally:

@@ -162,8 +162,9 @@ def test_the_snake_case_views_read_the_neurons_tables(published: Published) -> N
         "SELECT list(column_name ORDER BY column_index) FROM duckdb_columns() "
         "WHERE schema_name = 'neurons' AND table_name = 'devices_v'"
     )
-    assert device_columns[:4] == [
+    assert device_columns[:5] == [
         "tenant_id",
+        "connector",
         "device_name",
         "device_entra_object_id",
         "device_entra_device_id",

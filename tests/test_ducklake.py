@@ -133,6 +133,10 @@ def test_two_tenants_publish_into_one_lake_that_analysts_attach(
         )
         == mine
     )
+    # Each tenant's rows name its connector, so analysts can tell tenants apart by name.
+    assert lake.query(
+        "SELECT DISTINCT tenant_id, connector FROM neurons.devices ORDER BY connector"
+    ) == [(c.emulator.tenant_id, f"Tenant {n}") for n, c in enumerate(lake.connectors)]
     # Views read the lake's own tables; comments travel with the tables.
     assert lake.query("SELECT count(*) FROM neurons.users_v")[0][0] == sum(
         c.query("SELECT count(*) FROM neurons.users")[0][0] for c in lake.connectors

@@ -100,6 +100,10 @@ def test_each_file_is_a_partition_and_a_run_is_one_connectors(folder: Folder) ->
             assert con.execute(
                 "SELECT tenant_id, job, status, connector FROM ops.sync_runs"
             ).fetchall() == [(emu.tenant_id, CONNECTOR_JOB, "success", f"Tenant {n}")]
+            for table in ("neurons.users", "neurons.devices"):
+                assert con.execute(
+                    f"SELECT DISTINCT tenant_id, connector FROM {table}"
+                ).fetchall() == [(emu.tenant_id, f"Tenant {n}")]
 
 
 def test_the_sensor_starts_each_connector_on_its_own_schedule_and_follows_the_folder(

@@ -1,6 +1,7 @@
 -- Transitive members of every group (nested groups resolved).
 SELECT
     tenant_id,
+    CAST($connector AS VARCHAR) AS connector,
     group_id,
     member_id,
     member_type,

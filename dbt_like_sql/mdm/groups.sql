@@ -1,6 +1,7 @@
 -- Every group of the tenant.
 SELECT
     tenant_id,
+    CAST($connector AS VARCHAR) AS connector,
     id,
     displayName,
     description,

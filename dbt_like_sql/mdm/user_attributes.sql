@@ -40,6 +40,7 @@ attribute_values AS (
 
 SELECT
     tenant_id,
+    CAST($connector AS VARCHAR) AS connector,
     user_id,
     userPrincipalName,
     attribute,

@@ -15,6 +15,7 @@ WITH users AS (
 
 SELECT
     tenant_id,
+    CAST($connector AS VARCHAR) AS connector,
     id,
     userPrincipalName,
     displayName,

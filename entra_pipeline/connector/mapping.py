@@ -24,6 +24,7 @@ from pandera.errors import SchemaErrors
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.warehouse.docs import (
+    CONNECTOR_DOC,
     TENANT_ID_DOC,
     column_comments,
     document_table,
@@ -65,8 +66,8 @@ MAPPED_TABLES = (
     MappedTable("Device", "staging.filtered_devices", "neurons.devices"),
 )
 DATA_TYPES = tuple(table.data_type for table in MAPPED_TABLES)
-# Every mapped table gets this column besides the mapped ones.
-RESERVED_TARGET = "tenant_id"
+# Every mapped table gets these columns besides the mapped ones.
+RESERVED_TARGETS = ("tenant_id", "connector")
 # The object id is what the blocking checks key on and what a consumer matches records by.
 REQUIRED_SOURCE = "id"
 # Source attributes whose value is a comma-separated list: the view also offers it as a VARCHAR[]
@@ -175,7 +176,7 @@ MAPPING_SCHEMA = pa.DataFrameSchema(
             pl.String,
             pa.Check(
                 lambda data: data.lazyframe.select(
-                    pl.col(data.key).str.to_lowercase() != RESERVED_TARGET
+                    ~pl.col(data.key).str.to_lowercase().is_in(RESERVED_TARGETS)
                 ),
                 name="not_reserved",
             ),
@@ -241,8 +242,8 @@ def _describe(case: dict, frame: pl.DataFrame) -> str:
         )
     if column == "target_attribute":
         return (
-            f"row {row}: target_attribute {value!r} is reserved ({RESERVED_TARGET} is added to "
-            "every mapped table); choose another name"
+            f"row {row}: target_attribute {value!r} is reserved ({' and '.join(RESERVED_TARGETS)}"
+            " are added to every mapped table); choose another name"
         )
     target = record["target_attribute"]
     first = frame.filter(
@@ -272,7 +273,8 @@ def _table_of(data_type: str) -> MappedTable:
 
 
 def mapped_select(rows: list[tuple[str, str]], source: str, available: list[str]) -> str:
-    """SELECT tenant_id, "<source>" AS "<target>", ... FROM source, for (source, target) pairs.
+    """SELECT tenant_id, connector, "<source>" AS "<target>", ... FROM source, for (source,
+    target) pairs; `$connector` is the connector_name.
 
     This is the one place SQL is generated: every source is first checked against the real
     columns of `source`, and identifiers are quoted with `"` doubled, so no CSV text reaches the
@@ -282,7 +284,10 @@ def mapped_select(rows: list[tuple[str, str]], source: str, available: list[str]
     if unknown:
         raise UnmappableColumn(f"{source} has no column {unknown[0]!r}")
     columns = [f"{quoted(name)} AS {quoted(target)}" for name, target in rows]
-    return f"SELECT tenant_id, {', '.join(columns)} FROM {source}"
+    return (
+        f"SELECT tenant_id, CAST($connector AS VARCHAR) AS connector, {', '.join(columns)} "
+        f"FROM {source}"
+    )
 
 
 @dg.asset(
@@ -369,7 +374,7 @@ def document_mapped_table(
     """Comment `table.target`: each column with its CSV description (or, when the row has none,
     the comment of the source column), naming the source column; returns the column docs."""
     sources = column_comments(con, table.source)
-    docs = {"tenant_id": TENANT_ID_DOC}
+    docs = {"tenant_id": TENANT_ID_DOC, "connector": CONNECTOR_DOC}
     for row in rows:
         said = (row.description or "").strip() or sources.get(row.source) or row.target
         docs[row.target] = f"{said.rstrip('.')}. From {table.source}.{row.source}."
@@ -393,7 +398,7 @@ def build_view(
 ) -> list[str]:
     """`table.view` over `table.target` with snake_case names (and lists as VARCHAR[]); its
     columns."""
-    columns = {"tenant_id": ("tenant_id", docs["tenant_id"])}
+    columns = {name: (name, docs[name]) for name in RESERVED_TARGETS}
     for row in rows:
         columns[snake_case(row.target)] = (quoted(row.target), f"{row.target}: {docs[row.target]}")
         if row.source in LIST_SOURCES:
@@ -418,11 +423,11 @@ def view_name_problems(frame: pl.DataFrame) -> list[str]:
     """Rows whose target attributes would give one snake_case view column twice (or none)."""
     problems = []
     for table in MAPPED_TABLES:
-        taken = {"tenant_id": "the tenant_id column every mapped table has"}
+        taken = {name: f"the {name} column every mapped table has" for name in RESERVED_TARGETS}
         seen: set[str] = set()  # a target repeated in another case is already a problem
         for record in frame.filter(pl.col("data_type") == table.data_type).iter_rows(named=True):
             target, row = record["target_attribute"], record["row"]
-            if target is None or target.lower() in seen | {RESERVED_TARGET}:
+            if target is None or target.lower() in seen | set(RESERVED_TARGETS):
                 continue
             seen.add(target.lower())
             names = [snake_case(target)]
@@ -456,7 +461,7 @@ def mapped_table_asset(table: MappedTable) -> dg.AssetsDefinition:
         f"of the mapping CSV, read from {table.source}.",
         metadata={"dagster/table_name": table.target},
     )
-    def _build(warehouse: Warehouse) -> dg.MaterializeResult:
+    def _build(warehouse: Warehouse, connector: ConnectorResource) -> dg.MaterializeResult:
         started = time.perf_counter()
         with warehouse.transaction() as con:
             mapped = mapping_rows(con, table.data_type)
@@ -465,7 +470,9 @@ def mapped_table_asset(table: MappedTable) -> dg.AssetsDefinition:
                 table.source,
                 table_columns(con, table.source),
             )
-            rows = warehouse.replace_table(con, table.target, select)
+            rows = warehouse.replace_table(
+                con, table.target, select, {"connector": connector.settings.connector_name}
+            )
             docs = document_mapped_table(con, table, mapped)
             view_columns = build_view(warehouse, con, table, mapped, docs)
             metadata = warehouse.table_metadata(con, table.target, rows)

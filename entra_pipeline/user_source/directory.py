@@ -25,7 +25,7 @@ from entra_pipeline.graph.extract import Extracted, extract_collection, extract_
 from entra_pipeline.graph_session import recorded_graph_client
 from entra_pipeline.incremental import DELTA_STATE, FULL_SYNC_TAG, notify_resyncs
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import UserSourceOptions
+from entra_pipeline.settings import ConnectorSettings, UserSourceOptions
 from entra_pipeline.user_source.attributes import (
     CustomAttribute,
     attribute_coverage,
@@ -56,10 +56,12 @@ DIRECTORY_TABLES = tuple(model.table.split(".")[1] for model in DIRECTORY_MODELS
 
 
 def user_source_parameters(
-    options: UserSourceOptions, attributes: Sequence[CustomAttribute], synced_at: datetime
+    settings: ConnectorSettings, attributes: Sequence[CustomAttribute], synced_at: datetime
 ) -> dict[str, Any]:
     """Every value a `dbt_like_sql/mdm/` model may use as `$name`."""
+    options = settings.user_source
     return {
+        "connector": settings.connector_name,
         "synced_at": synced_at,
         "managed_apple_id": options.managed_apple_id,
         "appleid_subdomain": options.appleid_subdomain,
@@ -135,7 +137,7 @@ def mdm_directory(
             rows = build_models(
                 con,
                 DIRECTORY_MODELS,
-                user_source_parameters(options, attributes, synced_at),
+                user_source_parameters(settings, attributes, synced_at),
                 warehouse.replace_table,
             )
             coverage = attribute_coverage(con, options.custom_attributes)

@@ -24,7 +24,7 @@ from entra_pipeline.user_source.ledger import (
     ledger_path,
 )
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
-from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
+from entra_pipeline.warehouse.docs import CONNECTOR_DOC, TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.publish import Warehouse
 
 INVITATIONS_DESCRIPTION = "One invitation per user ever invited: pending, sent or failed."
@@ -76,7 +76,7 @@ def mdm_invitations(
         f"{report.deferred} deferred (ledger {ledger.path})"
     )
     with warehouse.transaction() as con:
-        rows = load_invitations(con, warehouse, invitations.values())
+        rows = load_invitations(con, warehouse, settings.connector_name, invitations.values())
         metadata = warehouse.table_metadata(con, "mdm.invitations", rows)
     return dg.MaterializeResult(
         metadata={
@@ -140,9 +140,13 @@ def _composer(
 
 
 def load_invitations(
-    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, invitations: Iterable[Invitation]
+    con: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    connector: str,
+    invitations: Iterable[Invitation],
 ) -> int:
-    """Replace mdm.invitations with the ledger's invitations of the tenant."""
+    """Replace mdm.invitations with the ledger's invitations of the tenant (`connector`: the
+    connector_name the rows carry)."""
     frame = pl.DataFrame(
         [vars(invitation) for invitation in invitations],
         schema={name: _POLARS_TYPES[kind] for name, kind in INVITATION_COLUMNS.items()},
@@ -151,7 +155,9 @@ def load_invitations(
     rows = warehouse.replace_table(
         con,
         "mdm.invitations",
-        "SELECT * FROM invitations_frame ORDER BY recorded_at, userPrincipalName, user_id",
+        "SELECT tenant_id, CAST($connector AS VARCHAR) AS connector, * EXCLUDE (tenant_id) "
+        "FROM invitations_frame ORDER BY recorded_at, userPrincipalName, user_id",
+        {"connector": connector},
     )
     document_table(con, "mdm.invitations", INVITATIONS_DESCRIPTION, INVITATION_DOCS)
     return rows
@@ -159,6 +165,7 @@ def load_invitations(
 
 INVITATION_DOCS = {
     "tenant_id": TENANT_ID_DOC,
+    "connector": CONNECTOR_DOC,
     "user_id": "Object id of the invited user (mdm.users.id).",
     "userPrincipalName": "UPN of the invited user.",
     "email": "Address the invitation was (or will be) sent to.",

@@ -13,13 +13,14 @@ import polars as pl
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import BUILTIN_TEMPLATE_VARIABLES, TEMPLATE_VAR_RE
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
-from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
+from entra_pipeline.warehouse.docs import CONNECTOR_DOC, TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import quoted
 
 RENDERED_TEMPLATES_DESCRIPTION = "Each configured template rendered for each user."
 RENDERED_TEMPLATES_DOCS = {
     "tenant_id": TENANT_ID_DOC,
+    "connector": CONNECTOR_DOC,
     "user_id": "Object id of the user (mdm.users.id).",
     "userPrincipalName": "UPN of the user.",
     "template": "The template's name, as user_source.templates lists it.",
@@ -40,6 +41,7 @@ BUILTIN_VARIABLES = dict(
 
 RENDERED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "tenant_id": pl.String,
+    "connector": pl.String,
     "user_id": pl.String,
     "userPrincipalName": pl.String,
     "template": pl.String,
@@ -60,13 +62,14 @@ def variable_column(name: str) -> str:
 
 
 def template_variables(con: duckdb.DuckDBPyConnection, attributes: Sequence[str]) -> pl.DataFrame:
-    """One row per user: tenant_id, user_id, userPrincipalName and a column per variable."""
+    """One row per user: tenant_id, connector, user_id, userPrincipalName and a column per
+    variable."""
     builtins = ", ".join(
         f"{quoted(column)} AS {quoted(variable_column(v))}"
         for v, column in BUILTIN_VARIABLES.items()
     )
     frame = con.sql(
-        f"SELECT tenant_id, id AS user_id, userPrincipalName, {builtins} FROM mdm.users "
+        f"SELECT tenant_id, connector, id AS user_id, userPrincipalName, {builtins} FROM mdm.users "
         "ORDER BY userPrincipalName, id"
     ).pl()
     values = con.sql("SELECT user_id, attribute, value FROM mdm.user_attributes").pl()
@@ -106,6 +109,7 @@ def render_templates(variables: pl.DataFrame, templates: dict[str, str]) -> pl.D
         rendered.append(
             variables.select(
                 "tenant_id",
+                "connector",
                 "user_id",
                 "userPrincipalName",
                 pl.lit(name).alias("template"),

@@ -48,8 +48,16 @@ def edited_mapping(
 def test_shipped_mapping_has_one_column_per_target_in_csv_order(transform: Transform) -> None:
     write_raw(transform.db, contoso())
     transform.run(connector(transform.tmp_path))
-    assert transform.columns("neurons.users") == ["tenant_id", *shipped_targets("User")]
-    assert transform.columns("neurons.devices") == ["tenant_id", *shipped_targets("Device")]
+    assert transform.columns("neurons.users") == [
+        "tenant_id",
+        "connector",
+        *shipped_targets("User"),
+    ]
+    assert transform.columns("neurons.devices") == [
+        "tenant_id",
+        "connector",
+        *shipped_targets("Device"),
+    ]
     assert transform.query(
         'SELECT "User.UPN", "User.FullName", "User.Licenses", "User.Manager", "User.BusinessPhone" '
         "FROM neurons.users WHERE \"User.EntraObjectId\" = 'u-signin-boundary'"
@@ -63,9 +71,19 @@ def test_shipped_mapping_has_one_column_per_target_in_csv_order(transform: Trans
         )
     ]
     assert transform.query(
-        'SELECT tenant_id, "DeviceName", "Device.JoinType", "Device.Owner", "Device.IsCompliant" '
-        "FROM neurons.devices WHERE \"Device.EntraObjectId\" = 'd-signin-boundary'"
-    ) == [(TENANT, "D-SIGNIN-BOUNDARY", "Microsoft Entra joined", "owner@contoso.com", True)]
+        'SELECT tenant_id, connector, "DeviceName", "Device.JoinType", "Device.Owner", '
+        '"Device.IsCompliant" FROM neurons.devices '
+        "WHERE \"Device.EntraObjectId\" = 'd-signin-boundary'"
+    ) == [
+        (
+            TENANT,
+            "Entra ID",
+            "D-SIGNIN-BOUNDARY",
+            "Microsoft Entra joined",
+            "owner@contoso.com",
+            True,
+        )
+    ]
     assert transform.query(
         "SELECT tenant_id, row, data_type, source_attribute, target_attribute "
         "FROM ops.attribute_mapping WHERE row IN (2, 37) ORDER BY row"
@@ -84,6 +102,7 @@ def test_adding_a_mapping_row_adds_a_column(transform: Transform) -> None:
     transform.run(connector(transform.tmp_path, mapping=mapping))
     assert transform.columns("neurons.users") == [
         "tenant_id",
+        "connector",
         *shipped_targets("User"),
         "User.CostCentre",
     ]
@@ -103,7 +122,7 @@ def test_renaming_a_target_renames_the_column_in_place(transform: Transform) -> 
         'User.Display "Name"' if target == "User.FullName" else target
         for target in shipped_targets("User")
     ]
-    assert transform.columns("neurons.users") == ["tenant_id", *expected]
+    assert transform.columns("neurons.users") == ["tenant_id", "connector", *expected]
 
 
 def test_removing_a_row_removes_the_column(transform: Transform) -> None:
@@ -111,7 +130,11 @@ def test_removing_a_row_removes_the_column(transform: Transform) -> None:
     mapping = edited_mapping(transform.tmp_path, remove=(USER_FULL_NAME_ROW,))
     transform.run(connector(transform.tmp_path, mapping=mapping))
     assert "User.FullName" not in transform.columns("neurons.users")
-    assert len(transform.columns("neurons.users")) == 1 + len(shipped_targets("User")) - 1
+    assert transform.columns("neurons.users") == [
+        "tenant_id",
+        "connector",
+        *(target for target in shipped_targets("User") if target != "User.FullName"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +183,13 @@ BROKEN_ROWS = {
     ),
     "reserved target": (
         {"replace": {USER_FULL_NAME_ROW: "User,displayName,tenant_id,Display name"}},
-        "row 18: target_attribute 'tenant_id' is reserved (tenant_id is added to every mapped "
-        "table); choose another name",
+        "row 18: target_attribute 'tenant_id' is reserved (tenant_id and connector are added "
+        "to every mapped table); choose another name",
+    ),
+    "reserved target, any case": (
+        {"replace": {USER_FULL_NAME_ROW: "User,displayName,Connector,Display name"}},
+        "row 18: target_attribute 'Connector' is reserved (tenant_id and connector are added "
+        "to every mapped table); choose another name",
     ),
     "same snake_case view name": (
         {"append": ("User,mail,User_UPN,Mail again",)},

@@ -65,8 +65,8 @@ def test_duplicate_user_ids_fail_the_check_and_keep_the_published_tables(
     failures = evaluation.metadata["failures"].value
     assert failures.count("| u-guest | User.EntraObjectId | field_uniqueness | u-guest |") == 2
     failing_rows = evaluation.metadata["failing_rows"].value.splitlines()
-    assert failing_rows[0].startswith("| tenant_id | User.EntraObjectId | User.UPN |")
-    assert sorted(line.split(" | ")[1:3] for line in failing_rows[2:]) == [
+    assert failing_rows[0].startswith("| tenant_id | connector | User.EntraObjectId | User.UPN |")
+    assert sorted(line.split(" | ")[2:4] for line in failing_rows[2:]) == [
         ["u-guest", "alice_fabrikam.com#EXT#@contoso.onmicrosoft.com"],
         ["u-guest", "copy@contoso.com"],
     ]

@@ -131,9 +131,13 @@ def test_every_table_carries_the_tenant_and_the_run_is_recorded_as_the_user_sour
     source = contoso_sync.source
     tenant_id = source.emulator.tenant_id
     for table in source.tables():
-        assert source.query(f"SELECT DISTINCT tenant_id FROM {table}") in ([(tenant_id,)], [])
-    assert source.query("SELECT job, source, status FROM ops.sync_runs") == [
-        (MDM_JOB, "user_source", "success")
+        assert source.query(f"SELECT DISTINCT tenant_id, connector FROM {table}") in (
+            [(tenant_id, "MDM test")],
+            [],
+        ), table
+    assert source.query("SELECT count(*) FROM mdm.rendered_templates")[0][0] > 0
+    assert source.query("SELECT job, source, status, connector FROM ops.sync_runs") == [
+        (MDM_JOB, "user_source", "success", "MDM test")
     ]
     # Incremental sync keeps what Graph answered, and the links that bring it up to date.
     kept = source.query(

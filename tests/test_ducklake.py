@@ -234,7 +234,15 @@ def test_a_publication_that_fails_half_way_leaves_the_lake_and_the_file_as_they_
         con.execute("CREATE TABLE history.changes (tenant_id VARCHAR, run_id INTEGER)")
     victim = next(u for u in tenant.users() if u.get("accountEnabled"))
     tenant.update(victim["id"], accountEnabled=False)
-    assert first.run(monkeypatch).success  # the steps succeeded; the publication did not
+    result = first.run(monkeypatch)
+    # The publication is the job's last step: the run fails with it, naming why, and nothing
+    # after it says "published".
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "publication__entra_id_sync"
+    assert "history.changes.run_id is VARCHAR in this run and INTEGER in the lake" in str(
+        failure.event_specific_data.error.message  # type: ignore[union-attr]
+    )
     assert sorted(lake.query("SELECT id, accountEnabled FROM raw.users")) == users
     assert sorted(first.query("SELECT id, accountEnabled FROM raw.users")) == local
     [(status, error)] = first.query(

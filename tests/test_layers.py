@@ -24,6 +24,7 @@ LAYERS = {
     "resources": 3,
     "graph_session": 3,
     "incremental": 3,
+    "publication": 3,
     "connector": 4,
     "user_source": 4,
     "operations": 5,

@@ -18,6 +18,7 @@ from entra_pipeline.connector.models import model_assets
 from entra_pipeline.connector.raw import RAW_GROUP, raw_entra
 from entra_pipeline.connector.schedule import connector_schedule
 from entra_pipeline.jobs import CONNECTOR_JOB, AssetJob
+from entra_pipeline.publication import publication_asset, publication_key
 from entra_pipeline.settings import ScheduleOptions
 
 CONNECTOR_GROUPS = (RAW_GROUP, "staging", "filtered", "mapping", "neurons", HISTORY_GROUP)
@@ -35,9 +36,10 @@ def connector_job(excluded: dg.AssetSelection, tags: Mapping[str, str] | None = 
     (checks the root runs on their own, such as freshness)."""
     return dg.define_asset_job(
         CONNECTOR_JOB,
-        selection=dg.AssetSelection.groups(*CONNECTOR_GROUPS) - excluded,
+        selection=(dg.AssetSelection.groups(*CONNECTOR_GROUPS) - excluded)
+        | dg.AssetSelection.assets(publication_key(CONNECTOR_JOB)),
         description="The Entra ID connector: Graph -> raw -> staging -> filtered -> neurons.*, "
-        "and history.changes",
+        "and history.changes, published in its last step",
         executor_def=dg.in_process_executor,
         tags=dict(tags or {}),
     )
@@ -50,11 +52,15 @@ def connector_definitions(
 ) -> dg.Definitions:
     """The connector's assets, checks, job and schedule."""
     job = connector_job(excluded, tags)
+    transform = transform_definitions()
+    built = [raw_entra, history_changes, *(transform.assets or [])]
+    keys = [key for asset in built if isinstance(asset, dg.AssetsDefinition) for key in asset.keys]
+    publication = publication_asset(CONNECTOR_JOB, keys)
     return dg.Definitions.merge(
         dg.Definitions(
-            assets=[raw_entra, history_changes],
+            assets=[raw_entra, history_changes, publication],
             jobs=[job],
             schedules=[connector_schedule(schedule, job)],
         ),
-        transform_definitions(),
+        transform,
     )

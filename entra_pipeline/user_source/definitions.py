@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from entra_pipeline.jobs import USER_SOURCE_JOB
+from entra_pipeline.publication import publication_asset, publication_key
 from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.attributes import mdm_custom_attributes_synchronized
 from entra_pipeline.user_source.directory import mdm_directory, mdm_users_valid
@@ -30,13 +31,17 @@ def user_source_definitions(
     """The user source's assets, checks, job (without `excluded`) and schedule."""
     job = dg.define_asset_job(
         USER_SOURCE_JOB,
-        selection=dg.AssetSelection.groups(MDM_GROUP) - excluded,
-        description="The MDM Entra ID user source: every user and group -> mdm.*, invitations",
+        selection=(dg.AssetSelection.groups(MDM_GROUP) - excluded)
+        | dg.AssetSelection.assets(publication_key(USER_SOURCE_JOB)),
+        description="The MDM Entra ID user source: every user and group -> mdm.*, invitations, "
+        "published in its last step",
         executor_def=dg.in_process_executor,
         tags=dict(tags or {}),
     )
+    built = [mdm_directory, mdm_rendered_templates, mdm_invitations]
+    publication = publication_asset(USER_SOURCE_JOB, [key for asset in built for key in asset.keys])
     return dg.Definitions(
-        assets=[mdm_directory, mdm_rendered_templates, mdm_invitations],
+        assets=[*built, publication],
         asset_checks=[mdm_users_valid, mdm_custom_attributes_synchronized],
         jobs=[job],
         schedules=[user_source_schedule(options, timezone, job)],

@@ -72,6 +72,15 @@ class Notification:
     details: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What a run published: rows per table, where, and the DuckLake snapshot (None: a file)."""
+
+    rows_per_table: dict[str, int]
+    target: str
+    lake_snapshot: int | None
+
+
 @dataclass
 class RunOutcome:
     """What a run did, as recorded in `ops.sync_runs`."""
@@ -122,8 +131,10 @@ class Warehouse(dg.ConfigurableResource):
         self._begin(run_id, job, context.instance)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Publish (or record the failure of) a run whose publication step did not run: one
+        that failed, or a selection of assets without that step."""
         if self._outcome is None:
-            return
+            return  # the publication step published
         error = _first_step_failure(context)
         run_id, built = self._outcome.run_id, list(self._outcome.rows_per_table)
         self._finish(error)
@@ -230,12 +241,25 @@ class Warehouse(dg.ConfigurableResource):
         fix it (the transform tests pin their threshold boundaries this way)."""
         return datetime.now(UTC)
 
-    def _finish(self, error: str | None) -> None:
+    def publish(self) -> Publication:
+        """Publish what the run built now (the job's last step, so that Dagster's run status is
+        the publication's); raises WarehouseError, with the run's failure recorded, when it
+        could not. After it the run has nothing left for teardown."""
+        outcome = self._require_run()
+        tables = dict(outcome.rows_per_table)
+        error, snapshot = self._finish(None)
+        if error is not None:
+            raise WarehouseError(error)
+        return Publication(tables, self.lake.describe() if self.lake else self.path, snapshot)
+
+    def _finish(self, error: str | None) -> tuple[str | None, int | None]:
+        """Publish the run (error None) or record its failure; returns (the error that stopped
+        it, when any; the lake snapshot it committed, when one)."""
         outcome, work = self._require_run(), self._work_path
         assert work is not None
         status = "failure" if error else "success"
         rows = _ops_rows(self.tenant_id, outcome, datetime.now(UTC), status, error)
-        lake = self.lake
+        lake, snapshot = self.lake, None
         if error is None and lake is not None:
             try:
                 snapshot = publish_to_lake(
@@ -293,6 +317,7 @@ class Warehouse(dg.ConfigurableResource):
         if self._owner is not None:
             self._owner.release()
         self._work_path, self._outcome, self._owner = None, None, None
+        return error, snapshot
 
     # -- what assets use -------------------------------------------------------------------
 

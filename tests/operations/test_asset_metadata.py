@@ -19,7 +19,7 @@ from entra_pipeline.operations.freshness import FRESHNESS_JOB, FRESHNESS_SCHEDUL
 from entra_pipeline.settings import load_settings
 from entra_pipeline.user_source.directory import DIRECTORY_TABLES
 
-LAYERS = {"raw", "staging", "filtered", "mapping", "neurons", "history", "mdm"}
+LAYERS = {"raw", "staging", "filtered", "mapping", "neurons", "history", "mdm", "publication"}
 EVERY_MATERIALIZATION = {
     "dagster/row_count",
     "dagster/column_schema",
@@ -97,3 +97,10 @@ def test_every_materialization_of_both_syncs_carries_the_standard_metadata(
     for key in graph_backed:
         assert materializations[key]["graph_requests"].value >= 1, key
         assert materializations[key]["graph_retries"].value == 0, key
+    # Each job's last step lists what it published, with the rows each table's step reported.
+    for job, table in ((CONNECTOR_JOB, "neurons.users"), (MDM_JOB, "mdm.users")):
+        published = materializations[f"publication/{job}"]
+        lines = published["preview"].md_str.splitlines()  # type: ignore[attr-defined]
+        rows = materializations[table.replace(".", "/")]["dagster/row_count"].value  # type: ignore[attr-defined]
+        assert f"| {table} | {rows} |" in lines, job
+        assert published["dagster/row_count"].value == len(lines) - 2, job  # type: ignore[attr-defined]

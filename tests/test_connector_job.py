@@ -605,7 +605,7 @@ def test_person_previews_in_dagster_are_masked_unless_configured(
     assert result.success
     upns = {upn for (upn,) in sync.query('SELECT "User.UPN" FROM neurons.users')}
     preview = _preview(result, "neurons/users")
-    assert preview.startswith("| tenant_id | User.EntraObjectId |")
+    assert preview.startswith("| tenant_id | connector | User.EntraObjectId |")
     if previews == "masked":
         assert "•••" in preview
         assert "@" not in preview

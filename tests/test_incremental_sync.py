@@ -43,7 +43,7 @@ OPTIONS = {
     "user_source": {"enabled": False},
 }
 # Run-specific values: when the row was extracted, not what it says.
-RUN_COLUMNS = {"extracted_at", "synced_at"}
+RUN_COLUMNS = {"extracted_at", "synced_at", "connector"}
 COMPARED_SCHEMAS = ("raw", "staging", "neurons")
 NOT_COMPARED = {"raw.extraction_status", "raw.group_filters"}  # one row per run, by design
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import sqlalchemy.exc
 from dagster import AssetExecutionContext
 
 from entra_pipeline.connector.incremental import (
@@ -287,7 +288,13 @@ def sign_in_slot(context: AssetExecutionContext, client_id: str) -> Iterator[Non
         return
     pool = sign_in_pool(client_id)
     if storage.get_concurrency_info(pool).slot_count == 0:
-        storage.set_concurrency_slots(pool, 1)
+        try:
+            storage.set_concurrency_slots(pool, 1)
+        except sqlalchemy.exc.IntegrityError:
+            # Another run of this app created the pool between the two calls (seen with two
+            # runs starting together on SQLite storage): it has its slot; use it.
+            if storage.get_concurrency_info(pool).slot_count == 0:
+                raise
     run_id, step = context.run.run_id, "raw_entra:sign_in_activity"
     waited = 0.0
     while not storage.claim_concurrency_slot(pool, run_id, step).is_claimed:

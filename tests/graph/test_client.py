@@ -91,7 +91,11 @@ def test_a_429_without_retry_after_backs_off_exponentially_for_every_thread(
     assert len(paused) == 2
     assert 0 <= paused[0] <= FAST_RETRY.backoff_base
     assert 0 <= paused[1] <= FAST_RETRY.backoff_base * 2
-    assert sleeps.delays == paused
+    # Each pause was waited, in order; the emptied RU bucket may add a refill wait of its own
+    # (how long depends on the real time the retry took: seen on a loaded machine).
+    waited = iter(sleeps.delays)
+    assert all(any(delay == pause for delay in waited) for pause in paused), sleeps.delays
+    assert len(sleeps.delays) <= len(paused) + 1, sleeps.delays
     assert graph.stats["/v1.0/users"] == RequestStats(requests=3, retries=2, throttled=2, pages=1)
 
 

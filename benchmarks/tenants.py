@@ -6,7 +6,8 @@ DuckLake catalog on PostgreSQL.
 Each tenant is an emulator subprocess (`--cost-model TIME_SCALE`: Graph's latency and RU
 throttling). Printed per mode and backend: wall time, Graph retries (429s and 5xx, from
 `ops.sync_runs`), the peak RSS of each process that ran syncs, and how many reads a reader
-polling the published tables had refused while the syncs ran.
+polling the published tables had refused while the syncs ran, and how many tenants it saw
+half-published (their `neurons.users` count changing once it had appeared).
 
 Run: .venv/bin/python benchmarks/tenants.py [--connectors 20] [--users 20000] [--devices 40000]
      [--modes inprocess,processes,celery] [--backends duckdb,ducklake] [--workers 2]

@@ -33,7 +33,6 @@ import entra_pipeline.graph.client as graph_client
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator.costs import CostModel, request_cost
 from entra_pipeline.graph.collections import DEVICES, SIGN_IN_ACTIVITY, USERS
-from entra_pipeline.graph.extract import collection_params
 from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import load_settings
@@ -154,9 +153,7 @@ def main() -> int:
             continue
         collection = {"users": USERS, "devices": DEVICES}.get(table)
         page_cost = (
-            request_cost(f"/v1.0{collection.path}", collection_params(collection))
-            if collection
-            else 1
+            request_cost(f"/v1.0{collection.path}", collection.first_page) if collection else 1
         )
         ru = meta["graph_pages"] * page_cost + (meta["graph_requests"] - meta["graph_pages"])
         print(

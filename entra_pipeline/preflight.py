@@ -37,7 +37,7 @@ from entra_pipeline.graph.errors import (
     TokenError,
     required_permission,
 )
-from entra_pipeline.graph.extract import collection_params, odata_string, resolve_groups
+from entra_pipeline.graph.extract import odata_string, resolve_groups
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import (
@@ -259,7 +259,7 @@ def filtered_columns(settings: ConnectorSettings) -> dict[str, list[str]]:
 
 def first_row(collection: Collection) -> dict[str, str | int]:
     """The query a sync sends for `collection`'s first page, asking for one row."""
-    return {**collection_params(collection), "$top": 1}
+    return {**collection.first_page, "$top": 1}
 
 
 def planned_probes(settings: ConnectorSettings) -> list[Probe]:

@@ -32,10 +32,11 @@ def publication_key(job: str) -> dg.AssetKey:
     return dg.AssetKey(["publication", job])
 
 
-def publication_asset(job: str, deps: Iterable[dg.AssetKey]) -> dg.AssetsDefinition:
-    """The asset `publication/<job>`, downstream of `deps` (every other asset of the job)."""
-
-    upstream: list[dg.AssetKey] = sorted(set(deps), key=lambda key: key.to_user_string())
+def publication_asset(job: str, built: Iterable[object]) -> dg.AssetsDefinition:
+    """The asset `publication/<job>`, downstream of every asset in `built` (the job's others;
+    anything that is not an AssetsDefinition is ignored)."""
+    keys = {key for asset in built if isinstance(asset, dg.AssetsDefinition) for key in asset.keys}
+    upstream = sorted(keys, key=lambda key: key.to_user_string())
 
     @dg.asset(
         key=publication_key(job),

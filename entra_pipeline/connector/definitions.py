@@ -53,9 +53,9 @@ def connector_definitions(
     """The connector's assets, checks, job and schedule."""
     job = connector_job(excluded, tags)
     transform = transform_definitions()
-    built = [raw_entra, history_changes, *(transform.assets or [])]
-    keys = [key for asset in built if isinstance(asset, dg.AssetsDefinition) for key in asset.keys]
-    publication = publication_asset(CONNECTOR_JOB, keys)
+    publication = publication_asset(
+        CONNECTOR_JOB, [raw_entra, history_changes, *(transform.assets or [])]
+    )
     return dg.Definitions.merge(
         dg.Definitions(
             assets=[raw_entra, history_changes, publication],

@@ -162,11 +162,6 @@ def _is_graph_timestamp(value: object) -> bool:
     return True
 
 
-def collection_params(collection: Collection) -> dict[str, str | int]:
-    """The query of a collection's first page, straight from the registry."""
-    return collection.first_page
-
-
 def extract_collection(
     client: GraphClient,
     collection: Collection,
@@ -181,7 +176,7 @@ def extract_collection(
     writer = NdjsonWriter(workdir / f"{collection.table}.ndjson")
     progress = Progress(client, collection.table)
     try:
-        for params in queries or [collection_params(collection)]:
+        for params in queries or [collection.first_page]:
             writer.begin_listing()
             pages = client.iter_pages(
                 collection.path,
@@ -242,7 +237,7 @@ def _sign_ins_since(
     at = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     logger.info("sign_in_activity: only users who signed in since %s (incremental pass)", at)
     queries = [
-        {**collection_params(SIGN_IN_ACTIVITY), "$filter": f"signInActivity/{prop} ge {at}"}
+        {**SIGN_IN_ACTIVITY.first_page, "$filter": f"signInActivity/{prop} ge {at}"}
         for prop in SIGN_IN_PROPERTIES
     ]
     return extract_collection(client, SIGN_IN_ACTIVITY, workdir, cancel=cancel, queries=queries)

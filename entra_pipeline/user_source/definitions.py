@@ -39,7 +39,7 @@ def user_source_definitions(
         tags=dict(tags or {}),
     )
     built = [mdm_directory, mdm_rendered_templates, mdm_invitations]
-    publication = publication_asset(USER_SOURCE_JOB, [key for asset in built for key in asset.keys])
+    publication = publication_asset(USER_SOURCE_JOB, built)
     return dg.Definitions(
         assets=[*built, publication],
         asset_checks=[mdm_users_valid, mdm_custom_attributes_synchronized],

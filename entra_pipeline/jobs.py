@@ -17,6 +17,7 @@ __all__ = [
     "CONNECTORS_PARTITIONS",
     "CONNECTOR_JOB",
     "CONNECTOR_TAG",
+    "SYNC_JOB_TAGS",
     "TENANT_TAG",
     "USER_SOURCE_JOB",
     "WAREHOUSE_TAG",
@@ -35,6 +36,11 @@ CONNECTOR_TAG = "entra_pipeline/connector"
 APP_TAG = "entra_pipeline/app"
 TENANT_TAG = "entra_pipeline/tenant"
 WAREHOUSE_TAG = "entra_pipeline/warehouse"
+
+# A sync is all or nothing: a run Dagster's run retries launch again (a run whose worker died,
+# failed by run monitoring) starts from Graph, never from a dead run's step outputs, whose work
+# copy the next run removes. (Dagster re-executes from failure unless this tag says otherwise.)
+SYNC_JOB_TAGS = {"dagster/retry_strategy": "ALL_STEPS"}
 
 Source = Literal["connector", "user_source"]
 

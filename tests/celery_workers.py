@@ -16,10 +16,14 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from tests.support import unused_port
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Cluster:
     env: dict[str, str]
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: Path | None = None
+    daemon: subprocess.Popen[bytes] | None = None
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         assert self.logs is not None
@@ -63,6 +68,21 @@ class Cluster:
         self.workers[name] = worker
         return worker
 
+    def start_daemon(self) -> subprocess.Popen[bytes]:
+        """`dagster-daemon run` on the repository's workspace.yaml: run monitoring, run retries,
+        the run queue and the sensors, as on the machine that runs the webserver."""
+        assert self.logs is not None
+        assert self.daemon is None
+        self.daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT,
+            env=self.env,
+            stdout=(self.logs / "daemon.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped with its code server
+        )
+        return self.daemon
+
     def kill_worker(self, name: str) -> None:
         """What a lost machine does to a worker: SIGKILL, the pool's children with it."""
         worker = self.workers.pop(name)
@@ -81,6 +101,19 @@ class Cluster:
                 if int(fields[2]) == group:
                     found.add(int(stat.parent.name))
         return found
+
+
+def instance_config(broker: str, port: int) -> dict[str, Any]:
+    """The shipped deploy/celery/dagster.yaml, pointed at this Redis: its launcher, run
+    monitoring (checking every 2 s, not each minute) and run retries are what is tested. Its
+    PostgreSQL run storage is left out (one machine here: the default SQLite storage)."""
+    config: dict[str, Any] = yaml.safe_load(
+        (ROOT / "deploy" / "celery" / "dagster.yaml").read_text()
+    )
+    del config["storage"]
+    config["run_launcher"]["config"].update(broker=broker, backend=f"redis://127.0.0.1:{port}/1")
+    config["run_monitoring"]["poll_interval_seconds"] = 2
+    return config
 
 
 def _program(name: str) -> str:
@@ -113,17 +146,7 @@ def running_cluster(folder: Path, env: Mapping[str, str]) -> Iterator[Cluster]:
     broker = f"redis://127.0.0.1:{port}/0"
     home = folder / "dagster_home"
     home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text(
-        "run_launcher:\n"
-        "  module: dagster_celery.launcher\n"
-        "  class: CeleryRunLauncher\n"
-        "  config:\n"
-        f"    broker: {broker}\n"
-        f"    backend: redis://127.0.0.1:{port}/1\n"
-        "    default_queue: dagster\n"
-        "telemetry:\n"
-        "  enabled: false\n"
-    )
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(broker, port)))
     # The workers' Celery app (dagster_celery.app) reads its broker from this module.
     config = folder / "celery_config"
     config.mkdir()
@@ -140,7 +163,7 @@ def running_cluster(folder: Path, env: Mapping[str, str]) -> Iterator[Cluster]:
         "PYTHONPATH": os.pathsep.join(
             [
                 str(config),
-                str(Path(__file__).resolve().parents[1]),
+                str(ROOT),
                 os.environ.get("PYTHONPATH", ""),
             ]
         ),
@@ -152,6 +175,14 @@ def running_cluster(folder: Path, env: Mapping[str, str]) -> Iterator[Cluster]:
     finally:
         for name in list(cluster.workers):
             cluster.kill_worker(name)
+        if cluster.daemon is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(cluster.daemon.pid, signal.SIGTERM)
+            try:
+                cluster.daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(cluster.daemon.pid, signal.SIGKILL)
+                cluster.daemon.wait(timeout=30)
         redis.terminate()
         redis.wait(timeout=30)
 

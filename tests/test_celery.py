@@ -1,13 +1,18 @@
 """Connectors of a folder run on real Celery workers (dagster-celery's run launcher, a Redis broker
 on 127.0.0.1) and publish into one DuckLake catalog on a real PostgreSQL: runs go in parallel on
 two workers, and a worker killed in the middle of a connector's run loses only that run, which
-the next run of the connector records as dead and redoes, the other tenants' data untouched.
+the daemon's run monitoring fails and its run retries launch again on the surviving worker, the
+other tenants' data untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +23,7 @@ import duckdb
 import pytest
 import yaml
 from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG
 
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.jobs import CONNECTOR_JOB, CONNECTORS_PARTITIONS
@@ -58,6 +64,25 @@ class CeleryFleet:
         )
         self.instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
         return run.run_id
+
+    def launch_as_user(self, slug: str) -> str:
+        """`dagster job launch` on the workspace, as a user (or the daemon's sensor) does: the
+        run knows its code location, so run retries can launch it again."""
+        connector = load_fleet(self.folder).connectors[slug]
+        run_id = str(uuid.uuid4())
+        tags = {"dagster/partition": slug, **run_tags(connector.settings, str(connector.path))}
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                *("job", "launch", "-w", str(ROOT / "workspace.yaml"), "-j", CONNECTOR_JOB),
+                *("--tags", json.dumps(tags), "--run-id", run_id),
+            ],
+            cwd=ROOT,
+            env=self.cluster.env,
+            check=True,
+            capture_output=True,
+        )
+        return run_id
 
     def wait(self, run_ids: list[str], timeout: float = RUN_TIMEOUT) -> dict[str, str]:
         deadline = time.monotonic() + timeout
@@ -151,9 +176,12 @@ def test_connectors_run_in_parallel_on_two_workers_into_one_lake(
             ).fetchall() == [("success",)], n
 
 
-def test_a_killed_workers_connector_is_redone_and_the_others_are_untouched(
+def test_a_killed_workers_run_is_failed_by_monitoring_and_retried_the_others_untouched(
     celery_fleet: CeleryFleet,
 ) -> None:
+    """The daemon (run monitoring with entra-pipeline's Celery launcher, run retries, as
+    deploy/celery/dagster.yaml ships them) notices the lost worker, fails its run and launches
+    the connector again on the surviving worker, which records the dead run and syncs."""
     fleet = celery_fleet
     assert set(fleet.wait([fleet.launch(slug) for slug in fleet.slugs]).values()) == {"SUCCESS"}
     victim, emu = fleet.slugs[0], fleet.emulators[0]
@@ -163,37 +191,49 @@ def test_a_killed_workers_connector_is_redone_and_the_others_are_untouched(
     emu.tenant.update(next(iter(emu.tenant.users()))["id"], department="Moved")
     emu.faults.slow_next("/v1.0/users/delta", seconds=20)  # the run is mid-extraction...
     seen = len(emu.requests)  # the earlier runs' requests do not count
-    run_id = fleet.launch(victim)
+    fleet.cluster.start_daemon()
+    run_id = fleet.launch_as_user(victim)
     deadline = time.monotonic() + RUN_TIMEOUT
     while fleet.run_pid(run_id) is None or not any(
         r.path == "/v1.0/users/delta" for r in emu.requests[seen:]
     ):
-        assert time.monotonic() < deadline, "the run never reached Graph"
+        assert time.monotonic() < deadline, f"the run never reached Graph: {fleet.cluster.logs}"
         time.sleep(0.2)
     pid = fleet.run_pid(run_id)
     [worker] = [n for n in fleet.cluster.workers if pid in fleet.cluster.worker_pids(n)]
     fleet.cluster.kill_worker(worker)  # ...when its machine is lost
     emu.faults.clear()
-    # The next run of that connector (the sensor's next tick, or a retry) lands on a worker,
-    # finds the dead run's work copy, records it and syncs again.
-    retry = fleet.launch(victim)
-    assert fleet.wait([retry]) == {retry: "SUCCESS"}
-    dead = fleet.instance.get_run_by_id(run_id)
-    assert dead is not None
-    assert dead.status == dg.DagsterRunStatus.FAILURE
+    assert fleet.wait([run_id]) == {run_id: "FAILURE"}  # run monitoring failed it...
+    failure = " ".join(
+        entry.dagster_event.message or ""
+        for entry in fleet.instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        if entry.dagster_event is not None
+    )
+    assert f"Celery worker {worker}@" in failure, failure
+    assert "has not answered 2 pings" in failure
+    retry_id = ""
+    while not retry_id:  # ...and run retries launched it again
+        assert time.monotonic() < deadline, f"no retry of {run_id}: {fleet.cluster.logs}"
+        dead = fleet.instance.get_run_by_id(run_id)
+        assert dead is not None
+        retry_id = dead.tags.get(AUTO_RETRY_RUN_ID_TAG, "")
+        time.sleep(0.5)
+    assert fleet.wait([retry_id]) == {retry_id: "SUCCESS"}
+    retry = fleet.instance.get_run_by_id(retry_id)
+    assert retry is not None
+    assert retry.tags["dagster/partition"] == victim
     with duckdb.connect(str(fleet.folder.parent / "tenant0.duckdb"), read_only=True) as con:
         assert con.execute(
-            "SELECT status FROM ops.sync_runs WHERE run_id = ?", [run_id]
-        ).fetchall() == [("failure",)]
-        assert con.execute(
-            "SELECT code FROM ops.notifications WHERE run_id = ?", [run_id]
-        ).fetchall() == [("run_died",)]
-    assert ("Moved",) in {
-        (row[0],)
-        for row in duckdb.connect(str(fleet.folder.parent / "tenant0.duckdb"), read_only=True)
-        .execute("SELECT department FROM raw.users")
-        .fetchall()
-    }
+            "SELECT run_id, status FROM ops.sync_runs WHERE run_id IN (?, ?) ORDER BY status",
+            [run_id, retry_id],
+        ).fetchall() == [(run_id, "failure"), (retry_id, "success")]
+        # Recorded once, by whichever saw it first: the retry finding the dead run's work copy
+        # (run_died) or the daemon's run-failure sensor (run_failed).
+        [(code,)] = con.execute(
+            "SELECT code FROM ops.notifications WHERE run_id = ? AND severity = 'error'", [run_id]
+        ).fetchall()
+        assert code in {"run_died", "run_failed"}
+        assert ("Moved",) in con.execute("SELECT department FROM raw.users").fetchall()
     for tenant_id, rows in others.items():
         assert fleet.lake_rows("neurons.users", tenant_id) == rows
     assert len(list(fleet.folder.parent.glob("tenant0.duckdb.run-*"))) == 0

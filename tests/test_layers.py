@@ -34,6 +34,7 @@ LAYERS = {
     "cli": 6,
     "run_once": 6,
     "fleet": 6,
+    "celery_launcher": 6,
     # The emulator is Microsoft's side of the wire: it imports nothing of the pipeline, and only
     # the demo (and the tests) import it.
     "emulator": 6,

@@ -17,7 +17,7 @@ from entra_pipeline.connector.mapping import mapping_assets
 from entra_pipeline.connector.models import model_assets
 from entra_pipeline.connector.raw import RAW_GROUP, raw_entra
 from entra_pipeline.connector.schedule import connector_schedule
-from entra_pipeline.jobs import CONNECTOR_JOB, AssetJob
+from entra_pipeline.jobs import CONNECTOR_JOB, SYNC_JOB_TAGS, AssetJob
 from entra_pipeline.publication import publication_asset, publication_key
 from entra_pipeline.settings import ScheduleOptions
 
@@ -41,7 +41,7 @@ def connector_job(excluded: dg.AssetSelection, tags: Mapping[str, str] | None = 
         description="The Entra ID connector: Graph -> raw -> staging -> filtered -> neurons.*, "
         "and history.changes, published in its last step",
         executor_def=dg.in_process_executor,
-        tags=dict(tags or {}),
+        tags={**SYNC_JOB_TAGS, **(tags or {})},
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from entra_pipeline.jobs import USER_SOURCE_JOB
+from entra_pipeline.jobs import SYNC_JOB_TAGS, USER_SOURCE_JOB
 from entra_pipeline.publication import publication_asset, publication_key
 from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.attributes import mdm_custom_attributes_synchronized
@@ -36,7 +36,7 @@ def user_source_definitions(
         description="The MDM Entra ID user source: every user and group -> mdm.*, invitations, "
         "published in its last step",
         executor_def=dg.in_process_executor,
-        tags=dict(tags or {}),
+        tags={**SYNC_JOB_TAGS, **(tags or {})},
     )
     built = [mdm_directory, mdm_rendered_templates, mdm_invitations]
     publication = publication_asset(USER_SOURCE_JOB, built)

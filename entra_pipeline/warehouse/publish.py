@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import dagster as dg
 import duckdb
+from dagster._core.storage.tags import MAX_RETRIES_TAG
 from pydantic import PrivateAttr
 
 from entra_pipeline.jobs import source_of
@@ -193,6 +194,8 @@ class Warehouse(dg.ConfigurableResource):
         record = instance.get_run_record_by_id(run_id) if instance is not None else None
         job = run.job_name if run is not None else "unknown"
         if instance is not None and run is not None and not run.is_finished:
+            # This run redoes its work: Dagster's run retries must not launch it again too.
+            instance.add_run_tags(run_id, {MAX_RETRIES_TAG: "0"})
             instance.report_run_failed(run, message=f"The run's process died: {message}")
         if instance is not None and instance.event_log_storage.supports_global_concurrency_limits:
             # A pool slot it held (its app's sign-in pass) is free for the others again.

@@ -1,5 +1,6 @@
 """A run killed with -9: Dagster shows it FAILURE, ops.sync_runs records it, and the next run
-removes its leftovers (work copy, scratch folder, owner lock) as soon as its process is gone."""
+removes its leftovers (work copy, scratch folder, owner lock) as soon as its process is gone, and
+keeps Dagster's run retries from launching it again (it is redone already)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator
@@ -52,6 +54,9 @@ def test_a_killed_run_is_failed_recorded_and_cleaned_up_by_the_next_run(
 ) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
+    # Run retries on, as deploy/celery/dagster.yaml ships them: the dead run, being redone by
+    # the run that found it, must not be retried as well.
+    (home / "dagster.yaml").write_text("run_retries:\n  enabled: true\n  max_retries: 1\n")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     config = config_for(emulator)
     db = tmp_path / "entra.duckdb"
@@ -74,7 +79,9 @@ def test_a_killed_run_is_failed_recorded_and_cleaned_up_by_the_next_run(
         definitions = build_definitions(load_settings(config), str(config))
         result = definitions.resolve_job_def(CONNECTOR_JOB).execute_in_process(instance=instance)
         assert result.success
-        assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+        failed = instance.get_run_by_id(dead)
+        assert failed.status == dg.DagsterRunStatus.FAILURE
+        assert failed.tags[WILL_RETRY_TAG] == "false"
 
     assert sorted(p.name for p in tmp_path.iterdir() if dead in p.name) == []
     assert not any(tmp_path.glob("extract-*"))

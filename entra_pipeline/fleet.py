@@ -6,7 +6,8 @@ connector's (its partition), with that connector's settings, secrets, DuckDB fil
 publication, resolved from the run's partition when the run starts. One sensor keeps the
 partitions in step with the folder (a file added adds its connector, a file removed retires it)
 and starts each connector's runs on its own schedule. A connector whose file is invalid, or whose
-run fails, stops nobody else: each run is its own.
+run fails, stops nobody else: each run is its own. The hourly freshness checks judge every
+connector by its own file and schedule.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from dagster._utils.schedules import cron_string_iterator
 from entra_pipeline.connector.definitions import connector_definitions
 from entra_pipeline.connector.schedule import connector_cron
 from entra_pipeline.jobs import CONNECTOR_JOB, CONNECTORS_PARTITIONS, USER_SOURCE_JOB
+from entra_pipeline.operations.freshness import (
+    FRESHNESS_CHECKS,
+    Published,
+    fleet_freshness_definitions,
+    published_by,
+)
 from entra_pipeline.operations.sensors import sync_run_sensors
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import (
@@ -96,12 +103,10 @@ def fleet_definitions(
     """Everything Dagster serves for a folder of connectors (`connector_options`: the connector
     resource's knobs, e.g. tests' short retry backoff)."""
     inactive = ScheduleOptions(active=False)
-    # Freshness is per connector file, which a folder's checks cannot name: none here.
-    nothing = dg.AssetSelection.checks()
     sources = dg.Definitions.merge(
-        connector_definitions(inactive, excluded=nothing),
+        connector_definitions(inactive, excluded=FRESHNESS_CHECKS),
         user_source_definitions(
-            UserSourceOptions(enabled=False), inactive.timezone, excluded=nothing
+            UserSourceOptions(enabled=False), inactive.timezone, excluded=FRESHNESS_CHECKS
         ),
     )
     jobs = list(sources.jobs or ())
@@ -114,8 +119,17 @@ def fleet_definitions(
             asset_checks=list(sources.asset_checks or ()),
             jobs=jobs,
         ).map_asset_specs(func=lambda spec: spec.replace_attributes(partitions_def=CONNECTORS))
+
+    def published() -> dict[str, Published]:
+        # The folder as it is when the checks run: a connector added since the code location
+        # loaded counts. (Dagster 1.13 checks are per asset, not per partition: one result
+        # for the folder, naming its stale connectors.)
+        connectors = load_fleet(folder).connectors.values()
+        return {c.settings.connector_name: published_by(c.settings) for c in connectors}
+
     return dg.Definitions.merge(
         partitioned,
+        fleet_freshness_definitions(published),
         dg.Definitions(
             sensors=[
                 connectors_sensor(folder),

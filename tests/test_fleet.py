@@ -23,6 +23,7 @@ import yaml
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.fleet import CONNECTORS_SENSOR, fleet_definitions
 from entra_pipeline.jobs import CONNECTOR_JOB, CONNECTORS_PARTITIONS, USER_SOURCE_JOB
+from entra_pipeline.operations.freshness import FRESHNESS_JOB, FRESHNESS_SCHEDULE
 from entra_pipeline.settings import connector_slug, load_fleet
 
 MAPPING = Path(__file__).resolve().parents[1] / "mappings" / "entra_id.csv"
@@ -104,6 +105,51 @@ def test_each_file_is_a_partition_and_a_run_is_one_connectors(folder: Folder) ->
                 assert con.execute(
                     f"SELECT DISTINCT tenant_id, connector FROM {table}"
                 ).fetchall() == [(emu.tenant_id, f"Tenant {n}")]
+
+
+def test_freshness_judges_each_connector_by_its_own_file_and_schedule(folder: Folder) -> None:
+    folder.write("a.yaml", folder.emulators[0], 0, schedule={"repeats": "hourly"})
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(CONNECTORS_PARTITIONS, ["tenant-0", "tenant-1"])
+    definitions = fleet_definitions(folder.path, connector_options=FAST)
+    sync = definitions.resolve_job_def(CONNECTOR_JOB)
+    assert sync.execute_in_process(instance=instance, partition_key="tenant-0").success
+    # The syncs leave the freshness checks to their own hourly runs.
+    assert not {
+        key for key in sync.asset_layer.asset_graph.asset_check_keys if key.name.endswith("_fresh")
+    }
+    assert definitions.resolve_schedule_def(FRESHNESS_SCHEDULE).cron_schedule == "30 * * * *"
+
+    result = definitions.resolve_job_def(FRESHNESS_JOB).execute_in_process(instance=instance)
+
+    judged = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert {name: e.passed for name, e in judged.items()} == {
+        "neurons_users_fresh": False,  # Tenant 1 never synced
+        "neurons_devices_fresh": False,
+        "mdm_users_fresh": False,  # no user source ran
+    }
+    users = judged["neurons_users_fresh"]
+    assert users.description == (
+        "neurons.users is stale for 1 of 2 connectors: Tenant 1: neurons.users has never been "
+        "published: ops.sync_runs has no successful entra_id_sync run"
+    )
+    assert users.metadata["stale_connectors"].value == ["Tenant 1"]
+    by_connector = users.metadata["by_connector"].value
+    assert by_connector["Tenant 0"]["passed"] is True
+    assert by_connector["Tenant 0"]["max_age_hours"] == 2.0  # hourly: stale after 2 h
+    assert by_connector["Tenant 0"]["duckdb_path"] == str(folder.db(0))
+    assert by_connector["Tenant 1"] == {
+        "job": CONNECTOR_JOB,
+        "max_age_hours": 48.0,  # daily, the default
+        "duckdb_path": str(folder.db(1)),
+        "passed": False,
+    }
+
+    assert sync.execute_in_process(instance=instance, partition_key="tenant-1").success
+    again = definitions.resolve_job_def(FRESHNESS_JOB).execute_in_process(instance=instance)
+    users = next(e for e in again.get_asset_check_evaluations() if e.check_name == users.check_name)
+    assert users.passed
+    assert users.description == "neurons.users is fresh for all 2 connectors"
 
 
 def test_the_sensor_starts_each_connector_on_its_own_schedule_and_follows_the_folder(

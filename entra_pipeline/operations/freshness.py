@@ -7,6 +7,7 @@ their own schedule, never inside a sync (where the run being made is not recorde
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
-from entra_pipeline.settings import ScheduleOptions, UserSourceOptions
+from entra_pipeline.settings import ConnectorSettings, ScheduleOptions, UserSourceOptions
 from entra_pipeline.warehouse.metadata import table_key
 from entra_pipeline.warehouse.publish import query_sync_runs
 
@@ -119,8 +120,78 @@ def freshness_result(
     )
 
 
+@dataclass(frozen=True)
+class Published:
+    """Where a connector publishes (its file and tenant), and its schedules' periods."""
+
+    path: Path
+    tenant_id: str
+    connector_period: timedelta
+    user_source_period: timedelta
+
+    def period(self, target: FreshnessTarget) -> timedelta:
+        return self.user_source_period if target.job == USER_SOURCE_JOB else self.connector_period
+
+
+def published_by(settings: ConnectorSettings) -> Published:
+    return Published(
+        Path(settings.duckdb_path),
+        settings.tenant_id,
+        connector_period(settings.schedule),
+        user_source_period(settings.user_source),
+    )
+
+
+def fleet_freshness_result(
+    target: FreshnessTarget, connectors: Mapping[str, Published], now: datetime
+) -> dg.AssetCheckResult:
+    """A folder's connectors share each table's asset (partitioned by connector): one result for
+    all of them, failed when any connector's copy is stale, naming those."""
+    results = {
+        name: freshness_result(target, at.path, at.tenant_id, at.period(target), now)
+        for name, at in sorted(connectors.items())
+    }
+    stale = {name: result for name, result in results.items() if not result.passed}
+    if not results:
+        description = f"No connector publishes {target.table}: the folder has no valid config"
+    elif not stale:
+        description = f"{target.table} is fresh for all {len(results)} connectors"
+    else:
+        description = f"{target.table} is stale for {len(stale)} of {len(results)} connectors: " + (
+            "; ".join(f"{name}: {result.description}" for name, result in stale.items())
+        )
+    return dg.AssetCheckResult(
+        passed=not stale,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "job": target.job,
+            "connectors": len(results),
+            "stale_connectors": dg.MetadataValue.json(sorted(stale)),
+            "by_connector": dg.MetadataValue.json(
+                {
+                    name: _plain(result.metadata) | {"passed": result.passed}
+                    for name, result in results.items()
+                }
+            ),
+        },
+    )
+
+
+def _plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in metadata.items():
+        raw = value.value if isinstance(value, dg.MetadataValue) else value
+        if key == "last_success_at":
+            raw = datetime.fromtimestamp(raw, UTC).isoformat()
+        out[key] = raw
+    return out
+
+
 def freshness_check(
-    target: FreshnessTarget, path: Path, tenant_id: str, period: timedelta
+    target: FreshnessTarget,
+    judge: Callable[[FreshnessTarget, datetime], dg.AssetCheckResult],
+    stale_after: str,
 ) -> dg.AssetChecksDefinition:
     """The WARN check that `target.table` was published within two periods of its schedule."""
 
@@ -129,10 +200,10 @@ def freshness_check(
         name=target.check_name,
         blocking=False,
         description=f"Warns when {target.job}'s last successful sync (ops.sync_runs) is older "
-        f"than {_duration(period * STALE_AFTER_PERIODS)}, twice its schedule's period.",
+        f"than {stale_after}.",
     )
     def _check() -> dg.AssetCheckResult:
-        return freshness_result(target, path, tenant_id, period, datetime.now(UTC))
+        return judge(target, datetime.now(UTC))
 
     return _check
 
@@ -147,13 +218,37 @@ def freshness_definitions(
 ) -> dg.Definitions:
     """The freshness checks of the tables published at `path`, and the job and schedule that run
     them (stopped unless `running`: before there is a config)."""
+    at = Published(path, tenant_id, connector_period(schedule), user_source_period(user_source))
+
+    def judge(target: FreshnessTarget, now: datetime) -> dg.AssetCheckResult:
+        return freshness_result(target, path, tenant_id, at.period(target), now)
+
     checks = [
-        freshness_check(target, path, tenant_id, connector_period(schedule))
-        for target in CONNECTOR_TARGETS
-    ] + [
-        freshness_check(target, path, tenant_id, user_source_period(user_source))
-        for target in USER_SOURCE_TARGETS
+        freshness_check(
+            target,
+            judge,
+            f"{_duration(at.period(target) * STALE_AFTER_PERIODS)}, twice its schedule's period",
+        )
+        for target in TARGETS
     ]
+    return _definitions(checks, running=running)
+
+
+def fleet_freshness_definitions(
+    connectors: Callable[[], Mapping[str, Published]],
+) -> dg.Definitions:
+    """The freshness checks of a folder of connectors (`connectors`: each one's name and where it
+    publishes, read when the checks run), hourly like a single connector's."""
+
+    def judge(target: FreshnessTarget, now: datetime) -> dg.AssetCheckResult:
+        return fleet_freshness_result(target, connectors(), now)
+
+    stale_after = "twice its schedule's period, for any connector of the folder"
+    checks = [freshness_check(target, judge, stale_after) for target in TARGETS]
+    return _definitions(checks, running=True)
+
+
+def _definitions(checks: list[dg.AssetChecksDefinition], *, running: bool) -> dg.Definitions:
     job = dg.define_asset_job(
         FRESHNESS_JOB,
         selection=FRESHNESS_CHECKS,

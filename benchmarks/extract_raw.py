@@ -2,13 +2,15 @@
 
 Starts `entra-pipeline emulator` in a subprocess (so its memory is not counted here), runs
 `extract_all` and loads every raw table into a temporary DuckDB file in one transaction, then prints
-rows, pages, seconds and this process's peak RSS.
-Run: .venv/bin/python benchmarks/extract_raw.py [USERS] [DEVICES] [--member-groups N]
+rows, pages, seconds, this process's peak RSS, and the extraction's CPU per 100k rows against a bare
+httpx + json.loads loop over the same first pages (the floor of any client).
+Run: .venv/bin/python benchmarks/extract_raw.py [USERS] [DEVICES] [--member-groups N] [--bare-sample N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shlex
 import subprocess
@@ -19,10 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import httpx
 
 from entra_pipeline.connector.raw import LANDED
 from entra_pipeline.graph.auth import TokenProvider
 from entra_pipeline.graph.client import GraphClient
+from entra_pipeline.graph.collections import DEVICES, USERS
 from entra_pipeline.graph.extract import extract_all
 from entra_pipeline.warehouse.loading import load_landed_table
 
@@ -72,6 +76,43 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def bare_loop_cpu(env: dict[str, str], sample: int) -> tuple[float, int]:
+    """The floor of a client's CPU: the job's users and devices first pages (same `$select`,
+    `$expand`, `$top`) paged with bare httpx and json.loads, `sample` objects of each, against
+    the same emulator. Returns (CPU seconds, objects). The token is fetched before timing."""
+    token = httpx.post(
+        f"{env['ENTRA_AUTHORITY_HOST']}/{env['ENTRA_TENANT_ID']}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": env["ENTRA_CLIENT_ID"],
+            "client_secret": env["ENTRA_CLIENT_SECRET"],
+            "scope": "https://graph.microsoft.com/.default",
+        },
+        verify=env["ENTRA_CA_BUNDLE"],
+    ).json()["access_token"]
+    objects = 0
+    with httpx.Client(
+        verify=env["ENTRA_CA_BUNDLE"],
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=httpx.Timeout(600.0),
+    ) as client:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for collection in (USERS, DEVICES):
+            url: str | None = f"{env['ENTRA_GRAPH_URL']}/v1.0{collection.path}"
+            params: dict[str, str | int] | None = collection.first_page
+            seen = 0
+            while url and seen < sample:
+                response = client.get(url, params=params)
+                response.raise_for_status()
+                page = json.loads(response.content)
+                seen += len(page["value"])
+                url, params = page.get("@odata.nextLink"), None
+            objects += seen
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, objects
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("users", type=int, nargs="?", default=200_000)
@@ -81,6 +122,12 @@ def main() -> int:
         type=int,
         default=0,
         help="also list the transitive members of the tenant's first N groups",
+    )
+    parser.add_argument(
+        "--bare-sample",
+        type=int,
+        default=100_000,
+        help="users and devices each that the bare httpx loop pages, for the CPU floor",
     )
     args = parser.parse_args()
 
@@ -104,7 +151,9 @@ def main() -> int:
                 params = {"$select": "id", "$top": args.member_groups}
                 group_ids = [g["id"] for g in client.get_json("/groups", params)["value"]]
             started = time.monotonic()
+            cpu_before = resource.getrusage(resource.RUSAGE_SELF)
             reports = extract_all(client, Path(tmp) / "work", group_ids=group_ids)
+            cpu_after = resource.getrusage(resource.RUSAGE_SELF)
             extracted = time.monotonic()
             rss_after_extract = peak_rss_mib()
             con = duckdb.connect(str(Path(tmp) / "entra.duckdb"))
@@ -120,6 +169,7 @@ def main() -> int:
             con.close()
             loaded = time.monotonic()
             tokens.close()
+        bare_cpu, bare_objects = bare_loop_cpu(env, args.bare_sample)
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)
@@ -135,6 +185,16 @@ def main() -> int:
     print(f"load into DuckDB (one transaction): {loaded - extracted:.1f} s")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"CPU of this process (emulator excluded): {usage.ru_utime + usage.ru_stime:.1f} s")
+    extract_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
+        cpu_after.ru_stime - cpu_before.ru_stime
+    )
+    per_100k = extract_cpu / (sum(rows.values()) / 100_000)
+    bare = bare_cpu / (bare_objects / 100_000)
+    print(
+        f"extraction CPU: {extract_cpu:.1f} s, {per_100k:.2f} s per 100k rows; a bare httpx + "
+        f"json.loads loop of the same first pages ({bare_objects:,} objects): {bare:.2f} s per "
+        f"100k; extraction / bare loop = {per_100k / bare:.2f}"
+    )
     print(
         f"peak RSS: {rss_after_extract:.0f} MiB after extraction, {peak_rss_mib():.0f} MiB overall"
     )

@@ -4,13 +4,14 @@ The emulator runs in its own process with `--cost-model TIME_SCALE` (real Graph'
 and resource-unit bucket, Graph time running at TIME_SCALE real seconds a second); the jobs run
 here with the Graph client's waits scaled the same way. Printed per collection: requests, pages,
 RU, 429s; the projected real-Graph time of the run (wall time / TIME_SCALE: an upper bound, as
-this machine's CPU also counts); client CPU per 100k objects and peak RSS; and, as a ratio, what
-the previous plan (one page chain per collection) would take under the same model.
+this machine's CPU also counts); client CPU per 100k objects and peak RSS, and as a ratio to a bare
+httpx + json.loads loop over the same first pages; and, as a ratio, what the previous plan (one
+page chain per collection) would take under the same model.
 
 The sign-in pass is left out of the timed run (it is paced at 10 requests a minute whatever the
 plan: ceil(users / 500) / 10 minutes, printed); `--sign-in` includes it.
 
-Run: .venv/bin/python benchmarks/graph_time.py [USERS] [DEVICES] [--time-scale 0.25]
+Run: .venv/bin/python benchmarks/graph_time.py [USERS] [DEVICES] [--time-scale 0.25] [--bare-sample N]
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
-from extract_raw import start_emulator  # the sibling benchmark: same emulator subprocess
+from extract_raw import (  # the sibling benchmark: same emulator subprocess, CPU floor
+    bare_loop_cpu,
+    start_emulator,
+)
 from sync_job import RssSampler, write_config
 
 import entra_pipeline.graph.client as graph_client
@@ -89,6 +93,12 @@ def main() -> int:
     parser.add_argument("--time-scale", type=float, default=0.25)
     parser.add_argument("--sign-in", action="store_true", help="include the paced sign-in pass")
     parser.add_argument("--no-mdm", action="store_true", help="only the connector job")
+    parser.add_argument(
+        "--bare-sample",
+        type=int,
+        default=100_000,
+        help="users and devices each that the bare httpx loop pages, for the CPU floor",
+    )
     args = parser.parse_args()
     scale = args.time_scale
     model = CostModel(time_scale=scale)
@@ -140,6 +150,7 @@ def main() -> int:
                 cpu_after.ru_stime - cpu_before.ru_stime
             )
             raw = _materializations(instance, results[CONNECTOR_JOB].run_id)
+            bare_cpu, bare_objects = bare_loop_cpu(env, args.bare_sample)
     finally:
         emulator.terminate()
         emulator.wait(timeout=60)
@@ -192,6 +203,12 @@ def main() -> int:
     print(
         f"client CPU: {cpu:.1f} s, {cpu / (objects / 100_000):.2f} s per 100k objects; "
         f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
+    bare = bare_cpu / (bare_objects / 100_000)
+    print(
+        f"bare httpx + json.loads loop of the same first pages ({bare_objects:,} objects): "
+        f"{bare:.2f} s per 100k objects; the jobs / bare loop = "
+        f"{cpu / (objects / 100_000) / bare:.2f}"
     )
     return 0 if all(r.success for r in results.values()) else 1
 

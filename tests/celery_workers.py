@@ -103,14 +103,20 @@ class Cluster:
         return found
 
 
-def instance_config(broker: str, port: int) -> dict[str, Any]:
+def instance_config(
+    broker: str, port: int, storage: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The shipped deploy/celery/dagster.yaml, pointed at this Redis: its launcher, run
     monitoring (checking every 2 s, not each minute) and run retries are what is tested. Its
-    PostgreSQL run storage is left out (one machine here: the default SQLite storage)."""
+    PostgreSQL storage is pointed at `storage` (hostname, port, username, db_name; the password
+    from DAGSTER_PG_PASSWORD, as shipped), or left out (None: the default SQLite storage)."""
     config: dict[str, Any] = yaml.safe_load(
         (ROOT / "deploy" / "celery" / "dagster.yaml").read_text()
     )
-    del config["storage"]
+    if storage is None:
+        del config["storage"]
+    else:
+        config["storage"]["postgres"]["postgres_db"].update(storage)
     config["run_launcher"]["config"].update(broker=broker, backend=f"redis://127.0.0.1:{port}/1")
     config["run_monitoring"]["poll_interval_seconds"] = 2
     return config
@@ -124,9 +130,12 @@ def _program(name: str) -> str:
 
 
 @contextlib.contextmanager
-def running_cluster(folder: Path, env: Mapping[str, str]) -> Iterator[Cluster]:
-    """Redis on a free port, a DAGSTER_HOME in `folder` launching runs on Celery, and `env`
-    (the connector config, secrets) for the workers. Workers are started by the test."""
+def running_cluster(
+    folder: Path, env: Mapping[str, str], storage: Mapping[str, Any] | None = None
+) -> Iterator[Cluster]:
+    """Redis on a free port, a DAGSTER_HOME in `folder` launching runs on Celery (its run and
+    event storage on PostgreSQL `storage`, see `instance_config`), and `env` (the connector
+    config, secrets) for the workers. Workers are started by the test."""
     port = unused_port()
     redis = subprocess.Popen(
         [
@@ -146,7 +155,7 @@ def running_cluster(folder: Path, env: Mapping[str, str]) -> Iterator[Cluster]:
     broker = f"redis://127.0.0.1:{port}/0"
     home = folder / "dagster_home"
     home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(broker, port)))
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(broker, port, storage)))
     # The workers' Celery app (dagster_celery.app) reads its broker from this module.
     config = folder / "celery_config"
     config.mkdir()

@@ -74,6 +74,28 @@ class GraphClock:
         return longest("plan") + longest("pages")
 
 
+def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Each step's wall time in the run, from its start and success (or failure) events."""
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif (
+            event.event_type
+            in (
+                dg.DagsterEventType.STEP_SUCCESS,
+                dg.DagsterEventType.STEP_FAILURE,
+            )
+            and event.step_key in started
+        ):
+            seconds[event.step_key] = entry.timestamp - started[event.step_key]
+    return seconds
+
+
 def _materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
     found = {}
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
@@ -150,6 +172,7 @@ def main() -> int:
                 cpu_after.ru_stime - cpu_before.ru_stime
             )
             raw = _materializations(instance, results[CONNECTOR_JOB].run_id)
+            steps = {job: _step_seconds(instance, result.run_id) for job, result in results.items()}
             bare_cpu, bare_objects = bare_loop_cpu(env, args.bare_sample)
     finally:
         emulator.terminate()
@@ -172,6 +195,8 @@ def main() -> int:
             f"{meta['graph_throttled']:>6}{clock.collection(table) / 60:>8.1f} min"
         )
     for job, seconds in timings.items():
+        slowest = sorted(steps[job].items(), key=lambda item: -item[1])[:6]
+        print(f"{job} slowest steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in slowest))
         outcome = "success" if results[job].success else "FAILED"
         print(
             f"{job}: {outcome}, {seconds:.1f} s here -> projected real-Graph time "

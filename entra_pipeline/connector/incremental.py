@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from entra_pipeline.graph.collections import SIGN_IN_ACTIVITY
 from entra_pipeline.graph.delta import TRACKED
@@ -167,8 +168,17 @@ def refresh_references(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
             if o.get("id") in upns
         ]
         fixed.append((device_id, json.dumps(kept, ensure_ascii=False, separators=(",", ":"))))
-    con.execute("CREATE OR REPLACE TEMP TABLE owner_fix (id VARCHAR, owners JSON)")
-    con.executemany("INSERT INTO owner_fix VALUES (?, ?)", fixed)
+    # One bulk insert from a frame: executemany runs a statement a row, which a first full
+    # round (every device "affected") made 15 minutes of CPU at 400k devices.
+    owner_rows = pl.DataFrame(fixed, schema={"id": pl.String, "owners": pl.String}, orient="row")
+    con.register("owner_rows", owner_rows)
+    try:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE owner_fix AS "
+            "SELECT id, CAST(owners AS JSON) AS owners FROM owner_rows"
+        )
+    finally:
+        con.unregister("owner_rows")
     con.execute(
         "UPDATE raw.devices AS d SET registeredOwners = f.owners FROM owner_fix AS f "
         "WHERE d.id = f.id"

@@ -34,7 +34,13 @@ from entra_pipeline.connector.incremental import (
 )
 from entra_pipeline.graph.client import GraphClient, RequestStats
 from entra_pipeline.graph.collections import ALL as COLLECTIONS
-from entra_pipeline.graph.collections import GROUP_MEMBERS, GROUPS, SIGN_IN_ACTIVITY
+from entra_pipeline.graph.collections import (
+    DEVICES,
+    GROUP_MEMBERS,
+    GROUPS,
+    SIGN_IN_ACTIVITY,
+    USERS,
+)
 from entra_pipeline.graph.delta import TRACKED, DeltaRound
 from entra_pipeline.graph.extract import (
     CollectionReport,
@@ -217,7 +223,11 @@ def raw_entra(
                         extracted_at,
                     )
             if plan.links is not None:
-                refresh_references(con)
+                refresh_references(
+                    con,
+                    users_listed=_listed_in_full(reports, USERS.table),
+                    devices_listed=_listed_in_full(reports, DEVICES.table),
+                )
                 state = _next_state(plan, reports)
                 if state:
                     warehouse.mark_built(
@@ -320,6 +330,17 @@ def _describe_plan(plan: SyncPlan) -> str:
     if plan.sign_in_since is not None:
         parts.append(f"sign-ins since {plan.sign_in_since:%Y-%m-%d %H:%M} UTC")
     return "incremental: " + ", ".join(parts) if parts else "incremental"
+
+
+def _listed_in_full(reports: dict[str, CollectionReport], table: str) -> bool:
+    """This run replaced the table by a full listing (a full round, not a delta round)."""
+    report = reports.get(table)
+    return (
+        report is not None
+        and report.status == "ok"
+        and report.extracted is not None
+        and report.extracted.delta is None
+    )
 
 
 def _round_of(reports: dict[str, CollectionReport], table: str) -> DeltaRound:

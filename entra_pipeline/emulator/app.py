@@ -94,6 +94,10 @@ class EmulatorApp:
         self.costs = costs
         self._log: deque[RequestRecord] = deque(maxlen=log_limit)
         self._log_lock = threading.Lock()
+        # Which front end answered: Graph names it in x-ms-ags-diagnostic's ServerInfo (e.g.
+        # {"DataCenter":"South India",...,"RoleInstance":"AGSFE_IN_0"} in answers quoted in
+        # public issue threads); each worker process of the emulator has its own.
+        self.role_instance = "Loopback_IN_0"
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -135,7 +139,11 @@ class EmulatorApp:
             response.headers.setdefault("Content-Type", _JSON)
             response.headers["request-id"] = request_id
             response.headers["client-request-id"] = client_request_id
-            response.headers["x-ms-ags-diagnostic"] = '{"ServerInfo":{"DataCenter":"Loopback"}}'
+            response.headers["x-ms-ags-diagnostic"] = (
+                '{"ServerInfo":{"DataCenter":"Loopback","RoleInstance":"'
+                + self.role_instance
+                + '"}}'
+            )
         with self._log_lock:
             self._log.append(
                 RequestRecord(

@@ -129,6 +129,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "line saying what changed: a night of changes between two syncs",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes answering requests (default 1); more keep a client paging dozens of "
+        "chains at once from waiting for one emulator core. They share one resource-unit bucket "
+        "and sign-in limit; not with --churn or the expire-page-token fault",
+    )
+    parser.add_argument(
         "--client-certificate",
         action="append",
         default=[],
@@ -149,7 +158,25 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
         if args.permissions is not None
         else None
     )
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1:
+        # Each worker serves its own copy of the tenant and counts scripted faults on its own.
+        refused = [
+            name
+            for name, given in (
+                ("--churn", args.churn is not None),
+                ("--fault expire-page-token", "expire_page_token_after" in fault_options),
+            )
+            if given
+        ]
+        if refused:
+            raise ValueError(
+                f"--workers {args.workers} cannot be combined with {' or '.join(refused)}: "
+                "each worker process would change or count its own copy; use --workers 1"
+            )
     return EmulatorConfig(
+        workers=args.workers,
         users=args.users,
         devices=args.devices,
         seed=args.seed,
@@ -206,12 +233,22 @@ def serve(args: argparse.Namespace) -> int:
         print(
             f"Graph emulator at {emulator.authority_host} serving tenant {tenant.tenant_id} "
             f"({tenant.domain}: {tenant.user_count} users, {tenant.device_count} devices, "
-            f"{tenant.group_count} groups); Ctrl-C to stop.",
+            f"{tenant.group_count} groups)"
+            + (f" in {args.workers} worker processes" if args.workers > 1 else "")
+            + "; Ctrl-C to stop.",
             file=sys.stderr,
             flush=True,
         )
         while not stop.wait(0.5):
-            pass
+            if dead := emulator.dead_workers():
+                print(
+                    "entra-pipeline emulator: worker process "
+                    + ", ".join(f"{pid} (wait status {status})" for pid, status in dead)
+                    + " ended; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
     finally:
         emulator.stop()
     return 0

@@ -23,9 +23,13 @@ the test suite fast but hides what decides a real run. With one (`EmulatorConfig
 from __future__ import annotations
 
 import math
+import multiprocessing
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+_LEVEL, _UPDATED, _CHARGED, _REFUSED = range(4)  # CostModel._state
 
 # RU per request by path shape (the limits page's table); anything else costs 1.
 _BASE_COSTS = (
@@ -71,12 +75,26 @@ class CostModel:
     per_object_seconds: float = 0.0007
     bucket_ru: int | None = None  # None: by tenant size (bucket_size)
     bucket_seconds: float = 10.0
-    # What was spent, for benchmarks: RU charged, requests answered 429 by the bucket.
-    charged: int = 0
-    refused: int = 0
-    _level: float = field(default=-1.0, repr=False)
-    _updated: float = field(default=0.0, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The bucket's level and clock, and what was spent (RU charged, requests answered 429), in
+    # one array: `share()` moves it to memory that forked emulator workers update together.
+    _state: Any = field(default_factory=lambda: [-1.0, 0.0, 0.0, 0.0], repr=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def charged(self) -> int:
+        return int(self._state[_CHARGED])
+
+    @property
+    def refused(self) -> int:
+        return int(self._state[_REFUSED])
+
+    def share(self) -> None:
+        """Keep the bucket in shared memory, so that worker processes forked after this call
+        draw on one bucket, as all of an app's requests do on Graph."""
+        context = multiprocessing.get_context("fork")
+        state = context.RawArray("d", len(self._state))
+        state[:] = list(self._state)
+        self._state, self._lock = state, context.Lock()
 
     def now(self) -> float:
         """Graph time, in seconds."""
@@ -90,18 +108,19 @@ class CostModel:
         """Charge `cost` RU; None when paid, else the Retry-After (Graph seconds) to tell."""
         capacity = float(self.bucket_ru or 8_000)
         rate = capacity / self.bucket_seconds
+        state = self._state
         with self._lock:
             now = self.now()
-            if self._level < 0:
-                self._level, self._updated = capacity, now
-            self._level = min(capacity, self._level + (now - self._updated) * rate)
-            self._updated = now
-            if self._level >= cost:
-                self._level -= cost
-                self.charged += cost
+            if state[_LEVEL] < 0:
+                state[_LEVEL], state[_UPDATED] = capacity, now
+            state[_LEVEL] = min(capacity, state[_LEVEL] + (now - state[_UPDATED]) * rate)
+            state[_UPDATED] = now
+            if state[_LEVEL] >= cost:
+                state[_LEVEL] -= cost
+                state[_CHARGED] += cost
                 return None
-            self.refused += 1
-            return max(1, math.ceil((cost - self._level) / rate))
+            state[_REFUSED] += 1
+            return max(1, math.ceil((cost - state[_LEVEL]) / rate))
 
     def latency(self, objects: int) -> float:
         """Real seconds an answer of `objects` objects takes."""

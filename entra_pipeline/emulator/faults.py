@@ -6,11 +6,13 @@ Also the token-lifetime and sign-in-activity-throttle knobs, since they are swit
 from __future__ import annotations
 
 import math
+import multiprocessing
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 # Fault kinds: what the emulator does instead of (or before) answering normally.
 THROTTLE = "throttle"  # 429 TooManyRequests + Retry-After
@@ -140,7 +142,24 @@ class Faults:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._page_follows = 0
-        self._sign_ins: deque[float] = deque()
+        # The Graph times of the last `sign_in_per_minute` reads let through, a ring whose last
+        # slot is the index of the oldest; `share()` moves it to memory forked workers share.
+        self._sign_ins: Any = None
+        self._sign_in_lock: Any = self._lock
+
+    def share(self) -> None:
+        """Count signInActivity reads in shared memory, so that worker processes forked after
+        this call enforce one per-minute limit together, as Graph does per app and tenant."""
+        context = multiprocessing.get_context("fork")
+        ring = context.RawArray("d", (self.sign_in_per_minute or 0) + 1)
+        ring[:] = list(self._sign_in_ring())
+        self._sign_ins, self._sign_in_lock = ring, context.Lock()
+
+    def _sign_in_ring(self) -> Any:
+        limit = self.sign_in_per_minute or 0
+        if self._sign_ins is None or len(self._sign_ins) != limit + 1:
+            self._sign_ins = [-math.inf] * limit + [0.0]
+        return self._sign_ins
 
     # ---- scripting (tests) ------------------------------------------------------------------
 
@@ -246,11 +265,15 @@ class Faults:
         if not self.sign_in_per_minute:
             return None
         now = time.monotonic() / self.time_scale  # Graph seconds
+        limit = self.sign_in_per_minute
+        with self._sign_in_lock:
+            ring = self._sign_in_ring()
+            slot = int(ring[limit])
+            oldest = ring[slot]
+            if oldest <= now - 60:
+                ring[slot], ring[limit] = now, (slot + 1) % limit
+                return None
+        # `limit` reads let through within the last minute already
         with self._lock:
-            while self._sign_ins and self._sign_ins[0] <= now - 60:
-                self._sign_ins.popleft()
-            if len(self._sign_ins) >= self.sign_in_per_minute:
-                self.injected[THROTTLE] += 1
-                return max(1, math.ceil(self._sign_ins[0] + 60 - now))
-            self._sign_ins.append(now)
-            return None
+            self.injected[THROTTLE] += 1
+        return max(1, math.ceil(oldest + 60 - now))

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
+import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -59,6 +63,11 @@ class EmulatorConfig:
     now: dt.datetime | None = None
     cert_dir: Path | None = None  # where the CA bundle is written (default: a temp dir)
     request_log_limit: int = 20_000  # `requests` keeps the newest this many (bounded memory)
+    # Processes answering requests. With more than one, worker processes forked at start serve
+    # the tenant as it was then (no changes at run time; `requests` stays empty here), on one
+    # resource-unit bucket and one sign-in limit: a benchmark paging dozens of chains at once
+    # is then not bounded by one emulator process's core.
+    workers: int = 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -111,8 +120,19 @@ class _Server(ThreadingHTTPServer):
     idle_timeout = 120.0  # seconds a keep-alive connection may wait for its next request
     handshake_timeout = 30.0
 
-    def __init__(self, address: tuple[str, int], context: ssl.SSLContext) -> None:
-        super().__init__(address, _Handler)
+    def __init__(
+        self, address: tuple[str, int], context: ssl.SSLContext, *, reuse_port: bool = False
+    ) -> None:
+        # With reuse_port the socket is bound but not listening: it holds the port for the
+        # worker processes, which listen on sockets of their own (`listen_again`).
+        self.allow_reuse_port = reuse_port
+        super().__init__(address, _Handler, bind_and_activate=not reuse_port)
+        if reuse_port:
+            try:
+                self.server_bind()
+            except BaseException:
+                self.server_close()
+                raise
         self.context = context
         self.app: EmulatorApp
         self._connections: set[socket.socket] = set()
@@ -140,6 +160,17 @@ class _Server(ThreadingHTTPServer):
         finally:
             with self._connections_lock:
                 self._connections.discard(request)
+
+    def listen_again(self) -> None:
+        """Listen on a new socket bound to the same port (SO_REUSEPORT): the kernel spreads
+        the connections over every process listening so."""
+        fresh = socket.socket(self.address_family, self.socket_type)
+        fresh.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        fresh.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        fresh.bind(self.server_address)
+        fresh.listen(self.request_queue_size)
+        self.socket.close()
+        self.socket = fresh
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         return  # client hang-ups are normal (dropped-connection faults, killed benchmarks)
@@ -182,7 +213,9 @@ class Emulator:
         )
         self.ca_bundle = str(certs.ca_bundle)
         self._cert_dir = cert_dir
-        self._server = _Server((config.host, config.port), server_context(certs))
+        self._server = _Server(
+            (config.host, config.port), server_context(certs), reuse_port=config.workers > 1
+        )
         if self.costs is not None:
             # A benchmark's clients page dozens of chains at once from one emulator process on
             # the same cores: waiting for CPU is not a reason to hang up on them.
@@ -217,11 +250,76 @@ class Emulator:
             costs=self.costs,
         )
         self._server.app = self.app
-        self._thread = threading.Thread(
+        self._stopped = False
+        self._workers: list[int] = []
+        self._thread: threading.Thread | None = None
+        if config.workers > 1:
+            self._fork_workers(config.workers)
+        else:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+            )
+            self._thread.start()
+
+    def _fork_workers(self, count: int) -> None:
+        """Fork `count` processes, each listening on the port with SO_REUSEPORT (the kernel hands
+        each connection to one of them); this process only starts and stops them, and returns
+        when they all listen."""
+        if self.costs is not None:
+            self.costs.share()
+        self.faults.share()
+        ready, told = os.pipe()
+        for number in range(count):
+            pid = os.fork()
+            if pid == 0:  # a worker: serve until the parent's SIGTERM, then leave at once
+                code = 1
+                try:
+                    os.close(ready)
+                    self.app.role_instance = f"Loopback_IN_{number}"
+                    self._server.listen_again()
+                    os.write(told, b".")
+                    os.close(told)
+                    self._serve_as_worker()
+                    code = 0
+                finally:
+                    os._exit(code)
+            self._workers.append(pid)
+        os.close(told)
+        with os.fdopen(ready, "rb") as pipe:
+            listening = pipe.read()  # until every worker wrote its byte and closed its end
+        if len(listening) != count:
+            self.stop()
+            raise RuntimeError(
+                f"{count - len(listening)} of {count} emulator worker processes did not start"
+            )
+
+    def _serve_as_worker(self) -> None:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        serving = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
         )
-        self._thread.start()
-        self._stopped = False
+        serving.start()
+        while not stop.wait(0.5):
+            pass
+        self._server.shutdown()
+        self._server.close_connections()
+
+    def dead_workers(self) -> list[tuple[int, int]]:
+        """(pid, wait status) of the worker processes that ended (they should not, until stop)."""
+        dead = []
+        for pid in list(self._workers):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                self._workers.remove(pid)
+                dead.append((pid, status))
+        return dead
 
     @property
     def authority(self) -> str:
@@ -284,10 +382,15 @@ class Emulator:
         if self._stopped:
             return
         self._stopped = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._server.close_connections()
-        self._thread.join(timeout=5)
+        if self._workers:
+            _stop_workers(self._workers)
+            self._server.server_close()
+        else:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server.close_connections()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
         if self._own_cert_dir:
             shutil.rmtree(self._cert_dir, ignore_errors=True)
 
@@ -306,6 +409,30 @@ def running_emulator(config: EmulatorConfig | None = None) -> Iterator[Emulator]
         yield emulator
     finally:
         emulator.stop()
+
+
+def _stop_workers(pids: list[int], grace_seconds: float = 5.0) -> None:
+    """SIGTERM each worker and reap it; one still running after the grace period is killed."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    waiting = set(pids)
+    while waiting:
+        for pid in list(waiting):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                waiting.discard(pid)
+        if waiting and time.monotonic() > deadline:
+            for pid in waiting:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = math.inf  # killed: reap them below
+        elif waiting:
+            time.sleep(0.05)
 
 
 def _new_secret() -> str:

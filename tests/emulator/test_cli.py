@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -77,6 +78,68 @@ def test_cli_rejects_a_bad_fault_with_the_allowed_names() -> None:
     assert result.returncode == 2
     assert "unknown fault 'meteor=1'" in result.stderr
     assert "throttle, unavailable, gateway-timeout, drop, slow" in result.stderr
+
+
+def test_worker_processes_share_one_sign_in_limit_and_stop_with_the_parent() -> None:
+    # Graph time at 0.1: a Graph minute lasts 6 s, time enough for the reads below.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entra_pipeline.cli", "emulator", "--users", "12", "--devices", "3",
+         "--workers", "2", "--cost-model", "0.1", "--fault", "signin-throttle=3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        env = _exports(process)
+        assert process.stderr is not None
+        assert "in 2 worker processes" in process.stderr.readline()
+        verify = ssl.create_default_context(cafile=env["ENTRA_CA_BUNDLE"])
+        app = msal.ConfidentialClientApplication(
+            env["ENTRA_CLIENT_ID"],
+            client_credential=env["ENTRA_CLIENT_SECRET"],
+            authority=f"{env['ENTRA_AUTHORITY_HOST']}/{env['ENTRA_TENANT_ID']}",
+            http_client=httpx.Client(verify=verify),
+            instance_discovery=False,
+        )
+        token = app.acquire_token_for_client([f"{env['ENTRA_GRAPH_URL']}/.default"])["access_token"]
+        answers = []
+        for _ in range(12):  # a connection each: the kernel hands each to one of the workers
+            with httpx.Client(verify=verify) as http:
+                answers.append(
+                    http.get(
+                        f"{env['ENTRA_GRAPH_URL']}/v1.0/users",
+                        params={"$select": "id,signInActivity"},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                )
+        servers = {json.loads(a.headers["x-ms-ags-diagnostic"])["ServerInfo"]["RoleInstance"]
+                   for a in answers}  # fmt: skip
+        assert servers == {"Loopback_IN_0", "Loopback_IN_1"}  # both workers answered...
+        # ...and together let 3 reads through in the minute, as one Graph app gets.
+        assert [a.status_code for a in answers] == [200] * 3 + [429] * 9
+        workers = [int(pid) for pid in subprocess.run(
+            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()]  # fmt: skip
+        assert len(workers) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    for pid in workers:  # reaped by the parent: gone, not zombies
+        assert not Path(f"/proc/{pid}").exists()
+
+
+def test_cli_refuses_workers_with_churn() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "entra_pipeline.cli", "emulator", "--workers", "2",
+         "--churn", "0.01"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--workers 2 cannot be combined with --churn" in result.stderr
 
 
 def test_the_readme_flow_emulator_env_then_check_works_as_written(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import tempfile
 import threading
@@ -74,6 +75,17 @@ class GraphClock:
         return longest("plan") + longest("pages")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its children (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0.0
+    for each in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     """Each step's wall time in the run, from its start and success (or failure) events."""
     started: dict[str, float] = {}
@@ -116,6 +128,12 @@ def main() -> int:
     parser.add_argument("--sign-in", action="store_true", help="include the paced sign-in pass")
     parser.add_argument("--no-mdm", action="store_true", help="only the connector job")
     parser.add_argument(
+        "--emulator-workers",
+        type=int,
+        default=2,
+        help="emulator processes (its --workers; default 2, this machine's cores)",
+    )
+    parser.add_argument(
         "--bare-sample",
         type=int,
         default=100_000,
@@ -136,7 +154,14 @@ def main() -> int:
 
     graph_client.GraphClient.__init__ = observed_init  # type: ignore[method-assign]
     emulator, env = start_emulator(
-        args.users, args.devices, "--cost-model", str(scale), "--seed", "42"
+        args.users,
+        args.devices,
+        "--cost-model",
+        str(scale),
+        "--seed",
+        "42",
+        "--workers",
+        str(args.emulator_workers),
     )
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -173,6 +198,7 @@ def main() -> int:
             )
             raw = _materializations(instance, results[CONNECTOR_JOB].run_id)
             steps = {job: _step_seconds(instance, result.run_id) for job, result in results.items()}
+            emulator_cpu = tree_cpu_seconds(emulator.pid)
             bare_cpu, bare_objects = bare_loop_cpu(env, args.bare_sample)
     finally:
         emulator.terminate()
@@ -229,6 +255,7 @@ def main() -> int:
         f"client CPU: {cpu:.1f} s, {cpu / (objects / 100_000):.2f} s per 100k objects; "
         f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     )
+    print(f"emulator CPU: {emulator_cpu:.1f} s in {args.emulator_workers} worker process(es)")
     bare = bare_cpu / (bare_objects / 100_000)
     print(
         f"bare httpx + json.loads loop of the same first pages ({bare_objects:,} objects): "

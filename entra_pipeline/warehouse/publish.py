@@ -1,6 +1,7 @@
 """The one place that publishes tables into the DuckDB file analysts read.
 
-A run builds its tables in a private work copy of the published file. When the run ends with no
+A run builds its tables in a private work copy of the published file (a clone sharing its
+blocks where the filesystem has reflinks: XFS, btrfs, ZFS; a byte copy elsewhere). When the run ends with no
 failed step, the tables it built are copied into a fresh copy of the *current* published file,
 and that copy is renamed over it in one atomic step: a reader holding a read-only connection keeps
 the old file and is never refused, a new reader sees the new file, and nobody sees half a sync.
@@ -34,6 +35,7 @@ from entra_pipeline.warehouse.docs import copy_documentation, document_table
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.files import (
     OwnerLock,
+    copy_file,
     exclusive_lock,
     make_private,
     owner_is_gone,
@@ -169,7 +171,17 @@ class Warehouse(dg.ConfigurableResource):
                     )
             self._base = _identity(published)
             if self._base is not None:
-                shutil.copyfile(published, self._work_path)
+                started = time.monotonic()
+                cloned = copy_file(published, self._work_path)
+                self._say(
+                    "info",
+                    f"work copy of {published.name} ({self._base.size / 2**20:,.0f} MiB) "
+                    + (
+                        "cloned (the filesystem shares its blocks)"
+                        if cloned
+                        else f"copied in {time.monotonic() - started:.1f} s"
+                    ),
+                )
         with contextlib.closing(self._connect()) as con:
             create_ops_tables(con)
         make_private(self._work_path)
@@ -604,7 +616,7 @@ def _publish(
             staged = published.with_name(f"{published.name}.publishing-{os.getpid()}")
             staged.unlink(missing_ok=True)
             if published.exists():
-                shutil.copyfile(published, staged)
+                copy_file(published, staged)
             copy_tables = tables
         with contextlib.closing(connect(staged)) as con:
             create_ops_tables(con)

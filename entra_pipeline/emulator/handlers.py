@@ -240,6 +240,12 @@ class GraphResources:
                 self._range_cache[key] = found
         return found
 
+    def prepare_range_keys(self) -> None:
+        """Sort the keys range filters read now, not at the first such request (before worker
+        processes are forked, so that they share one sorted copy instead of each building it)."""
+        for kind, prop in _RANGE_KEYS.items():
+            self.tenant.key_order(kind, prop)
+
     def _range_slots(self, kind: str, text: str) -> list[int] | None:
         unset = _UNSET_FILTER.match(text or "")
         if unset is not None and unset["prop"] == _RANGE_KEYS.get(kind):

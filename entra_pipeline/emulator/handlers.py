@@ -255,13 +255,11 @@ class GraphResources:
             return None
         if match["prop2"] is not None and match["prop2"] != match["prop"]:
             return None
-        bounds = {match["op"]: match["value"], match["op2"]: match["value2"]}
-        if (
-            None in bounds
-            or set(bounds) - {"ge", "le", None}
-            or len(bounds) != (2 if match["op2"] else 1)
-        ):
-            return None
+        bounds = {match["op"]: match["value"]}
+        if match["op2"] is not None:
+            if match["op2"] in bounds:  # `ge 'a' and ge 'b'`: not a range; the scan decides
+                return None
+            bounds[match["op2"]] = match["value2"]
         keys, slots, _ = self.tenant.key_order(kind, match["prop"])
         low = bounds.get("ge")
         high = bounds.get("le")

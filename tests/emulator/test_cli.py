@@ -29,16 +29,33 @@ def _exports(process: subprocess.Popen[str]) -> dict[str, str]:
     return env
 
 
-def test_cli_prints_evalable_exports_and_serves_until_sigterm(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "entra_pipeline.cli", "emulator", "--users", "12", "--devices", "3",
-         "--seed", "5", "--fault", "throttle=0", "--permissions", "User.Read.All"],
+def _start(*options: str) -> subprocess.Popen[str]:
+    """`entra-pipeline emulator OPTIONS` in a subprocess, its stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "entra_pipeline.cli", "emulator", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
+
+
+def _token(env: dict[str, str], http: httpx.Client) -> str:
+    """An access token from the emulator's token service, through MSAL as the connector gets it."""
+    app = msal.ConfidentialClientApplication(
+        env["ENTRA_CLIENT_ID"],
+        client_credential=env["ENTRA_CLIENT_SECRET"],
+        authority=f"{env['ENTRA_AUTHORITY_HOST']}/{env['ENTRA_TENANT_ID']}",
+        http_client=http,
+        instance_discovery=False,
+    )
+    return app.acquire_token_for_client([f"{env['ENTRA_GRAPH_URL']}/.default"])["access_token"]
+
+
+def test_cli_prints_evalable_exports_and_serves_until_sigterm(tmp_path: Path) -> None:
+    process = _start("--users", "12", "--devices", "3", "--seed", "5", "--fault", "throttle=0",
+                     "--permissions", "User.Read.All")  # fmt: skip
     try:
         env = _exports(process)
         assert sorted(env) == [
@@ -49,14 +66,7 @@ def test_cli_prints_evalable_exports_and_serves_until_sigterm(tmp_path: Path) ->
         assert process.stderr is not None
         assert "Graph emulator at https://127.0.0.1:" in process.stderr.readline()
         http = httpx.Client(verify=ssl.create_default_context(cafile=env["ENTRA_CA_BUNDLE"]))
-        app = msal.ConfidentialClientApplication(
-            env["ENTRA_CLIENT_ID"],
-            client_credential=env["ENTRA_CLIENT_SECRET"],
-            authority=f"{env['ENTRA_AUTHORITY_HOST']}/{env['ENTRA_TENANT_ID']}",
-            http_client=http,
-            instance_discovery=False,
-        )
-        token = app.acquire_token_for_client([f"{env['ENTRA_GRAPH_URL']}/.default"])["access_token"]
+        token = _token(env, http)
         headers = {"Authorization": f"Bearer {token}"}
         users = http.get(f"{env['ENTRA_GRAPH_URL']}/v1.0/users?$top=999", headers=headers).json()
         assert len(users["value"]) == 12
@@ -82,28 +92,14 @@ def test_cli_rejects_a_bad_fault_with_the_allowed_names() -> None:
 
 def test_worker_processes_share_one_sign_in_limit_and_stop_with_the_parent() -> None:
     # Graph time at 0.1: a Graph minute lasts 6 s, time enough for the reads below.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "entra_pipeline.cli", "emulator", "--users", "12", "--devices", "3",
-         "--workers", "2", "--cost-model", "0.1", "--fault", "signin-throttle=3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    process = _start("--users", "12", "--devices", "3", "--workers", "2", "--cost-model", "0.1",
+                     "--fault", "signin-throttle=3")  # fmt: skip
     try:
         env = _exports(process)
         assert process.stderr is not None
         assert "in 2 worker processes" in process.stderr.readline()
         verify = ssl.create_default_context(cafile=env["ENTRA_CA_BUNDLE"])
-        app = msal.ConfidentialClientApplication(
-            env["ENTRA_CLIENT_ID"],
-            client_credential=env["ENTRA_CLIENT_SECRET"],
-            authority=f"{env['ENTRA_AUTHORITY_HOST']}/{env['ENTRA_TENANT_ID']}",
-            http_client=httpx.Client(verify=verify),
-            instance_discovery=False,
-        )
-        token = app.acquire_token_for_client([f"{env['ENTRA_GRAPH_URL']}/.default"])["access_token"]
+        token = _token(env, httpx.Client(verify=verify))
         answers = []
         for _ in range(12):  # a connection each: the kernel hands each to one of the workers
             with httpx.Client(verify=verify) as http:

@@ -240,11 +240,15 @@ class GraphResources:
                 self._range_cache[key] = found
         return found
 
-    def prepare_range_keys(self) -> None:
-        """Sort the keys range filters read now, not at the first such request (before worker
-        processes are forked, so that they share one sorted copy instead of each building it)."""
+    def prepare_indexes(self) -> None:
+        """Build now, not at the first request that needs them, the sorted keys range filters
+        read and every group's transitive member slots (before worker processes are forked, so
+        that they share one copy instead of each building its own)."""
         for kind, prop in _RANGE_KEYS.items():
             self.tenant.key_order(kind, prop)
+        for group in range(self.tenant.total("group")):
+            for kind in ("user", "group", "device"):
+                self.tenant.member_slots(group, kind, transitive=True)
 
     def _range_slots(self, kind: str, text: str) -> list[int] | None:
         unset = _UNSET_FILTER.match(text or "")

@@ -268,7 +268,7 @@ class Emulator:
         if self.costs is not None:
             self.costs.share()
         self.faults.share()
-        self.resources.prepare_range_keys()
+        self.resources.prepare_indexes()
         ready, told = os.pipe()
         for number in range(count):
             pid = os.fork()

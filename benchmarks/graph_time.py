@@ -37,6 +37,7 @@ from sync_job import RssSampler, write_config
 import entra_pipeline.graph.client as graph_client
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator.costs import CostModel, request_cost
+from entra_pipeline.graph.client import PACE_MARGIN
 from entra_pipeline.graph.collections import DEVICES, SIGN_IN_ACTIVITY, USERS
 from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.resources import ConnectorResource
@@ -249,7 +250,8 @@ def main() -> int:
     sign_in_pages = math.ceil(args.users / SIGN_IN_ACTIVITY.page_size)
     print(
         f"sign-in pass (paced, 10 requests a minute): {sign_in_pages:,} requests, "
-        f"{(sign_in_pages - 1) / 10:.0f} min" + ("" if args.sign_in else " (not in the timed run)")
+        f"{(sign_in_pages - 1) / 10 * PACE_MARGIN:.0f} min"
+        + ("" if args.sign_in else " (not in the timed run)")
     )
     print(
         f"client CPU: {cpu:.1f} s, {cpu / (objects / 100_000):.2f} s per 100k objects; "

@@ -23,7 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from entra_pipeline.graph.client import MAX_BATCH, GraphClient, RequestStats, Row
+from entra_pipeline.graph.client import (
+    MAX_BATCH,
+    PACE_MARGIN,
+    GraphClient,
+    RequestStats,
+    Row,
+)
 from entra_pipeline.graph.collections import (
     DEVICES,
     GROUP_MEMBERS,
@@ -213,7 +219,7 @@ def extract_sign_in_activity(
     # Counted under a label of its own: this request reads no signInActivity and is not paced.
     users = count(client, SIGN_IN_ACTIVITY, None, label=f"{SIGN_IN_ACTIVITY.table} (count)")
     pages = max(1, math.ceil(users / SIGN_IN_ACTIVITY.page_size))
-    minutes = (pages - 1) / per_minute
+    minutes = (pages - 1) / per_minute * PACE_MARGIN
     logger.info(
         "sign_in_activity: %s users, %d pages of %d, paced at %g requests a minute: about %s",
         f"{users:,}",

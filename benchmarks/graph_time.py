@@ -87,10 +87,10 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """Each step's wall time in the run, from its start and success (or failure) events."""
+def _step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
+    """Each step's (start, end) in the run, from its start and success (or failure) events."""
     started: dict[str, float] = {}
-    seconds: dict[str, float] = {}
+    spans: dict[str, tuple[float, float]] = {}
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None or event.step_key is None:
@@ -105,8 +105,8 @@ def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]
             )
             and event.step_key in started
         ):
-            seconds[event.step_key] = entry.timestamp - started[event.step_key]
-    return seconds
+            spans[event.step_key] = (started[event.step_key], entry.timestamp)
+    return spans
 
 
 def _materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
@@ -198,7 +198,7 @@ def main() -> int:
                 cpu_after.ru_stime - cpu_before.ru_stime
             )
             raw = _materializations(instance, results[CONNECTOR_JOB].run_id)
-            steps = {job: _step_seconds(instance, result.run_id) for job, result in results.items()}
+            steps = {job: _step_spans(instance, result.run_id) for job, result in results.items()}
             emulator_cpu = tree_cpu_seconds(emulator.pid)
             bare_cpu, bare_objects = bare_loop_cpu(env, args.bare_sample)
     finally:
@@ -222,8 +222,14 @@ def main() -> int:
             f"{meta['graph_throttled']:>6}{clock.collection(table) / 60:>8.1f} min"
         )
     for job, seconds in timings.items():
-        slowest = sorted(steps[job].items(), key=lambda item: -item[1])[:6]
-        print(f"{job} slowest steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in slowest))
+        slowest = sorted(steps[job].items(), key=lambda item: item[1][0] - item[1][1])[:6]
+        print(
+            f"{job} slowest steps (wall, peak RSS): "
+            + ", ".join(
+                f"{k} {end - start:.0f} s {sampler.peak_between(start, end)} MiB"
+                for k, (start, end) in slowest
+            )
+        )
         outcome = "success" if results[job].success else "FAILED"
         print(
             f"{job}: {outcome}, {seconds:.1f} s here -> projected real-Graph time "

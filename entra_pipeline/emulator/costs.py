@@ -31,6 +31,16 @@ from typing import Any
 
 _LEVEL, _UPDATED, _CHARGED, _REFUSED = range(4)  # CostModel._state
 
+
+def shared_values(values: list[float]) -> tuple[Any, Any]:
+    """`values` as an array of doubles in shared memory, and a lock for it: what processes
+    forked afterwards read and update together (the emulator's `--workers`)."""
+    context = multiprocessing.get_context("fork")
+    shared = context.RawArray("d", len(values))
+    shared[:] = values
+    return shared, context.Lock()
+
+
 # RU per request by path shape (the limits page's table); anything else costs 1.
 _BASE_COSTS = (
     ("/transitiveMembers", 5),
@@ -91,10 +101,7 @@ class CostModel:
     def share(self) -> None:
         """Keep the bucket in shared memory, so that worker processes forked after this call
         draw on one bucket, as all of an app's requests do on Graph."""
-        context = multiprocessing.get_context("fork")
-        state = context.RawArray("d", len(self._state))
-        state[:] = list(self._state)
-        self._state, self._lock = state, context.Lock()
+        self._state, self._lock = shared_values(list(self._state))
 
     def now(self) -> float:
         """Graph time, in seconds."""

@@ -6,13 +6,14 @@ Also the token-lifetime and sign-in-activity-throttle knobs, since they are swit
 from __future__ import annotations
 
 import math
-import multiprocessing
 import random
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from entra_pipeline.emulator.costs import shared_values
 
 # Fault kinds: what the emulator does instead of (or before) answering normally.
 THROTTLE = "throttle"  # 429 TooManyRequests + Retry-After
@@ -150,10 +151,7 @@ class Faults:
     def share(self) -> None:
         """Count signInActivity reads in shared memory, so that worker processes forked after
         this call enforce one per-minute limit together, as Graph does per app and tenant."""
-        context = multiprocessing.get_context("fork")
-        ring = context.RawArray("d", (self.sign_in_per_minute or 0) + 1)
-        ring[:] = list(self._sign_in_ring())
-        self._sign_ins, self._sign_in_lock = ring, context.Lock()
+        self._sign_ins, self._sign_in_lock = shared_values(list(self._sign_in_ring()))
 
     def _sign_in_ring(self) -> Any:
         limit = self.sign_in_per_minute or 0

@@ -31,7 +31,7 @@ from entra_pipeline.emulator.query import (
     type_name,
 )
 from entra_pipeline.emulator.schema import DEFAULT_SELECT, PROPERTIES
-from entra_pipeline.emulator.tenant import ODATA_TYPES, Tenant
+from entra_pipeline.emulator.tenant import KINDS, ODATA_TYPES, Tenant
 
 DEFAULT_PAGE = 100
 EXPANDED_MEMBERS_CAP = 20  # Graph returns at most 20 objects of an expanded member collection
@@ -247,7 +247,7 @@ class GraphResources:
         for kind, prop in _RANGE_KEYS.items():
             self.tenant.key_order(kind, prop)
         for group in range(self.tenant.total("group")):
-            for kind in ("user", "group", "device"):
+            for kind in KINDS:
                 self.tenant.member_slots(group, kind, transitive=True)
 
     def _range_slots(self, kind: str, text: str) -> list[int] | None:

@@ -256,10 +256,7 @@ class Emulator:
         if config.workers > 1:
             self._fork_workers(config.workers)
         else:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-            )
-            self._thread.start()
+            self._thread = self._serving()
 
     def _fork_workers(self, count: int) -> None:
         """Fork `count` processes, each listening on the port with SO_REUSEPORT (the kernel hands
@@ -300,26 +297,25 @@ class Emulator:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
         if hasattr(signal, "SIGUSR1"):
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-        serving = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        )
-        serving.start()
+        self._serving()
         while not stop.wait(0.5):
             pass
         self._server.shutdown()
         self._server.close_connections()
 
+    def _serving(self) -> threading.Thread:
+        """Serve requests on a daemon thread of this process."""
+        thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        thread.start()
+        return thread
+
     def dead_workers(self) -> list[tuple[int, int]]:
         """(pid, wait status) of the worker processes that ended (they should not, until stop)."""
-        dead = []
-        for pid in list(self._workers):
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done, status = pid, 0
-            if done:
-                self._workers.remove(pid)
-                dead.append((pid, status))
+        dead = [(pid, status) for pid in self._workers if (status := _reap(pid)) is not None]
+        for pid, _ in dead:
+            self._workers.remove(pid)
         return dead
 
     @property
@@ -412,6 +408,15 @@ def running_emulator(config: EmulatorConfig | None = None) -> Iterator[Emulator]
         emulator.stop()
 
 
+def _reap(pid: int) -> int | None:
+    """The wait status of child `pid` if it has ended (reaping it), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already
+        return 0
+    return status if done else None
+
+
 def _stop_workers(pids: list[int], grace_seconds: float = 5.0) -> None:
     """SIGTERM each worker and reap it; one still running after the grace period is killed."""
     for pid in pids:
@@ -420,13 +425,7 @@ def _stop_workers(pids: list[int], grace_seconds: float = 5.0) -> None:
     deadline = time.monotonic() + grace_seconds
     waiting = set(pids)
     while waiting:
-        for pid in list(waiting):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                waiting.discard(pid)
+        waiting = {pid for pid in waiting if _reap(pid) is None}
         if waiting and time.monotonic() > deadline:
             for pid in waiting:
                 with contextlib.suppress(ProcessLookupError):

@@ -3,19 +3,17 @@ once ever, through the append-only ledger; `mdm.invitations` is rebuilt from it 
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import dagster as dg
 import duckdb
-import polars as pl
 from dagster import AssetExecutionContext
 
 from entra_pipeline.graph_session import recorded_graph_client, tenant_guid
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.ledger import (
     INVITATION_COLUMNS,
-    Invitation,
+    STATE_VIEW,
     InvitationLedger,
     Letter,
     Recipient,
@@ -26,6 +24,7 @@ from entra_pipeline.user_source.ledger import (
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
 from entra_pipeline.warehouse.docs import CONNECTOR_DOC, TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.sql import literal, quoted
 
 INVITATIONS_DESCRIPTION = "One invitation per user ever invited: pending, sent or failed."
 # Templates with these names, when configured, are the invitation e-mail's subject and body.
@@ -49,34 +48,32 @@ def mdm_invitations(
     settings = connector.settings
     options = settings.user_source
     ledger = InvitationLedger(ledger_path(warehouse.path))
-    with warehouse.reader() as con:
-        recipients = _recipients(con) if options.auto_invite else []
-        templated = _templated_letters(con, options) if options.auto_invite else {}
     if not options.auto_invite:
         context.log.info("user_source.auto_invite is false: nobody is invited this run.")
     # The ledger is keyed by the tenant's GUID, however the config names the tenant.
     with recorded_graph_client(connector, warehouse) as client:
         tenant = TenantKey(settings.tenant_id, tenant_guid(settings.tenant_id, client))
-    report, invitations = invite(
-        ledger,
-        tenant=tenant,
-        run_id=warehouse.run.run_id,
-        recipients=recipients,
-        smtp=options.smtp if options.auto_invite else None,
-        compose=_composer(options.name, templated),
-    )
-    for email, error in report.failures:
-        context.log.warning(f"The invitation to {email} could not be sent: {error}")
-    if report.smtp_unavailable:
-        context.log.warning(
-            f"{report.deferred} invitation(s) stay pending: {report.smtp_unavailable}"
-        )
-    context.log.info(
-        f"Invitations: {report.recorded} new, {report.sent} sent, {report.failed} failed, "
-        f"{report.deferred} deferred (ledger {ledger.path})"
-    )
     with warehouse.transaction() as con:
-        rows = load_invitations(con, warehouse, settings.connector_name, invitations.values())
+        report = invite(
+            ledger,
+            con,
+            tenant=tenant,
+            run_id=warehouse.run.run_id,
+            recipients=RECIPIENTS_SQL if options.auto_invite else None,
+            smtp=options.smtp if options.auto_invite else None,
+            compose=_composer(options.name),
+        )
+        for email, error in report.failures:
+            context.log.warning(f"The invitation to {email} could not be sent: {error}")
+        if report.smtp_unavailable:
+            context.log.warning(
+                f"{report.deferred} invitation(s) stay pending: {report.smtp_unavailable}"
+            )
+        context.log.info(
+            f"Invitations: {report.recorded} new, {report.sent} sent, {report.failed} failed, "
+            f"{report.deferred} deferred (ledger {ledger.path})"
+        )
+        rows = load_invitations(con, warehouse, settings.connector_name)
         metadata = warehouse.table_metadata(con, "mdm.invitations", rows)
     return dg.MaterializeResult(
         metadata={
@@ -91,27 +88,23 @@ def mdm_invitations(
     )
 
 
-def _recipients(con: duckdb.DuckDBPyConnection) -> list[Recipient]:
-    rows = con.execute(
-        "SELECT id, userPrincipalName, mail, displayName FROM mdm.users "
-        "WHERE accountEnabled AND mail IS NOT NULL ORDER BY userPrincipalName, id"
-    ).fetchall()
-    return [Recipient(*row) for row in rows]
-
-
-def _templated_letters(
-    con: duckdb.DuckDBPyConnection, options: UserSourceOptions
-) -> dict[str, tuple[str | None, str | None]]:
-    """(subject, body) per user from the `invitation_subject` / `invitation_body` templates."""
-    if SUBJECT_TEMPLATE not in options.templates and BODY_TEMPLATE not in options.templates:
-        return {}
-    rows = con.execute(
-        "SELECT u.id, s.rendered, b.rendered FROM mdm.users u "
-        "LEFT JOIN mdm.rendered_templates s ON s.user_id = u.id AND s.template = $subject "
-        "LEFT JOIN mdm.rendered_templates b ON b.user_id = u.id AND b.template = $body",
-        {"subject": SUBJECT_TEMPLATE, "body": BODY_TEMPLATE},
-    ).fetchall()
-    return {user_id: (subject, body) for user_id, subject, body in rows}
+# Who may be invited now: enabled users with an e-mail, with the `invitation_subject` /
+# `invitation_body` templates rendered for them when those are configured.
+RECIPIENTS_SQL = f"""
+SELECT
+    u.id AS user_id,
+    u.userPrincipalName,
+    u.mail AS email,
+    u.displayName,
+    s.rendered AS subject,
+    b.rendered AS body
+FROM mdm.users AS u
+LEFT JOIN mdm.rendered_templates AS s
+    ON u.id = s.user_id AND s.template = {literal(SUBJECT_TEMPLATE)}
+LEFT JOIN mdm.rendered_templates AS b
+    ON u.id = b.user_id AND b.template = {literal(BODY_TEMPLATE)}
+WHERE u.accountEnabled AND u.mail IS NOT NULL
+"""
 
 
 def default_letter(source: str, recipient: Recipient) -> Letter:
@@ -128,35 +121,27 @@ def default_letter(source: str, recipient: Recipient) -> Letter:
     )
 
 
-def _composer(
-    source: str, templated: dict[str, tuple[str | None, str | None]]
-) -> Callable[[Recipient], Letter]:
+def _composer(source: str) -> Callable[[Recipient], Letter]:
     def compose(recipient: Recipient) -> Letter:
         default = default_letter(source, recipient)
-        subject, body = templated.get(recipient.user_id, (None, None))
-        return Letter(subject or default.subject, body or default.body)
+        return Letter(recipient.subject or default.subject, recipient.body or default.body)
 
     return compose
 
 
-def load_invitations(
-    con: duckdb.DuckDBPyConnection,
-    warehouse: Warehouse,
-    connector: str,
-    invitations: Iterable[Invitation],
-) -> int:
-    """Replace mdm.invitations with the ledger's invitations of the tenant (`connector`: the
-    connector_name the rows carry)."""
-    frame = pl.DataFrame(
-        [vars(invitation) for invitation in invitations],
-        schema={name: _POLARS_TYPES[kind] for name, kind in INVITATION_COLUMNS.items()},
+def load_invitations(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, connector: str) -> int:
+    """Replace mdm.invitations with the ledger's invitations of the tenant, as `invite` left
+    them in `con` (`connector`: the connector_name the rows carry)."""
+    columns = ", ".join(
+        f"CAST({quoted(name)} AS {kind}) AS {quoted(name)}"
+        for name, kind in INVITATION_COLUMNS.items()
+        if name != "tenant_id"
     )
-    con.register("invitations_frame", frame)
     rows = warehouse.replace_table(
         con,
         "mdm.invitations",
-        "SELECT tenant_id, CAST($connector AS VARCHAR) AS connector, * EXCLUDE (tenant_id) "
-        "FROM invitations_frame ORDER BY recorded_at, userPrincipalName, user_id",
+        f"SELECT CAST(tenant_id AS VARCHAR) AS tenant_id, CAST($connector AS VARCHAR) AS connector, "
+        f"{columns} FROM {STATE_VIEW} ORDER BY recorded_at, userPrincipalName, user_id",
         {"connector": connector},
     )
     document_table(con, "mdm.invitations", INVITATIONS_DESCRIPTION, INVITATION_DOCS)
@@ -177,10 +162,4 @@ INVITATION_DOCS = {
     "error": "Why the invitation failed; null unless failed. A run that stopped while sending "
     "marks it failed rather than send it twice.",
     "note": "Why a pending invitation was not sent yet, e.g. no SMTP server configured.",
-}
-
-
-_POLARS_TYPES: dict[str, pl.DataType] = {
-    "VARCHAR": pl.String(),
-    "TIMESTAMPTZ": pl.Datetime("us", "UTC"),
 }

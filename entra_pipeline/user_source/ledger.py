@@ -13,16 +13,20 @@ import os
 import re
 import smtplib
 import ssl
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Literal
 
+import duckdb
+import polars as pl
+
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import SmtpSettings
 from entra_pipeline.warehouse.files import PRIVATE_FILE, exclusive_lock, make_private
+from entra_pipeline.warehouse.sql import literal, quoted
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +108,14 @@ class InvitationLedger:
             yield self
 
     def invitations(self, tenant: TenantKey) -> dict[str, Invitation]:
-        """Every invitation of `tenant`, by user id, in the order they were recorded.
-
-        An event is the tenant's when it carries the tenant's GUID. Events written before the
-        ledger carried GUIDs have only the configured text (a domain, or a GUID in any case);
-        they count by the user's object id alone, which no other tenant's user has.
-        """
-        state: dict[str, Invitation] = {}
-        for event in self._events():
-            if event.get("tenant_guid", tenant.guid) == tenant.guid:
-                _apply(state, event)
-        return state
+        """Every invitation of `tenant`, by user id, in the order they were recorded (folded by
+        the same SQL as a run's, in a DuckDB of its own: for inspection and tests)."""
+        with contextlib.closing(duckdb.connect()) as con:
+            Journal(self, con, tenant)
+            rows = con.execute(
+                f"SELECT {', '.join(INVITATION_COLUMNS)} FROM {STATE_VIEW} ORDER BY recorded_seq"
+            ).fetchall()
+        return {row[1]: Invitation(*row) for row in rows}
 
     def append(self, events: Sequence[dict[str, Any]]) -> None:
         """Append `events` and flush them to disk before returning."""
@@ -133,13 +134,8 @@ class InvitationLedger:
         if created:
             _fsync_directory(self.path.parent)
 
-    def record(self, state: dict[str, Invitation], events: Sequence[dict[str, Any]]) -> None:
-        """Append `events` (on disk when this returns) and apply them to `state`."""
-        self.append(events)
-        for event in events:
-            _apply(state, event)
-
-    def _events(self) -> Iterator[dict[str, Any]]:
+    def events(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, event) for each line of the ledger, in order."""
         if not self.path.exists():
             return
         with open(self.path, encoding="utf-8") as handle:
@@ -147,7 +143,7 @@ class InvitationLedger:
                 if not line.strip():
                     continue
                 try:
-                    yield json.loads(line)
+                    yield number, json.loads(line)
                 except ValueError:
                     # Only a crash mid-write leaves a broken line, and it was never followed by
                     # an e-mail: every `sending` line is on disk before its e-mail goes out.
@@ -166,42 +162,6 @@ class InvitationLedger:
                 os.fsync(handle.fileno())
 
 
-def _apply(state: dict[str, Invitation], event: dict[str, Any]) -> None:
-    kind: Event = event["event"]
-    at = datetime.fromisoformat(event["at"])
-    user_id = event["user_id"]
-    if kind == "recorded":
-        state.setdefault(
-            user_id,
-            Invitation(
-                tenant_id=event["tenant_id"],
-                user_id=user_id,
-                userPrincipalName=event.get("userPrincipalName"),
-                email=event["email"],
-                status="pending",
-                recorded_at=at,
-                recorded_run_id=event["run_id"],
-                note=event.get("note"),
-            ),
-        )
-        return
-    invitation = state.get(user_id)
-    if invitation is None:
-        return
-    if kind == "deferred":
-        invitation.note = event.get("note")
-    elif kind == "sending":
-        # Until `sent` or `failed` follows, the e-mail may or may not have gone out.
-        invitation.email = event["email"]
-        invitation.attempted_at = at
-        invitation.status, invitation.error, invitation.note = "failed", OUTCOME_UNKNOWN, None
-    elif kind == "sent":
-        invitation.status, invitation.completed_at, invitation.error = "sent", at, None
-    elif kind == "failed":
-        invitation.status, invitation.completed_at = "failed", at
-        invitation.error = event.get("error")
-
-
 def _fsync_directory(directory: Path) -> None:
     descriptor = os.open(directory, os.O_RDONLY)
     try:
@@ -210,14 +170,165 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+# The ledger's events of one tenant in a run's DuckDB connection (temporary: never published),
+# the fold of them (one row per invitation) and the run's working sets.
+EVENTS_TABLE = "invitation_events"
+STATE_VIEW = "invitation_state"
+RECIPIENTS_TABLE = "invitation_recipients"
+NEW_TABLE = "invitation_new"
+QUEUE_TABLE = "invitation_queue"
+# Events read, recorded or inserted at a time: memory stays flat whatever the ledger's length.
+BATCH_SIZE = 20_000
+_EVENT_FIELDS = (
+    "event",
+    "tenant_id",
+    "user_id",
+    "run_id",
+    "at",
+    "userPrincipalName",
+    "email",
+    "note",
+    "error",
+)
+
+
+class Journal:
+    """The ledger of one tenant loaded into temporary DuckDB tables of `con`, kept in step with
+    what the run appends: `record` puts events on disk first, then in the table (in batches).
+
+    A user's state is the fold of their events after the first `recorded` one (`STATE_VIEW`):
+    each field takes the value of the last event that sets it. Folded in SQL, not in Python
+    objects, so a ledger of millions of users costs DuckDB's buffer, not one object each.
+    """
+
+    def __init__(
+        self, ledger: InvitationLedger, con: duckdb.DuckDBPyConnection, tenant: TenantKey
+    ) -> None:
+        self.ledger, self.con, self.tenant = ledger, con, tenant
+        self._buffer: list[tuple[int, dict[str, Any]]] = []
+        self._next = 1
+        columns = ", ".join(f"{quoted(f)} VARCHAR" for f in _EVENT_FIELDS if f != "at")
+        con.execute(
+            f'CREATE OR REPLACE TEMP TABLE {EVENTS_TABLE} (seq BIGINT, "at" TIMESTAMPTZ, {columns})'
+        )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {STATE_VIEW} AS {_FOLD_SQL}")
+        for number, event in ledger.events():
+            self._next = number + 1
+            # Events written before the ledger carried GUIDs have only the configured text (a
+            # domain, or a GUID in any case); they count by the user's object id alone, which
+            # no other tenant's user has.
+            if event.get("tenant_guid", tenant.guid) == tenant.guid:
+                self._buffer.append((number, event))
+                if len(self._buffer) >= BATCH_SIZE:
+                    self.flush()
+        self.flush()
+
+    def record(self, events: Sequence[dict[str, Any]]) -> None:
+        """Append `events` to the ledger (on disk when this returns); the table follows."""
+        self.ledger.append(events)
+        for event in events:
+            self._buffer.append((self._next, event))
+            self._next += 1
+        if len(self._buffer) >= BATCH_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        """Insert the buffered events into the table: before anything reads the state."""
+        if not self._buffer:
+            return
+        frame = pl.DataFrame(
+            {
+                "seq": [number for number, _ in self._buffer],
+                **{f: [e.get(f) for _, e in self._buffer] for f in _EVENT_FIELDS},
+            },
+            schema={"seq": pl.Int64, **dict.fromkeys(_EVENT_FIELDS, pl.String)},
+        )
+        self._buffer = []
+        self.con.register("invitation_events_batch", frame)
+        try:
+            self.con.execute(
+                f"INSERT INTO {EVENTS_TABLE} BY NAME "
+                'SELECT * REPLACE (CAST("at" AS TIMESTAMPTZ) AS "at") FROM invitation_events_batch'
+            )
+        finally:
+            self.con.unregister("invitation_events_batch")
+
+    def batches(
+        self, table: str, columns: str, *, after: int = 0
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of a working table (`n` numbers them from 1) after the first `after`,
+        BATCH_SIZE at a time."""
+        total = self.count(table)
+        for start in range(after, total, BATCH_SIZE):
+            yield self.con.execute(
+                f"SELECT {columns} FROM {table} WHERE n > $start AND n <= $end ORDER BY n",
+                {"start": start, "end": start + BATCH_SIZE},
+            ).fetchall()
+
+    def count(self, table: str) -> int:
+        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+
+
+_SETS_STATUS = "e.event IN ('sending', 'sent', 'failed')"
+_SETS_NOTE = "e.event IN ('deferred', 'sending')"
+# `recorded` starts an invitation (a second one is ignored); `deferred` sets its note; `sending`
+# its address and attempt, failed with the outcome unknown until `sent` or `failed` follows (the
+# e-mail may or may not have gone out), no note; `sent` and `failed` its status and completion.
+# arg_max_null: the last event's value even when it is null (arg_max skips null values).
+_FOLD_SQL = f"""
+WITH first AS (
+    SELECT * FROM {EVENTS_TABLE} WHERE event = 'recorded'
+    QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY seq) = 1
+),
+later AS (
+    SELECT
+        e.user_id,
+        arg_max_null(e.email, e.seq) FILTER (WHERE e.event = 'sending') AS email,
+        arg_max_null(e."at", e.seq) FILTER (WHERE e.event = 'sending') AS attempted_at,
+        arg_max_null(CASE e.event WHEN 'sent' THEN 'sent' ELSE 'failed' END, e.seq)
+            FILTER (WHERE {_SETS_STATUS}) AS status,
+        arg_max_null(
+            CASE e.event WHEN 'sending' THEN {literal(OUTCOME_UNKNOWN)} WHEN 'failed' THEN e.error END,
+            e.seq
+        ) FILTER (WHERE {_SETS_STATUS}) AS error,
+        arg_max_null(e."at", e.seq) FILTER (WHERE e.event IN ('sent', 'failed')) AS completed_at,
+        count(*) FILTER (WHERE {_SETS_NOTE}) AS notes,
+        arg_max_null(CASE e.event WHEN 'deferred' THEN e.note END, e.seq)
+            FILTER (WHERE {_SETS_NOTE}) AS note
+    FROM {EVENTS_TABLE} AS e
+    INNER JOIN first AS f ON e.user_id = f.user_id AND e.seq > f.seq
+    GROUP BY e.user_id
+)
+SELECT
+    f.tenant_id,
+    f.user_id,
+    f.userPrincipalName,
+    coalesce(l.email, f.email) AS email,
+    coalesce(l.status, 'pending') AS status,
+    f."at" AS recorded_at,
+    f.run_id AS recorded_run_id,
+    l.attempted_at,
+    l.completed_at,
+    l.error,
+    CASE WHEN coalesce(l.notes, 0) > 0 THEN l.note ELSE f.note END AS note,
+    f.seq AS recorded_seq
+FROM first AS f
+LEFT JOIN later AS l ON f.user_id = l.user_id
+"""
+
+
 @dataclass(frozen=True)
 class Recipient:
-    """A user who may be invited now: enabled, with an e-mail address."""
+    """A user who may be invited now: enabled, with an e-mail address (and, when templates
+    render them, the invitation's subject and body)."""
 
     user_id: str
     userPrincipalName: str | None
     email: str
     displayName: str | None = None
+    subject: str | None = None
+    body: str | None = None
 
 
 @dataclass(frozen=True)
@@ -339,18 +450,26 @@ def invitation_message(
     return message
 
 
+RECIPIENT_COLUMNS = ("user_id", "userPrincipalName", "email", "displayName", "subject", "body")
+
+
 def invite(
     ledger: InvitationLedger,
+    con: duckdb.DuckDBPyConnection,
     *,
     tenant: TenantKey,
     run_id: str,
-    recipients: Iterable[Recipient],
+    recipients: str | None,
     smtp: SmtpSettings | None,
     compose: Callable[[Recipient], Letter],
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> tuple[InvitationReport, dict[str, Invitation]]:
+) -> InvitationReport:
     """Record an invitation for each recipient never invited before and, with SMTP, send every
-    pending one; returns what happened and the ledger's invitations of the tenant afterwards.
+    pending one; returns what happened. Afterwards `STATE_VIEW` in `con` holds the ledger's
+    invitations of the tenant (INVITATION_COLUMNS, and `recorded_seq`: their order).
+
+    `recipients` is a query over `con` with RECIPIENT_COLUMNS (None: nobody); new ones are
+    recorded by userPrincipalName, then id, and pending ones sent in the order recorded.
 
     Each invitation gets at most one delivery attempt. Its `sending` event is on disk before the
     e-mail is handed over, so a crash between the two reads back as `failed` (outcome unknown)
@@ -359,41 +478,52 @@ def invite(
     """
     report = InvitationReport()
     with ledger.locked():
-        state = ledger.invitations(tenant)
-        current = {r.user_id: r for r in recipients}
-        note = None if smtp else NOT_CONFIGURED
-        new = [r for user_id, r in current.items() if user_id not in state]
-        ledger.record(
-            state,
-            [
-                _event(
-                    "recorded",
-                    tenant,
-                    r.user_id,
-                    run_id,
-                    now(),
-                    userPrincipalName=r.userPrincipalName,
-                    email=r.email,
-                    note=note,
-                )
-                for r in new
-            ],
+        journal = Journal(ledger, con, tenant)
+        query = (
+            recipients or f"SELECT {', '.join(f'NULL AS {c}' for c in RECIPIENT_COLUMNS)} LIMIT 0"
         )
-        report.recorded = len(new)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {RECIPIENTS_TABLE} AS "
+            f"SELECT {', '.join(RECIPIENT_COLUMNS)} FROM ({query})"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {NEW_TABLE} AS "
+            "SELECT row_number() OVER (ORDER BY r.userPrincipalName, r.user_id) AS n, r.* "
+            f"FROM {RECIPIENTS_TABLE} AS r ANTI JOIN {STATE_VIEW} AS s USING (user_id)"
+        )
+        note = None if smtp else NOT_CONFIGURED
+        for batch in journal.batches(NEW_TABLE, "user_id, userPrincipalName, email"):
+            journal.record(
+                [
+                    _event(
+                        "recorded",
+                        tenant,
+                        user_id,
+                        run_id,
+                        now(),
+                        userPrincipalName=upn,
+                        email=email,
+                        note=note,
+                    )
+                    for user_id, upn, email in batch
+                ]
+            )
+            report.recorded += len(batch)
+        journal.flush()
         if smtp is not None:
-            pending = [
-                current[i.user_id]
-                for i in state.values()
-                if i.status == "pending" and i.user_id in current
-            ]
-            _send(ledger, state, pending, smtp, compose, tenant, run_id, now, report)
-        return report, state
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {QUEUE_TABLE} AS "
+                "SELECT row_number() OVER (ORDER BY s.recorded_seq) AS n, r.* "
+                f"FROM {RECIPIENTS_TABLE} AS r INNER JOIN {STATE_VIEW} AS s USING (user_id) "
+                "WHERE s.status = 'pending'"
+            )
+            _send(journal, smtp, compose, tenant, run_id, now, report)
+            journal.flush()
+        return report
 
 
 def _send(
-    ledger: InvitationLedger,
-    state: dict[str, Invitation],
-    pending: list[Recipient],
+    journal: Journal,
     smtp: SmtpSettings,
     compose: Callable[[Recipient], Letter],
     tenant: TenantKey,
@@ -401,60 +531,65 @@ def _send(
     now: Callable[[], datetime],
     report: InvitationReport,
 ) -> None:
+    pending = journal.count(QUEUE_TABLE)
+    position = 0
     with InvitationMailer(smtp) as mailer:
-        for position, recipient in enumerate(pending):
-            try:
-                mailer.open()
-            except SmtpUnavailableError as error:
-                reason = f"not sent yet: {error}; the next run tries again"
-                report.smtp_unavailable = str(error)
-                report.deferred = len(pending) - position
-                ledger.record(
-                    state,
-                    [
-                        _event("deferred", tenant, r.user_id, run_id, now(), note=reason)
-                        for r in pending[position:]
-                    ],
-                )
-                return
-            try:
-                message = invitation_message(smtp, recipient, compose(recipient), tenant)
-            except ValueError as error:
-                # Nothing was handed over: this user's invitation fails, the others go on.
-                text = redact(f"the e-mail could not be built: {error}")
-                ledger.record(
-                    state,
-                    [_event("failed", tenant, recipient.user_id, run_id, now(), error=text)],
-                )
-                report.failed += 1
-                report.failures.append((recipient.email, text))
-                continue
-            ledger.record(
-                state,
-                [
-                    _event(
-                        "sending",
-                        tenant,
-                        recipient.user_id,
-                        run_id,
-                        now(),
-                        email=recipient.email,
-                    )
-                ],
-            )
-            try:
-                mailer.send(message)
-            except (smtplib.SMTPException, OSError) as error:
-                text = describe_smtp_error(error)
-                ledger.record(
-                    state,
-                    [_event("failed", tenant, recipient.user_id, run_id, now(), error=text)],
-                )
-                report.failed += 1
-                report.failures.append((recipient.email, text))
-            else:
-                ledger.record(state, [_event("sent", tenant, recipient.user_id, run_id, now())])
-                report.sent += 1
+        for batch in journal.batches(QUEUE_TABLE, ", ".join(RECIPIENT_COLUMNS)):
+            for recipient in (Recipient(*row) for row in batch):
+                try:
+                    mailer.open()
+                except SmtpUnavailableError as error:
+                    reason = f"not sent yet: {error}; the next run tries again"
+                    _defer(journal, position, reason, run_id, now)
+                    report.smtp_unavailable = str(error)
+                    report.deferred = pending - position
+                    return
+                position += 1
+                _send_one(journal, mailer, recipient, smtp, compose, tenant, run_id, now, report)
+
+
+def _send_one(
+    journal: Journal,
+    mailer: InvitationMailer,
+    recipient: Recipient,
+    smtp: SmtpSettings,
+    compose: Callable[[Recipient], Letter],
+    tenant: TenantKey,
+    run_id: str,
+    now: Callable[[], datetime],
+    report: InvitationReport,
+) -> None:
+    user_id = recipient.user_id
+    try:
+        message = invitation_message(smtp, recipient, compose(recipient), tenant)
+    except ValueError as error:
+        # Nothing was handed over: this user's invitation fails, the others go on.
+        text = redact(f"the e-mail could not be built: {error}")
+        journal.record([_event("failed", tenant, user_id, run_id, now(), error=text)])
+        report.failed += 1
+        report.failures.append((recipient.email, text))
+        return
+    journal.record([_event("sending", tenant, user_id, run_id, now(), email=recipient.email)])
+    try:
+        mailer.send(message)
+    except (smtplib.SMTPException, OSError) as error:
+        text = describe_smtp_error(error)
+        journal.record([_event("failed", tenant, user_id, run_id, now(), error=text)])
+        report.failed += 1
+        report.failures.append((recipient.email, text))
+    else:
+        journal.record([_event("sent", tenant, user_id, run_id, now())])
+        report.sent += 1
+
+
+def _defer(
+    journal: Journal, done: int, reason: str, run_id: str, now: Callable[[], datetime]
+) -> None:
+    """A `deferred` event for each queued invitation after the first `done`."""
+    for batch in journal.batches(QUEUE_TABLE, "user_id", after=done):
+        journal.record(
+            [_event("deferred", journal.tenant, u, run_id, now(), note=reason) for (u,) in batch]
+        )
 
 
 def _event(

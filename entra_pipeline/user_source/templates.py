@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import dagster as dg
-import duckdb
-import polars as pl
 
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import BUILTIN_TEMPLATE_VARIABLES, TEMPLATE_VAR_RE
 from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
 from entra_pipeline.warehouse.docs import CONNECTOR_DOC, TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.publish import Warehouse
-from entra_pipeline.warehouse.sql import quoted
+from entra_pipeline.warehouse.sql import literal, quoted
 
 RENDERED_TEMPLATES_DESCRIPTION = "Each configured template rendered for each user."
 RENDERED_TEMPLATES_DOCS = {
@@ -39,16 +36,6 @@ BUILTIN_VARIABLES = dict(
     )
 )
 
-RENDERED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "tenant_id": pl.String,
-    "connector": pl.String,
-    "user_id": pl.String,
-    "userPrincipalName": pl.String,
-    "template": pl.String,
-    "rendered": pl.String,
-    "missing_variables": pl.List(pl.String),
-}
-
 
 def template_parts(text: str) -> list[tuple[str, bool]]:
     """(piece, is_variable) in order: `Hi ${userFirstName}!` -> Hi , userFirstName, !."""
@@ -57,67 +44,67 @@ def template_parts(text: str) -> list[tuple[str, bool]]:
 
 
 def variable_column(name: str) -> str:
-    """The frame column of a template variable, apart from the key columns beside it."""
-    return f"var:{name}"
+    """The column of a template variable, apart from the key columns beside it."""
+    return quoted(f"var:{name}")
 
 
-def template_variables(con: duckdb.DuckDBPyConnection, attributes: Sequence[str]) -> pl.DataFrame:
-    """One row per user: tenant_id, connector, user_id, userPrincipalName and a column per
-    variable."""
-    builtins = ", ".join(
-        f"{quoted(column)} AS {quoted(variable_column(v))}"
-        for v, column in BUILTIN_VARIABLES.items()
-    )
-    frame = con.sql(
-        f"SELECT tenant_id, connector, id AS user_id, userPrincipalName, {builtins} FROM mdm.users "
-        "ORDER BY userPrincipalName, id"
-    ).pl()
-    values = con.sql("SELECT user_id, attribute, value FROM mdm.user_attributes").pl()
-    for attribute in attributes:
-        if attribute in BUILTIN_VARIABLES:
-            continue  # an attribute named like a built-in variable is shadowed by it
-        column = values.filter(pl.col("attribute") == attribute).select(
-            "user_id", pl.col("value").alias(variable_column(attribute))
-        )
-        frame = frame.join(column, on="user_id", how="left")
-    return frame
-
-
-def render_templates(variables: pl.DataFrame, templates: dict[str, str]) -> pl.DataFrame:
-    """Each template rendered per user; a variable without a value renders as empty text and is
-    listed in `missing_variables`."""
-    rendered = []
-    for name, text in templates.items():
-        parts = template_parts(text)
-        used = list(dict.fromkeys(piece for piece, is_variable in parts if is_variable))
-        pieces = [
-            pl.col(variable_column(piece)).cast(pl.String).fill_null("")
+def rendered_templates_sql(templates: dict[str, str]) -> str:
+    """One query rendering each template for each user of mdm.users (in DuckDB: no frame of
+    the whole tenant in Python); a variable without a value renders as empty text and is listed
+    in `missing_variables`."""
+    used = list(
+        dict.fromkeys(
+            piece
+            for text in templates.values()
+            for piece, is_variable in template_parts(text)
             if is_variable
-            else pl.lit(piece)
-            for piece, is_variable in parts
-        ]
-        missing = (
-            pl.concat_list(
-                [
-                    pl.when(pl.col(variable_column(v)).is_null()).then(pl.lit(v)).otherwise(None)
-                    for v in used
-                ]
-            ).list.drop_nulls()
-            if used
-            else pl.lit([], dtype=pl.List(pl.String))
         )
-        rendered.append(
-            variables.select(
-                "tenant_id",
-                "connector",
-                "user_id",
-                "userPrincipalName",
-                pl.lit(name).alias("template"),
-                (pl.concat_str(pieces) if pieces else pl.lit("")).alias("rendered"),
-                missing.cast(pl.List(pl.String)).alias("missing_variables"),
-            )
-        )
-    return pl.concat(rendered) if rendered else pl.DataFrame(schema=RENDERED_SCHEMA)
+    )
+    values = [
+        f"u.{quoted(BUILTIN_VARIABLES[v])} AS {variable_column(v)}"
+        if v in BUILTIN_VARIABLES
+        else f"a{i}.value AS {variable_column(v)}"
+        for i, v in enumerate(used)
+    ]
+    # A custom attribute's values, one join each (a name like a built-in variable is shadowed).
+    joins = [
+        f"LEFT JOIN mdm.user_attributes AS a{i} ON u.id = a{i}.user_id "
+        f"AND a{i}.attribute = {literal(v)}"
+        for i, v in enumerate(used)
+        if v not in BUILTIN_VARIABLES
+    ]
+    variables = (
+        "SELECT u.tenant_id, u.connector, u.id AS user_id, u.userPrincipalName"
+        + "".join(f", {value}" for value in values)
+        + " FROM mdm.users AS u "
+        + " ".join(joins)
+    )
+    selects = [_rendered_select(name, text) for name, text in templates.items()] or [
+        "SELECT tenant_id, connector, user_id, userPrincipalName, NULL::VARCHAR AS template, "
+        "NULL::VARCHAR AS rendered, NULL::VARCHAR[] AS missing_variables FROM variables LIMIT 0"
+    ]
+    return f"WITH variables AS ({variables}) " + " UNION ALL ".join(selects)
+
+
+def _rendered_select(name: str, text: str) -> str:
+    parts = template_parts(text)
+    pieces = [
+        f"coalesce(CAST({variable_column(piece)} AS VARCHAR), '')"
+        if is_variable
+        else literal(piece)
+        for piece, is_variable in parts
+    ]
+    used = list(dict.fromkeys(piece for piece, is_variable in parts if is_variable))
+    missing = ", ".join(
+        f"CASE WHEN {variable_column(v)} IS NULL THEN {literal(v)} END" for v in used
+    )
+    return (
+        "SELECT tenant_id, connector, user_id, userPrincipalName, "
+        f"{literal(name)} AS template, "
+        f"{' || '.join(pieces) if pieces else literal('')} AS rendered, "
+        f"CAST(list_filter([{missing}], v -> v IS NOT NULL) AS VARCHAR[]) AS missing_variables "
+        "FROM variables"
+    )
 
 
 @dg.asset(
@@ -135,23 +122,24 @@ def mdm_rendered_templates(
     started = time.perf_counter()
     options = connector.settings.user_source
     with warehouse.transaction() as con:
-        variables = template_variables(con, options.custom_attributes)
-        frame = render_templates(variables, options.templates)
-        con.register("rendered_frame", frame)
         rows = warehouse.replace_table(
             con,
             "mdm.rendered_templates",
-            "SELECT *, $synced_at::TIMESTAMPTZ AS synced_at FROM rendered_frame "
-            "ORDER BY template, userPrincipalName, user_id",
+            f"SELECT *, $synced_at::TIMESTAMPTZ AS synced_at FROM ("
+            f"{rendered_templates_sql(options.templates)}"
+            ") ORDER BY template, userPrincipalName, user_id",
             {"synced_at": warehouse.run.started_at},
         )
         document_table(
             con, "mdm.rendered_templates", RENDERED_TEMPLATES_DESCRIPTION, RENDERED_TEMPLATES_DOCS
         )
         metadata = warehouse.table_metadata(con, "mdm.rendered_templates", rows)
-    incomplete = frame.filter(pl.col("missing_variables").list.len() > 0).group_by("template").len()
+        incomplete = con.execute(
+            "SELECT template, count(*) FROM mdm.rendered_templates "
+            "WHERE len(missing_variables) > 0 GROUP BY template"
+        ).fetchall()
     metadata["rendered_with_missing_values"] = dg.MetadataValue.json(
-        {name: 0 for name in options.templates} | dict(incomplete.iter_rows())
+        {name: 0 for name in options.templates} | dict(incomplete)
     )
     metadata["duration_seconds"] = round(time.perf_counter() - started, 3)
     return dg.MaterializeResult(metadata=metadata)

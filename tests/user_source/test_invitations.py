@@ -9,14 +9,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from entra_pipeline.emulator.tls import server_context, write_certificates
 from entra_pipeline.settings import SmtpSettings
 from entra_pipeline.user_source import invitations
+from entra_pipeline.user_source import ledger as ledger_module
 from entra_pipeline.user_source.ledger import (
     NOT_CONFIGURED,
     OUTCOME_UNKNOWN,
+    RECIPIENT_COLUMNS,
+    STATE_VIEW,
     InvitationLedger,
     Letter,
     Recipient,
@@ -24,6 +28,7 @@ from entra_pipeline.user_source.ledger import (
     invite,
     ledger_path,
 )
+from entra_pipeline.warehouse.sql import literal
 from tests.support import unused_port
 from tests.user_source.mdm_fixtures import (
     ALICE,
@@ -284,8 +289,19 @@ def test_a_wrong_smtp_password_sends_nothing_and_keeps_invitations_pending(
 # ---- the ledger on its own ---------------------------------------------------------------
 
 
-def _recipients() -> list[Recipient]:
-    return [Recipient(ALICE, "alice@contoso.com", "alice@contoso.com", "Alice Smith")]
+def _query(recipients: list[Recipient]) -> str:
+    """The recipients as a query `invite` reads (VALUES, every column a VARCHAR)."""
+    rows = ", ".join(
+        "("
+        + ", ".join(literal(v) if v is not None else "NULL::VARCHAR" for v in vars(r).values())
+        + ")"
+        for r in recipients
+    )
+    return f"SELECT * FROM (VALUES {rows}) AS r({', '.join(RECIPIENT_COLUMNS)})"
+
+
+def _recipients() -> str:
+    return _query([Recipient(ALICE, "alice@contoso.com", "alice@contoso.com", "Alice Smith")])
 
 
 def _letter(recipient: Recipient) -> Letter:
@@ -312,8 +328,9 @@ def test_a_send_interrupted_before_its_outcome_was_written_is_failed_and_never_r
     mailbox = Mailbox()
     with SmtpServer(mailbox) as server:
         smtp = SmtpSettings.model_validate(smtp_options(server.port))
-        report, invitations = invite(
+        report = invite(
             ledger,
+            duckdb.connect(),
             tenant=T1,
             run_id="next-run",
             recipients=_recipients(),
@@ -322,7 +339,7 @@ def test_a_send_interrupted_before_its_outcome_was_written_is_failed_and_never_r
         )
     assert mailbox.envelopes == []
     assert (report.recorded, report.sent) == (0, 0)
-    alice = invitations[ALICE]
+    alice = ledger.invitations(T1)[ALICE]
     assert (alice.status, alice.error, alice.recorded_run_id) == (
         "failed",
         OUTCOME_UNKNOWN,
@@ -337,11 +354,14 @@ def test_a_line_torn_by_a_crash_is_skipped_and_the_next_event_stays_readable(
     ledger.append([])  # nothing to write: no file either
     assert not ledger.path.exists()
     ledger.path.write_text('{"event":"recorded","tenant_id":"t1","user_id":"x","run_')
-    report, invitations = invite(
-        ledger, tenant=T1, run_id="r2", recipients=_recipients(), smtp=None, compose=_letter
+    con = duckdb.connect()
+    report = invite(
+        ledger, con, tenant=T1, run_id="r2", recipients=_recipients(), smtp=None, compose=_letter
     )
     assert report.recorded == 1
-    assert list(invitations) == [ALICE]
+    assert con.execute(f"SELECT user_id, status FROM {STATE_VIEW}").fetchall() == [
+        (ALICE, "pending")
+    ]
     assert InvitationLedger(ledger.path).invitations(T1)[ALICE].status == "pending"
     assert InvitationLedger(ledger.path).invitations(OTHER_TENANT) == {}
 
@@ -380,16 +400,19 @@ def test_a_recipient_whose_mail_cannot_be_built_fails_alone_and_the_others_are_s
     ]
     mailbox = Mailbox()
     with SmtpServer(mailbox) as server:
-        report, state = invite(
-            InvitationLedger(tmp_path / "entra.duckdb.invitations.jsonl"),
+        ledger = InvitationLedger(tmp_path / "entra.duckdb.invitations.jsonl")
+        report = invite(
+            ledger,
+            duckdb.connect(),
             tenant=T1,
             run_id="run-1",
-            recipients=recipients,
+            recipients=_query(recipients),
             smtp=SmtpSettings(host="127.0.0.1", port=server.port, from_address="mdm@contoso.com"),
             compose=lambda r: Letter("Welcome", f"Hello {r.displayName}"),
         )
     assert mailbox.recipients == ["alice@contoso.com"]
     assert (report.sent, report.failed) == (1, 1)
+    state = ledger.invitations(T1)
     assert state[ALICE].status == "sent"
     erin = state[ERIN]
     assert (erin.status, erin.attempted_at) == ("failed", None)
@@ -458,3 +481,60 @@ def test_a_ledger_written_before_tenant_guids_keeps_its_invitations(
     }
     recorded = source.query("SELECT user_id, recorded_run_id FROM mdm.invitations")
     assert dict(recorded)[ALICE] == "old-run"
+
+
+def test_batches_of_the_ledger_fold_defer_and_send_every_invitation_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two events a batch: five users cross every batch boundary of loading, recording,
+    # deferring and sending.
+    monkeypatch.setattr(ledger_module, "BATCH_SIZE", 2)
+    ledger = InvitationLedger(tmp_path / "entra.duckdb.invitations.jsonl")
+    users = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(5)]
+    recipients = _query(
+        [Recipient(u, f"user{i}@contoso.com", f"user{i}@contoso.com") for i, u in enumerate(users)]
+    )
+
+    def run(smtp: SmtpSettings) -> Any:
+        return invite(
+            ledger,
+            duckdb.connect(),
+            tenant=T1,
+            run_id="run",
+            recipients=recipients,
+            smtp=smtp,
+            compose=_letter,
+        )
+
+    unreachable = SmtpSettings(host="127.0.0.1", port=unused_port(), from_address="mdm@contoso.com")
+    report = run(unreachable)
+    assert (report.recorded, report.sent, report.deferred) == (5, 0, 5)
+    state = ledger.invitations(T1)
+    assert list(state) == users  # recorded by userPrincipalName
+    assert {
+        (i.status, (i.note or "").startswith("not sent yet: no SMTP session"))
+        for i in state.values()
+    } == {("pending", True)}
+
+    mailbox = Mailbox(refuse={"user3@contoso.com"})
+    with SmtpServer(mailbox) as server:
+        smtp = SmtpSettings(host="127.0.0.1", port=server.port, from_address="mdm@contoso.com")
+        report = run(smtp)
+        assert (report.recorded, report.sent, report.failed, report.deferred) == (0, 4, 1, 0)
+        assert run(smtp).sent == 0
+    assert mailbox.recipients == [f"user{i}@contoso.com" for i in (0, 1, 2, 4)]
+    state = ledger.invitations(T1)
+    assert [(i.status, i.note, i.attempted_at is not None) for i in state.values()] == [
+        ("sent", None, True),
+        ("sent", None, True),
+        ("sent", None, True),
+        ("failed", None, True),
+        ("sent", None, True),
+    ]
+    assert state[users[3]].error == (
+        "recipient refused: 550 5.1.1 <user3@contoso.com>: mailbox unavailable"
+    )
+    events = [json.loads(line)["event"] for line in ledger.path.read_text().splitlines()]
+    assert sorted(events) == sorted(
+        ["recorded", "deferred", "sending"] * 5 + ["sent"] * 4 + ["failed"]
+    )

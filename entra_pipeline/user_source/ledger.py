@@ -174,7 +174,7 @@ def _fsync_directory(directory: Path) -> None:
 # the fold of them (one row per invitation) and the run's working sets.
 EVENTS_TABLE = "invitation_events"
 STATE_VIEW = "invitation_state"
-RECIPIENTS_TABLE = "invitation_recipients"
+RECIPIENTS_VIEW = "invitation_recipients"
 NEW_TABLE = "invitation_new"
 QUEUE_TABLE = "invitation_queue"
 # Events read, recorded or inserted at a time: memory stays flat whatever the ledger's length.
@@ -482,14 +482,17 @@ def invite(
         query = (
             recipients or f"SELECT {', '.join(f'NULL AS {c}' for c in RECIPIENT_COLUMNS)} LIMIT 0"
         )
+        # A view: the recipients are read from where they are (mdm.users), not copied.
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {RECIPIENTS_TABLE} AS "
+            f"CREATE OR REPLACE TEMP VIEW {RECIPIENTS_VIEW} AS "
             f"SELECT {', '.join(RECIPIENT_COLUMNS)} FROM ({query})"
         )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {NEW_TABLE} AS "
-            "SELECT row_number() OVER (ORDER BY r.userPrincipalName, r.user_id) AS n, r.* "
-            f"FROM {RECIPIENTS_TABLE} AS r ANTI JOIN {STATE_VIEW} AS s USING (user_id)"
+            "SELECT row_number() OVER (ORDER BY r.userPrincipalName, r.user_id) AS n, "
+            "r.user_id, r.userPrincipalName, r.email "
+            f"FROM {RECIPIENTS_VIEW} AS r ANTI JOIN "
+            f"(SELECT user_id FROM {EVENTS_TABLE} WHERE event = 'recorded') AS e USING (user_id)"
         )
         note = None if smtp else NOT_CONFIGURED
         for batch in journal.batches(NEW_TABLE, "user_id, userPrincipalName, email"):
@@ -514,7 +517,7 @@ def invite(
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {QUEUE_TABLE} AS "
                 "SELECT row_number() OVER (ORDER BY s.recorded_seq) AS n, r.* "
-                f"FROM {RECIPIENTS_TABLE} AS r INNER JOIN {STATE_VIEW} AS s USING (user_id) "
+                f"FROM {RECIPIENTS_VIEW} AS r INNER JOIN {STATE_VIEW} AS s USING (user_id) "
                 "WHERE s.status = 'pending'"
             )
             _send(journal, smtp, compose, tenant, run_id, now, report)

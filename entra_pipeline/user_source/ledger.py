@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
-import polars as pl
 
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import SmtpSettings
@@ -119,12 +118,13 @@ class InvitationLedger:
 
     def append(self, events: Sequence[dict[str, Any]]) -> None:
         """Append `events` and flush them to disk before returning."""
-        if not events:
+        self.write(encode_events(events))
+
+    def write(self, lines: str) -> None:
+        """Append JSON lines (each ending in a newline) and flush them to disk before returning."""
+        if not lines:
             return
         created = not self.path.exists()
-        lines = "".join(
-            json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in events
-        )
         descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
         make_private(self.path)  # a ledger written before permissions were tightened, too
         with os.fdopen(descriptor, "ab") as handle:
@@ -133,6 +133,13 @@ class InvitationLedger:
             os.fsync(handle.fileno())
         if created:
             _fsync_directory(self.path.parent)
+
+    def lines(self) -> Iterator[str]:
+        """Each line of the ledger as written (with its newline), in order."""
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as handle:
+            yield from handle
 
     def events(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line number, event) for each line of the ledger, in order."""
@@ -160,6 +167,11 @@ class InvitationLedger:
                 handle.write(b"\n")
                 handle.flush()
                 os.fsync(handle.fileno())
+
+
+def encode_events(events: Sequence[dict[str, Any]]) -> str:
+    """The ledger lines of `events`."""
+    return "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in events)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -190,6 +202,36 @@ _EVENT_FIELDS = (
     "note",
     "error",
 )
+# The lines of a batch ($text), numbered from $first as in the file (blank ones too).
+_LINES_SQL = """
+SELECT $first + i - 1 AS seq, line
+FROM (
+    SELECT unnest(l) AS line, generate_subscripts(l, 1) AS i
+    FROM (SELECT string_split(rtrim($text, chr(10)), chr(10)) AS l)
+)
+WHERE trim(line) <> ''
+"""
+# json_type fails on a line that is not JSON: CASE evaluates it only on the valid ones.
+_IS_OBJECT = "CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END"
+_TORN_SQL = f"""
+SELECT seq FROM ({_LINES_SQL})
+WHERE NOT {_IS_OBJECT}
+ORDER BY seq
+"""
+_EVENT_STRUCT = "{" + ", ".join(f'"{f}": "VARCHAR"' for f in (*_EVENT_FIELDS, "tenant_guid")) + "}"
+# Events written before the ledger carried GUIDs have only the configured text (a domain, or a
+# GUID in any case); they count by the user's object id alone, which no other tenant's user has.
+_INSERT_SQL = f"""
+INSERT INTO {EVENTS_TABLE} BY NAME
+SELECT seq, {", ".join(f"e.{quoted(f)} AS {quoted(f)}" for f in _EVENT_FIELDS if f != "at")},
+    CAST(e."at" AS TIMESTAMPTZ) AS "at"
+FROM (
+    SELECT seq, json_transform(line, '{_EVENT_STRUCT}') AS e
+    FROM ({_LINES_SQL})
+    WHERE {_IS_OBJECT}
+)
+WHERE coalesce(e.tenant_guid, $guid) = $guid
+"""
 
 
 class Journal:
@@ -199,71 +241,78 @@ class Journal:
     A user's state is the fold of their events after the first `recorded` one (`STATE_VIEW`):
     each field takes the value of the last event that sets it. Folded in SQL, not in Python
     objects, so a ledger of millions of users costs DuckDB's buffer, not one object each.
+
+    Lines reach the table as text, BATCH_SIZE at a time in one string, and DuckDB parses them
+    (`_INSERT_SQL`): a frame built per batch from Python objects (polars, pyarrow) left some
+    megabytes behind each time, hundreds of MiB over a ledger of millions of events.
     """
 
     def __init__(
         self, ledger: InvitationLedger, con: duckdb.DuckDBPyConnection, tenant: TenantKey
     ) -> None:
         self.ledger, self.con, self.tenant = ledger, con, tenant
-        self._buffer: list[tuple[int, dict[str, Any]]] = []
-        self._next = 1
+        self._buffer: list[str] = []
+        self._first = self._next = 1
         columns = ", ".join(f"{quoted(f)} VARCHAR" for f in _EVENT_FIELDS if f != "at")
         con.execute(
             f'CREATE OR REPLACE TEMP TABLE {EVENTS_TABLE} (seq BIGINT, "at" TIMESTAMPTZ, {columns})'
         )
         con.execute(f"CREATE OR REPLACE TEMP VIEW {STATE_VIEW} AS {_FOLD_SQL}")
-        for number, event in ledger.events():
-            self._next = number + 1
-            # Events written before the ledger carried GUIDs have only the configured text (a
-            # domain, or a GUID in any case); they count by the user's object id alone, which
-            # no other tenant's user has.
-            if event.get("tenant_guid", tenant.guid) == tenant.guid:
-                self._buffer.append((number, event))
-                if len(self._buffer) >= BATCH_SIZE:
-                    self.flush()
+        for line in ledger.lines():
+            self._append(line)
         self.flush()
 
     def record(self, events: Sequence[dict[str, Any]]) -> None:
         """Append `events` to the ledger (on disk when this returns); the table follows."""
-        self.ledger.append(events)
-        for event in events:
-            self._buffer.append((self._next, event))
-            self._next += 1
+        lines = encode_events(events)
+        self.ledger.write(lines)
+        for line in lines.splitlines(keepends=True):
+            self._append(line)
+
+    def _append(self, line: str) -> None:
+        self._buffer.append(line)
+        self._next += 1
         if len(self._buffer) >= BATCH_SIZE:
             self.flush()
 
     def flush(self) -> None:
-        """Insert the buffered events into the table: before anything reads the state."""
+        """Insert the buffered lines into the table: before anything reads the state."""
         if not self._buffer:
             return
-        frame = pl.DataFrame(
-            {
-                "seq": [number for number, _ in self._buffer],
-                **{f: [e.get(f) for _, e in self._buffer] for f in _EVENT_FIELDS},
-            },
-            schema={"seq": pl.Int64, **dict.fromkeys(_EVENT_FIELDS, pl.String)},
-        )
-        self._buffer = []
-        self.con.register("invitation_events_batch", frame)
-        try:
-            self.con.execute(
-                f"INSERT INTO {EVENTS_TABLE} BY NAME "
-                'SELECT * REPLACE (CAST("at" AS TIMESTAMPTZ) AS "at") FROM invitation_events_batch'
-            )
-        finally:
-            self.con.unregister("invitation_events_batch")
+        text, first = "".join(self._buffer), self._first
+        self._buffer, self._first = [], self._next
+        params = {"text": text, "first": first}
+        for (number,) in self.con.execute(_TORN_SQL, params).fetchall():
+            # Only a crash mid-write leaves a broken line, and it was never followed by an
+            # e-mail: every `sending` line is on disk before its e-mail goes out.
+            log.warning("%s line %d is incomplete and was skipped", self.ledger.path, number)
+        self.con.execute(_INSERT_SQL, {**params, "guid": self.tenant.guid})
 
     def batches(
-        self, table: str, columns: str, *, after: int = 0
+        self, table: str, columns: str, key: Sequence[str], *, after: tuple[Any, ...] | None = None
     ) -> Iterator[list[tuple[Any, ...]]]:
-        """The rows of a working table (`n` numbers them from 1) after the first `after`,
-        BATCH_SIZE at a time."""
-        total = self.count(table)
-        for start in range(after, total, BATCH_SIZE):
-            yield self.con.execute(
-                f"SELECT {columns} FROM {table} WHERE n > $start AND n <= $end ORDER BY n",
-                {"start": start, "end": start + BATCH_SIZE},
+        """The rows of a working table in the order of `key` (columns that are never null and
+        together unique), after the row whose key is `after`, BATCH_SIZE at a time.
+
+        Paged by key, not numbered: each page is a top-N of the table (a heap of one batch),
+        where numbering the rows would sort all of them at once, at millions of rows the
+        largest allocation of the step."""
+        names = ", ".join(key)
+        while True:
+            where, params = "", {}
+            if after is not None:
+                marks = ", ".join(f"$k{i}" for i in range(len(key)))
+                where = f"WHERE ({names}) > ({marks})"
+                params = {f"k{i}": value for i, value in enumerate(after)}
+            rows = self.con.execute(
+                f"SELECT {columns}, {names} FROM {table} {where} "
+                f"ORDER BY {names} LIMIT {BATCH_SIZE}",
+                params,
             ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][-len(key) :]
+            yield [row[: -len(key)] for row in rows]
 
     def count(self, table: str) -> int:
         row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -489,13 +538,15 @@ def invite(
         )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {NEW_TABLE} AS "
-            "SELECT row_number() OVER (ORDER BY r.userPrincipalName, r.user_id) AS n, "
-            "r.user_id, r.userPrincipalName, r.email "
+            "SELECT r.user_id, r.userPrincipalName, r.email, "
+            "coalesce(r.userPrincipalName, '') AS upn_key "
             f"FROM {RECIPIENTS_VIEW} AS r ANTI JOIN "
             f"(SELECT user_id FROM {EVENTS_TABLE} WHERE event = 'recorded') AS e USING (user_id)"
         )
         note = None if smtp else NOT_CONFIGURED
-        for batch in journal.batches(NEW_TABLE, "user_id, userPrincipalName, email"):
+        for batch in journal.batches(
+            NEW_TABLE, "user_id, userPrincipalName, email", ("upn_key", "user_id")
+        ):
             journal.record(
                 [
                     _event(
@@ -516,7 +567,7 @@ def invite(
         if smtp is not None:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {QUEUE_TABLE} AS "
-                "SELECT row_number() OVER (ORDER BY s.recorded_seq) AS n, r.* "
+                "SELECT r.*, s.recorded_seq "
                 f"FROM {RECIPIENTS_VIEW} AS r INNER JOIN {STATE_VIEW} AS s USING (user_id) "
                 "WHERE s.status = 'pending'"
             )
@@ -535,19 +586,21 @@ def _send(
     report: InvitationReport,
 ) -> None:
     pending = journal.count(QUEUE_TABLE)
-    position = 0
+    position, last = 0, None
     with InvitationMailer(smtp) as mailer:
-        for batch in journal.batches(QUEUE_TABLE, ", ".join(RECIPIENT_COLUMNS)):
-            for recipient in (Recipient(*row) for row in batch):
+        columns = ", ".join((*RECIPIENT_COLUMNS, "recorded_seq"))
+        for batch in journal.batches(QUEUE_TABLE, columns, ("recorded_seq",)):
+            for *fields, seq in batch:
+                recipient = Recipient(*fields)
                 try:
                     mailer.open()
                 except SmtpUnavailableError as error:
                     reason = f"not sent yet: {error}; the next run tries again"
-                    _defer(journal, position, reason, run_id, now)
+                    _defer(journal, last, reason, run_id, now)
                     report.smtp_unavailable = str(error)
                     report.deferred = pending - position
                     return
-                position += 1
+                position, last = position + 1, (seq,)
                 _send_one(journal, mailer, recipient, smtp, compose, tenant, run_id, now, report)
 
 
@@ -586,10 +639,15 @@ def _send_one(
 
 
 def _defer(
-    journal: Journal, done: int, reason: str, run_id: str, now: Callable[[], datetime]
+    journal: Journal,
+    done: tuple[int] | None,
+    reason: str,
+    run_id: str,
+    now: Callable[[], datetime],
 ) -> None:
-    """A `deferred` event for each queued invitation after the first `done`."""
-    for batch in journal.batches(QUEUE_TABLE, "user_id", after=done):
+    """A `deferred` event for each queued invitation after the one recorded `done` (its
+    recorded_seq; None: all of them)."""
+    for batch in journal.batches(QUEUE_TABLE, "user_id", ("recorded_seq",), after=done):
         journal.record(
             [_event("deferred", journal.tenant, u, run_id, now(), note=reason) for (u,) in batch]
         )

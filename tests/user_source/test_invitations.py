@@ -4,6 +4,7 @@ invitation ledger that keeps a user from ever being invited twice, across re-run
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from datetime import UTC, datetime
 from pathlib import Path
@@ -348,19 +349,32 @@ def test_a_send_interrupted_before_its_outcome_was_written_is_failed_and_never_r
 
 
 def test_a_line_torn_by_a_crash_is_skipped_and_the_next_event_stays_readable(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ledger = InvitationLedger(tmp_path / "entra.duckdb.invitations.jsonl")
     ledger.append([])  # nothing to write: no file either
     assert not ledger.path.exists()
-    ledger.path.write_text('{"event":"recorded","tenant_id":"t1","user_id":"x","run_')
+    # A blank line and a line that is JSON but no event count as lines too: events keep the
+    # numbers of their lines.
+    ledger.path.write_text('\n[]\n{"event":"recorded","tenant_id":"t1","user_id":"x","run_')
     con = duckdb.connect()
-    report = invite(
-        ledger, con, tenant=T1, run_id="r2", recipients=_recipients(), smtp=None, compose=_letter
-    )
+    with caplog.at_level(logging.WARNING):
+        report = invite(
+            ledger,
+            con,
+            tenant=T1,
+            run_id="r2",
+            recipients=_recipients(),
+            smtp=None,
+            compose=_letter,
+        )
     assert report.recorded == 1
-    assert con.execute(f"SELECT user_id, status FROM {STATE_VIEW}").fetchall() == [
-        (ALICE, "pending")
+    assert con.execute(f"SELECT user_id, status, recorded_seq FROM {STATE_VIEW}").fetchall() == [
+        (ALICE, "pending", 4)
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{ledger.path} line 2 is incomplete and was skipped",
+        f"{ledger.path} line 3 is incomplete and was skipped",
     ]
     assert InvitationLedger(ledger.path).invitations(T1)[ALICE].status == "pending"
     assert InvitationLedger(ledger.path).invitations(OTHER_TENANT) == {}

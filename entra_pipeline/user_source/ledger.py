@@ -14,7 +14,7 @@ import re
 import smtplib
 import ssl
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -499,7 +499,8 @@ def invitation_message(
     return message
 
 
-RECIPIENT_COLUMNS = ("user_id", "userPrincipalName", "email", "displayName", "subject", "body")
+# The columns a recipients query has: Recipient's fields, in order.
+RECIPIENT_COLUMNS = tuple(f.name for f in fields(Recipient))
 
 
 def invite(
@@ -571,90 +572,76 @@ def invite(
                 f"FROM {RECIPIENTS_VIEW} AS r INNER JOIN {STATE_VIEW} AS s USING (user_id) "
                 "WHERE s.status = 'pending'"
             )
-            _send(journal, smtp, compose, tenant, run_id, now, report)
+            _Delivery(journal, smtp, compose, run_id, now, report).send_queue()
             journal.flush()
         return report
 
 
-def _send(
-    journal: Journal,
-    smtp: SmtpSettings,
-    compose: Callable[[Recipient], Letter],
-    tenant: TenantKey,
-    run_id: str,
-    now: Callable[[], datetime],
-    report: InvitationReport,
-) -> None:
-    pending = journal.count(QUEUE_TABLE)
-    position, last = 0, None
-    with InvitationMailer(smtp) as mailer:
+@dataclass
+class _Delivery:
+    """Sending a run's queued invitations (QUEUE_TABLE) and journaling what became of each."""
+
+    journal: Journal
+    smtp: SmtpSettings
+    compose: Callable[[Recipient], Letter]
+    run_id: str
+    now: Callable[[], datetime]
+    report: InvitationReport
+
+    def send_queue(self) -> None:
+        pending = self.journal.count(QUEUE_TABLE)
+        position, last = 0, None
         columns = ", ".join((*RECIPIENT_COLUMNS, "recorded_seq"))
-        for batch in journal.batches(QUEUE_TABLE, columns, ("recorded_seq",)):
-            for *fields, seq in batch:
-                recipient = Recipient(*fields)
-                try:
-                    mailer.open()
-                except SmtpUnavailableError as error:
-                    reason = f"not sent yet: {error}; the next run tries again"
-                    _defer(journal, last, reason, run_id, now)
-                    report.smtp_unavailable = str(error)
-                    report.deferred = pending - position
-                    return
-                position, last = position + 1, (seq,)
-                _send_one(journal, mailer, recipient, smtp, compose, tenant, run_id, now, report)
+        with InvitationMailer(self.smtp) as mailer:
+            for batch in self.journal.batches(QUEUE_TABLE, columns, ("recorded_seq",)):
+                for *row, seq in batch:
+                    try:
+                        mailer.open()
+                    except SmtpUnavailableError as error:
+                        self.defer(last, f"not sent yet: {error}; the next run tries again")
+                        self.report.smtp_unavailable = str(error)
+                        self.report.deferred = pending - position
+                        return
+                    position, last = position + 1, (seq,)
+                    self.send(mailer, Recipient(*row))
 
+    def send(self, mailer: InvitationMailer, recipient: Recipient) -> None:
+        tenant = self.journal.tenant
+        try:
+            message = invitation_message(self.smtp, recipient, self.compose(recipient), tenant)
+        except ValueError as error:
+            # Nothing was handed over: this user's invitation fails, the others go on.
+            self.failed(recipient, redact(f"the e-mail could not be built: {error}"))
+            return
+        self.record("sending", recipient.user_id, email=recipient.email)
+        try:
+            mailer.send(message)
+        except (smtplib.SMTPException, OSError) as error:
+            self.failed(recipient, describe_smtp_error(error))
+        else:
+            self.record("sent", recipient.user_id)
+            self.report.sent += 1
 
-def _send_one(
-    journal: Journal,
-    mailer: InvitationMailer,
-    recipient: Recipient,
-    smtp: SmtpSettings,
-    compose: Callable[[Recipient], Letter],
-    tenant: TenantKey,
-    run_id: str,
-    now: Callable[[], datetime],
-    report: InvitationReport,
-) -> None:
-    user_id = recipient.user_id
-    try:
-        message = invitation_message(smtp, recipient, compose(recipient), tenant)
-    except ValueError as error:
-        # Nothing was handed over: this user's invitation fails, the others go on.
-        text = redact(f"the e-mail could not be built: {error}")
-        journal.record([_event("failed", tenant, user_id, run_id, now(), error=text)])
-        report.failed += 1
-        report.failures.append((recipient.email, text))
-        return
-    journal.record([_event("sending", tenant, user_id, run_id, now(), email=recipient.email)])
-    try:
-        mailer.send(message)
-    except (smtplib.SMTPException, OSError) as error:
-        text = describe_smtp_error(error)
-        journal.record([_event("failed", tenant, user_id, run_id, now(), error=text)])
-        report.failed += 1
-        report.failures.append((recipient.email, text))
-    else:
-        journal.record([_event("sent", tenant, user_id, run_id, now())])
-        report.sent += 1
+    def failed(self, recipient: Recipient, text: str) -> None:
+        self.record("failed", recipient.user_id, error=text)
+        self.report.failed += 1
+        self.report.failures.append((recipient.email, text))
 
+    def defer(self, done: tuple[int] | None, reason: str) -> None:
+        """A `deferred` event for each queued invitation after the one recorded `done` (its
+        recorded_seq; None: all of them)."""
+        for batch in self.journal.batches(QUEUE_TABLE, "user_id", ("recorded_seq",), after=done):
+            self.journal.record([self.event("deferred", u, note=reason) for (u,) in batch])
 
-def _defer(
-    journal: Journal,
-    done: tuple[int] | None,
-    reason: str,
-    run_id: str,
-    now: Callable[[], datetime],
-) -> None:
-    """A `deferred` event for each queued invitation after the one recorded `done` (its
-    recorded_seq; None: all of them)."""
-    for batch in journal.batches(QUEUE_TABLE, "user_id", ("recorded_seq",), after=done):
-        journal.record(
-            [_event("deferred", journal.tenant, u, run_id, now(), note=reason) for (u,) in batch]
-        )
+    def record(self, kind: Event, user_id: str, **values: Any) -> None:
+        self.journal.record([self.event(kind, user_id, **values)])
+
+    def event(self, kind: Event, user_id: str, **values: Any) -> dict[str, Any]:
+        return _event(kind, self.journal.tenant, user_id, self.run_id, self.now(), **values)
 
 
 def _event(
-    kind: Event, tenant: TenantKey, user_id: str, run_id: str, at: datetime, **fields: Any
+    kind: Event, tenant: TenantKey, user_id: str, run_id: str, at: datetime, **values: Any
 ) -> dict[str, Any]:
     return {
         "event": kind,
@@ -663,5 +650,5 @@ def _event(
         "user_id": user_id,
         "run_id": run_id,
         "at": at.isoformat(),
-        **{k: v for k, v in fields.items() if v is not None},
+        **{k: v for k, v in values.items() if v is not None},
     }

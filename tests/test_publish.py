@@ -176,6 +176,48 @@ def test_published_file_lock_and_created_folders_are_owner_only(tmp_path: Path) 
     assert _mode(tmp_path) == chosen  # a folder the user chose is left as it is
 
 
+SPILLED: dict[str, object] = {}
+
+
+@dg.asset(key=["raw", "spilled"])
+def spilled(warehouse: Warehouse) -> None:
+    """A temporary table larger than the run's memory limit: DuckDB writes part of it to disk."""
+    with warehouse.transaction() as con:
+        con.execute(
+            "CREATE TEMP TABLE wide AS SELECT uuid()::VARCHAR || repeat('x', 50) AS s "
+            "FROM range(1500000)"
+        )
+        (spilled_bytes,) = con.execute(
+            "SELECT sum(temporary_storage_bytes) FROM duckdb_memory()"
+        ).fetchone() or (0,)
+        (folder,) = con.execute("SELECT current_setting('temp_directory')").fetchone() or ("",)
+        spill = Path(folder)
+        SPILLED.update(
+            bytes=spilled_bytes,
+            folder=spill,
+            mode=_mode(spill),
+            files={p.name: _mode(p) for p in spill.iterdir()},
+        )
+        warehouse.replace_table(con, "raw.spilled", "SELECT count(*) AS n FROM wide")
+
+
+def test_what_duckdb_spills_during_a_run_is_owner_only_and_removed_after(tmp_path: Path) -> None:
+    db = tmp_path / "entra.duckdb"
+    resources = {"warehouse": Warehouse(path=str(db), tenant_id="tenant-a", memory_limit="48MB")}
+    result = dg.materialize([spilled], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert int(SPILLED["bytes"]) > 0  # type: ignore[call-overload]
+    folder = SPILLED["folder"]
+    assert isinstance(folder, Path)
+    assert folder.parent == tmp_path
+    assert folder.name.startswith("entra.duckdb.run-")
+    assert folder.name.endswith(".tmp")
+    assert SPILLED["mode"] == 0o700  # DuckDB's own default folder is 0755, its files 0644
+    assert SPILLED["files"]  # the spill files are in it, out of others' reach
+    assert not folder.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entra.duckdb", "entra.duckdb.lock"]
+
+
 def test_a_file_published_before_permissions_were_tightened_becomes_owner_only(
     tmp_path: Path,
 ) -> None:

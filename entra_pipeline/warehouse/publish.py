@@ -40,7 +40,9 @@ from entra_pipeline.warehouse.files import (
     make_private,
     owner_is_gone,
     private_directories,
+    remove_spill_directory,
     scratch_folder,
+    spill_directory,
 )
 from entra_pipeline.warehouse.lake import (
     LakeTarget,
@@ -329,6 +331,7 @@ class Warehouse(dg.ConfigurableResource):
                 f"{redact(error)}",
             )
         work.unlink(missing_ok=True)
+        remove_spill_directory(work)
         if self._owner is not None:
             self._owner.release()
         self._work_path, self._outcome, self._owner = None, None, None
@@ -501,8 +504,13 @@ def _ops_rows(
 def connect(
     path: Path | None, *, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the pipeline's memory limit (spills to disk beyond it)."""
-    return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
+    """A DuckDB connection with the pipeline's memory limit. Beyond it a writable one spills to
+    an owner-only folder beside the file (`spill_directory`; removed with the work copy, or after
+    publishing); a read-only one keeps DuckDB's default (its queries here are counts)."""
+    config: dict[str, Any] = {"memory_limit": memory_limit}
+    if path is not None and not read_only:
+        config["temp_directory"] = str(spill_directory(path))
+    return duckdb.connect(str(path), read_only=read_only, config=config)
 
 
 def _first_step_failure(context: dg.InitResourceContext) -> str | None:
@@ -635,6 +643,7 @@ def _publish(
                     marks = ",".join("?" * len(rows[0]))
                     con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
             con.execute("CHECKPOINT")
+        remove_spill_directory(staged)
         make_private(staged)  # the rename gives the published file these permissions
         with open(staged, "rb") as handle:
             os.fsync(handle.fileno())
@@ -710,6 +719,7 @@ def _remove_dead_runs_leftovers(published: Path) -> list[str]:
         work = published.with_name(f"{published.name}.run-{run_id}")
         for leftover in (work, work.with_name(work.name + ".wal")):
             leftover.unlink(missing_ok=True)
+        remove_spill_directory(work)
         for folder in published.parent.glob(f"*-{run_id}-*"):
             if folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)

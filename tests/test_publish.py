@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -216,6 +218,25 @@ def test_what_duckdb_spills_during_a_run_is_owner_only_and_removed_after(tmp_pat
     assert SPILLED["files"]  # the spill files are in it, out of others' reach
     assert not folder.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entra.duckdb", "entra.duckdb.lock"]
+
+
+def test_work_copies_and_spill_folders_a_day_old_are_removed_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "entra.duckdb"
+    old_copy, old_spill = tmp_path / "entra.duckdb.run-old", tmp_path / "entra.duckdb.run-old.tmp"
+    recent = tmp_path / "entra.duckdb.run-recent.tmp"
+    old_copy.write_bytes(b"work")
+    for folder in (old_spill, recent):
+        folder.mkdir()
+        (folder / "duckdb_temp_storage_DEFAULT-0.tmp").write_bytes(b"spilled")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for path in (old_copy, old_spill):
+        os.utime(path, (two_days_ago, two_days_ago))
+    assert _run(db, fail=False).success
+    assert not old_copy.exists()
+    assert not old_spill.exists()
+    assert recent.exists()  # another run's, maybe still at work
 
 
 def test_a_file_published_before_permissions_were_tightened_becomes_owner_only(

@@ -733,4 +733,7 @@ def _remove_abandoned_work_copies(published: Path) -> None:
     for stale in published.parent.glob(f"{published.name}.run-*"):
         with contextlib.suppress(FileNotFoundError):
             if stale.stat().st_mtime < cutoff:
-                stale.unlink()
+                if stale.is_dir():  # a work copy's spill folder
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink()

@@ -92,25 +92,33 @@ def _extension_directory() -> Path:
     return directory
 
 
-def lake_connection(target: LakeTarget, *, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the lake attached as `lake`."""
-    con = duckdb.connect(
-        config={
-            "memory_limit": memory_limit,
-            "extension_directory": str(_extension_directory()),
-            "autoinstall_known_extensions": False,
-        }
-    )
-    try:
-        con.execute("LOAD postgres")
-        con.execute("LOAD ducklake")
-        _attach(con, target)
-    except duckdb.Error as error:
-        con.close()
-        raise WarehouseError(
-            f"Cannot attach the DuckLake catalog {target.describe()}: {error}"
-        ) from None
-    return con
+@contextlib.contextmanager
+def lake_connection(
+    target: LakeTarget, *, memory_limit: str
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection with the lake attached as `lake`, closed after. What it
+    spills beyond `memory_limit` (the tables it copies hold personal data) goes to an owner-only
+    folder of its own, removed after: an in-memory DuckDB's default is `.tmp` in the working
+    directory, 0755 with 0644 files."""
+    with tempfile.TemporaryDirectory(prefix="entra-pipeline-lake-spill-") as spill:
+        con = duckdb.connect(
+            config={
+                "memory_limit": memory_limit,
+                "temp_directory": spill,
+                "extension_directory": str(_extension_directory()),
+                "autoinstall_known_extensions": False,
+            }
+        )
+        with contextlib.closing(con):
+            try:
+                con.execute("LOAD postgres")
+                con.execute("LOAD ducklake")
+                _attach(con, target)
+            except duckdb.Error as error:
+                raise WarehouseError(
+                    f"Cannot attach the DuckLake catalog {target.describe()}: {error}"
+                ) from None
+            yield con
 
 
 def _attach(con: duckdb.DuckDBPyConnection, target: LakeTarget) -> None:
@@ -153,7 +161,7 @@ def publish_to_lake(
     """Replace `tenant_id`'s rows of `tables` (and `views`, and append `ops_rows`) in the lake
     with the work copy's, in one DuckLake transaction; returns the snapshot it committed."""
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-        with contextlib.closing(lake_connection(target, memory_limit=memory_limit)) as con:
+        with lake_connection(target, memory_limit=memory_limit) as con:
             con.execute(f"ATTACH {literal(str(work))} AS work (READ_ONLY)")
             try:
                 con.execute("BEGIN TRANSACTION")
@@ -192,7 +200,7 @@ def append_ops_rows(
     target: LakeTarget, ops_rows: Mapping[str, list[tuple]], *, memory_limit: str
 ) -> None:
     """A failed run's `ops.*` rows, appended to the lake's on their own."""
-    with contextlib.closing(lake_connection(target, memory_limit=memory_limit)) as con:
+    with lake_connection(target, memory_limit=memory_limit) as con:
         con.execute("BEGIN TRANSACTION")
         _append_ops(con, ops_rows)
         con.execute("COMMIT")
@@ -282,7 +290,7 @@ def seed_from_lake(
     copied: list[str] = []
     staged = destination.with_name(destination.name + ".seeding")
     staged.unlink(missing_ok=True)
-    with contextlib.closing(lake_connection(target, memory_limit=memory_limit)) as con:
+    with lake_connection(target, memory_limit=memory_limit) as con:
         con.execute(f"ATTACH {literal(str(staged))} AS seed")
         tables = con.execute(
             "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? "
@@ -330,6 +338,6 @@ def reading(
     target: LakeTarget, *, memory_limit: str = "512MB"
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection with the lake attached and `USE lake`: what an analyst's session looks like."""
-    with contextlib.closing(lake_connection(target, memory_limit=memory_limit)) as con:
+    with lake_connection(target, memory_limit=memory_limit) as con:
         con.execute(f"USE {LAKE}")
         yield con

@@ -27,6 +27,7 @@ from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConfigError, load_settings
 from entra_pipeline.warehouse.lake import LakeTarget, install_extensions, lake_connection, reading
 from tests.postgres import Postgres, running_postgres
+from tests.support import spill
 
 MAPPING = Path(__file__).resolve().parents[1] / "mappings" / "entra_id.csv"
 _databases = itertools.count()
@@ -278,20 +279,11 @@ def test_what_a_lake_connection_spills_is_owner_only_and_removed_after(
     monkeypatch.setenv("PGPASSWORD", postgres.password)
     target = LakeTarget(postgres.catalog(database), str(tmp_path / "lake-data") + "/")
     with lake_connection(target, memory_limit="48MB") as con:
-        (setting,) = con.execute("SELECT current_setting('temp_directory')").fetchone() or ("",)
-        folder = Path(setting)
-        con.execute(
-            "CREATE TEMP TABLE wide AS SELECT uuid()::VARCHAR || repeat('x', 50) AS s "
-            "FROM range(1500000)"
-        )
-        (spilled,) = con.execute(
-            "SELECT sum(temporary_storage_bytes) FROM duckdb_memory()"
-        ).fetchone() or (0,)
-        mode, files = folder.stat().st_mode & 0o777, list(folder.iterdir())
-    assert spilled > 0
-    assert mode == 0o700  # an in-memory DuckDB's default is ./.tmp, 0755 with 0644 files
-    assert files
-    assert not folder.exists()
+        seen = spill(con)
+    assert seen.bytes > 0
+    assert seen.mode == 0o700  # an in-memory DuckDB's default is ./.tmp, 0755 with 0644 files
+    assert seen.files
+    assert not seen.folder.exists()
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from entra_pipeline.warehouse.docs import column_comments, document_table, table
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.ops_tables import create_ops_tables
 from entra_pipeline.warehouse.publish import Warehouse
+from tests.support import Spill, spill
 
 FAIL_AT_SECOND_ASSET = {"value": False}
 
@@ -178,45 +179,31 @@ def test_published_file_lock_and_created_folders_are_owner_only(tmp_path: Path) 
     assert _mode(tmp_path) == chosen  # a folder the user chose is left as it is
 
 
-SPILLED: dict[str, object] = {}
+SPILLED: list[Spill] = []
 
 
 @dg.asset(key=["raw", "spilled"])
 def spilled(warehouse: Warehouse) -> None:
     """A temporary table larger than the run's memory limit: DuckDB writes part of it to disk."""
     with warehouse.transaction() as con:
-        con.execute(
-            "CREATE TEMP TABLE wide AS SELECT uuid()::VARCHAR || repeat('x', 50) AS s "
-            "FROM range(1500000)"
-        )
-        (spilled_bytes,) = con.execute(
-            "SELECT sum(temporary_storage_bytes) FROM duckdb_memory()"
-        ).fetchone() or (0,)
-        (folder,) = con.execute("SELECT current_setting('temp_directory')").fetchone() or ("",)
-        spill = Path(folder)
-        SPILLED.update(
-            bytes=spilled_bytes,
-            folder=spill,
-            mode=_mode(spill),
-            files={p.name: _mode(p) for p in spill.iterdir()},
-        )
-        warehouse.replace_table(con, "raw.spilled", "SELECT count(*) AS n FROM wide")
+        SPILLED.append(spill(con))
+        warehouse.replace_table(con, "raw.spilled", "SELECT count(*) AS n FROM spilled")
 
 
 def test_what_duckdb_spills_during_a_run_is_owner_only_and_removed_after(tmp_path: Path) -> None:
     db = tmp_path / "entra.duckdb"
     resources = {"warehouse": Warehouse(path=str(db), tenant_id="tenant-a", memory_limit="48MB")}
+    SPILLED.clear()
     result = dg.materialize([spilled], resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert result.success
-    assert int(SPILLED["bytes"]) > 0  # type: ignore[call-overload]
-    folder = SPILLED["folder"]
-    assert isinstance(folder, Path)
-    assert folder.parent == tmp_path
-    assert folder.name.startswith("entra.duckdb.run-")
-    assert folder.name.endswith(".tmp")
-    assert SPILLED["mode"] == 0o700  # DuckDB's own default folder is 0755, its files 0644
-    assert SPILLED["files"]  # the spill files are in it, out of others' reach
-    assert not folder.exists()
+    (seen,) = SPILLED
+    assert seen.bytes > 0
+    assert seen.folder.parent == tmp_path
+    assert seen.folder.name.startswith("entra.duckdb.run-")
+    assert seen.folder.name.endswith(".tmp")
+    assert seen.mode == 0o700  # DuckDB's own default folder is 0755, its files 0644
+    assert seen.files  # the spill files are in it, out of others' reach
+    assert not seen.folder.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entra.duckdb", "entra.duckdb.lock"]
 
 

@@ -69,7 +69,7 @@ def test_a_killed_run_is_failed_recorded_and_cleaned_up_by_the_next_run(
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-    [work] = tmp_path.glob("entra.duckdb.run-*")
+    [work] = [p for p in tmp_path.glob("entra.duckdb.run-*") if not p.name.endswith(".tmp")]
     dead = work.name.split(".run-")[1]
     assert (tmp_path / f"entra.duckdb.owner-{dead}").exists()
 

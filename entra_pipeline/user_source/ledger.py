@@ -118,7 +118,7 @@ class InvitationLedger:
 
     def append(self, events: Sequence[dict[str, Any]]) -> None:
         """Append `events` and flush them to disk before returning."""
-        self.write(encode_events(events))
+        self.write("".join(encode_events(events)))
 
     def write(self, lines: str) -> None:
         """Append JSON lines (each ending in a newline) and flush them to disk before returning."""
@@ -141,21 +141,6 @@ class InvitationLedger:
         with open(self.path, encoding="utf-8") as handle:
             yield from handle
 
-    def events(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(line number, event) for each line of the ledger, in order."""
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line)
-                except ValueError:
-                    # Only a crash mid-write leaves a broken line, and it was never followed by
-                    # an e-mail: every `sending` line is on disk before its e-mail goes out.
-                    log.warning("%s line %d is incomplete and was skipped", self.path, number)
-
     def _end_torn_line(self) -> None:
         """After a crash mid-write the file may end without a newline: close that line, so the
         next event is not glued onto it."""
@@ -169,9 +154,9 @@ class InvitationLedger:
                 os.fsync(handle.fileno())
 
 
-def encode_events(events: Sequence[dict[str, Any]]) -> str:
-    """The ledger lines of `events`."""
-    return "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in events)
+def encode_events(events: Sequence[dict[str, Any]]) -> list[str]:
+    """The ledger line of each of `events` (with its newline)."""
+    return [json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in events]
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -265,8 +250,8 @@ class Journal:
     def record(self, events: Sequence[dict[str, Any]]) -> None:
         """Append `events` to the ledger (on disk when this returns); the table follows."""
         lines = encode_events(events)
-        self.ledger.write(lines)
-        for line in lines.splitlines(keepends=True):
+        self.ledger.write("".join(lines))
+        for line in lines:
             self._append(line)
 
     def _append(self, line: str) -> None:

@@ -39,17 +39,19 @@ def spill_directory(database: Path) -> Path:
     """Where DuckDB writes what does not fit its memory limit while it works on `database`
     (temporary tables and sorts of personal data): `<database>.tmp`, owner-only. DuckDB's own
     default is that folder too, but created 0755 with 0644 files in it."""
-    folder = database.with_name(f"{database.name}.tmp")
-    private_directories(folder.parent)
-    with contextlib.suppress(FileExistsError):
-        folder.mkdir(mode=PRIVATE_DIRECTORY)
-    os.chmod(folder, PRIVATE_DIRECTORY)
+    folder = _spill_path(database)
+    private_directories(folder)
+    os.chmod(folder, PRIVATE_DIRECTORY)  # one a DuckDB of before made 0755, too
     return folder
 
 
 def remove_spill_directory(database: Path) -> None:
     """Remove `spill_directory(database)` and what DuckDB left in it (after its last connection)."""
-    shutil.rmtree(database.with_name(f"{database.name}.tmp"), ignore_errors=True)
+    shutil.rmtree(_spill_path(database), ignore_errors=True)
+
+
+def _spill_path(database: Path) -> Path:
+    return database.with_name(f"{database.name}.tmp")
 
 
 @contextlib.contextmanager

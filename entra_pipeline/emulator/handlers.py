@@ -107,7 +107,7 @@ class GraphResources:
         self.permissions = permissions
         self.premium = premium
         self._sign_in_throttle = sign_in_throttle
-        self._range_cache: dict[tuple[str, str, int], list[int]] = {}
+        self._range_cache: dict[tuple[Any, ...], list[int]] = {}
         self._range_lock = threading.Lock()
 
     # ---- permissions ------------------------------------------------------------------------
@@ -433,29 +433,55 @@ class GraphResources:
     ) -> dict[str, Any]:
         self.require(READ_MEMBERS)
         kinds: tuple[str, ...] = ("user", "group", "device")
+        group = self.tenant.object_at("group", group_index) or {}
         if cast is not None:
             if cast not in CASTS:
                 raise GraphError(400, "BadRequest", f"Resource not found for the segment '{cast}'.")
             kinds = (CASTS[cast],)
+            if kinds == ("group",) and "Unified" in (group.get("groupTypes") or []):
+                # "An attempt to filter by an OData cast that represents an unsupported member
+                # type returns a 400 Bad Request error with the Request_UnsupportedQuery code",
+                # e.g. microsoft.graph.group on a Microsoft 365 group (group-list-transitivemembers).
+                raise unsupported_query(
+                    "Microsoft 365 groups cannot have groups as members: the cast "
+                    f"'{cast}' is not supported on this group."
+                )
         options = ctx.options
         select = _member_select(options.get("select"), kinds)
         parsed = None
+        transitive = relation == "transitiveMembers"
+        candidates: list[int] | None = None
         if options.get("filter"):
             if cast is None:
                 raise unsupported_query(
                     "$filter on members needs a type cast, e.g. /microsoft.graph.user."
                 )
             parsed = self._filter(kinds[0], options.get("filter"))
-            self._check_advanced(parsed, ctx)
+            if not self._counting(ctx):
+                # "To filter the results on the OData type ... you must use the advanced query
+                # parameters": ConsistencyLevel: eventual and $count=true (group-list-members,
+                # group-list-transitivemembers).
+                raise unsupported_query(
+                    "Filtering a group's members is an advanced query: send ConsistencyLevel: "
+                    "eventual and $count=true."
+                )
+            candidates = self._member_candidates(
+                group_index, transitive, kinds[0], options.get("filter")
+            )
         page_size = options.top(ctx.max_page_size or DEFAULT_PAGE)
-        group_id = self.tenant.object_at("group", group_index) or {}
-        path = f"/groups/{group_id.get('id')}/{relation}" + (f"/{cast}" if cast else "")
+        path = f"/groups/{group.get('id')}/{relation}" + (f"/{cast}" if cast else "")
         start = self._start(ctx, path)
+        scanned: Iterator[tuple[int, str, int]]
+        if candidates is not None:
+            # A range on the type's key: offsets into its members with a key in the range.
+            scanned = ((at, kinds[0], candidates[at]) for at in range(start, len(candidates)))
+        else:
+            scanned = self.tenant.member_scan(
+                group_index, transitive=transitive, kinds=kinds, start=start
+            )
         members = (
             (pos, kind, obj)
-            for pos, kind, index in self.tenant.member_scan(
-                group_index, transitive=relation == "transitiveMembers", kinds=kinds, start=start
-            )
+            for pos, kind, index in scanned
             if (obj := self.tenant.object_at(kind, index, None if parsed else _hint(kind, select)))
             is not None
             and (parsed is None or parsed.predicate(obj))
@@ -465,17 +491,56 @@ class GraphResources:
         entity = f"{_COLLECTION_OF[kinds[0]]}" if cast else "directoryObjects"
         body: dict[str, Any] = {"@odata.context": f"{self.graph_url}/v1.0/$metadata#{entity}"}
         if start == 0 and self._counting(ctx):
-            body["@odata.count"] = sum(
-                1
-                for _, kind, index in self.tenant.member_scan(
-                    group_index, transitive=relation == "transitiveMembers", kinds=kinds
-                )
-                if parsed is None or parsed.predicate(self.tenant.object_at(kind, index) or {})
+            body["@odata.count"] = (
+                len(candidates)
+                if candidates is not None
+                else self._count_members(group_index, transitive, kinds, parsed)
             )
         if next_position is not None:
             body["@odata.nextLink"] = self._next_link(path, ctx, next_position)
         body["value"] = value
         return body
+
+    def _member_candidates(
+        self, group_index: int, transitive: bool, kind: str, text: str | None
+    ) -> list[int] | None:
+        """The group's members of `kind` a range filter on the kind's key can match, from the
+        tenant's sorted keys, in slot order; None for any other filter (the scan decides)."""
+        in_range = self._range_candidates(kind, text)
+        if in_range is None:
+            return None
+        key = ("members", group_index, transitive, kind, text, self.tenant.version)
+        with self._range_lock:
+            cached = self._range_cache.get(key)
+        if cached is not None:
+            return cached
+        members = self.tenant.member_slots(group_index, kind, transitive=transitive)
+        found = [slot for slot in in_range if _contains(members, slot)]
+        with self._range_lock:
+            if len(self._range_cache) >= _RANGE_CACHE_SIZE:
+                self._range_cache.pop(next(iter(self._range_cache)))
+            self._range_cache[key] = found
+        return found
+
+    def _count_members(
+        self,
+        group_index: int,
+        transitive: bool,
+        kinds: tuple[str, ...],
+        parsed: ParsedFilter | None,
+    ) -> int:
+        if parsed is None:
+            return sum(
+                len(self.tenant.member_slots(group_index, kind, transitive=transitive))
+                for kind in kinds
+            )
+        return sum(
+            1
+            for _, kind, index in self.tenant.member_scan(
+                group_index, transitive=transitive, kinds=kinds
+            )
+            if parsed.predicate(self.tenant.object_at(kind, index) or {})
+        )
 
     def _subscribed_skus(self, rest: list[str], ctx: GraphContext) -> dict[str, Any]:
         self.require(READ_SKUS)
@@ -526,12 +591,19 @@ def _hint(kind: str, select: list[str] | None) -> frozenset[str]:
 # Range filters on the keys partitioned listings split by (userPrincipalName and device
 # displayName support ge/le in $filter without advanced queries: SPEC 2).
 _RANGE_KEYS = {"user": "userPrincipalName", "device": "displayName"}
-_RANGE_CACHE_SIZE = 256  # partitions' candidate lists kept between their pages
+# Partitions' candidate lists kept between their pages: a collection's ranges, and each large
+# group's ranges of its members with the collection's ranges they come from.
+_RANGE_CACHE_SIZE = 512
 _UNSET_FILTER = re.compile(r"^\s*(?P<prop>\w+)\s+eq\s+null\s*$")
 _RANGE_FILTER = re.compile(
     r"^\s*(?P<prop>\w+)\s+(?P<op>ge|le)\s+'(?P<value>(?:[^']|'')*)'"
     r"(?:\s+and\s+(?P<prop2>\w+)\s+(?P<op2>ge|le)\s+'(?P<value2>(?:[^']|'')*)')?\s*$"
 )
+
+
+def _contains(sorted_slots: Any, slot: int) -> bool:
+    at = bisect.bisect_left(sorted_slots, slot)
+    return at < len(sorted_slots) and sorted_slots[at] == slot
 
 
 def _take(items: Iterator[tuple[int, Any]], size: int) -> tuple[list[Any], int | None]:

@@ -201,3 +201,58 @@ def test_key_ranges_are_read_from_the_sorted_keys_with_the_answer_of_a_scan(
     assert [u["id"] for u in got] == expected
     assert 100 < len(expected) < 400
     assert scans == []
+
+
+def test_a_groups_members_in_a_key_range_are_read_from_the_sorted_keys(
+    emulator_factory: Callable[..., Emulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large group's members by type and key range (how the pipeline partitions them) are the
+    members in that range, in the members' order, counted on the first page, without scanning
+    the group's members a page at a time; filtering members needs the advanced query headers."""
+    emu = emulator_factory(users=400, devices=300, seed=3)
+    everyone = next(g for g in emu.tenant.groups() if g["displayName"] == "All Employees")
+    members = [
+        m["id"]
+        for m in emu.tenant.transitive_members(everyone["id"])
+        if m["@odata.type"] == "#microsoft.graph.user"
+    ]
+    upn = {u["id"]: u["userPrincipalName"].casefold() for u in emu.tenant.users()}
+    expected = [m for m in members if "f" <= upn[m] <= "p"]
+    assert 50 < len(expected) < len(members)
+    path = f"/groups/{everyone['id']}/transitiveMembers/microsoft.graph.user"
+    query = "$top=40&$select=id&$filter=userPrincipalName ge 'f' and userPrincipalName le 'p'"
+    refused = graph(emu).get(f"{path}?{query}")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "Request_UnsupportedQuery"
+
+    scans: list[int] = []
+    real_scan = emu.tenant.member_scan
+
+    def counted_scan(group: int, **kwargs: Any) -> Any:
+        scans.append(group)
+        return real_scan(group, **kwargs)
+
+    monkeypatch.setattr(emu.tenant, "member_scan", counted_scan)
+    client = graph(emu, ConsistencyLevel="eventual")
+    got = list(pages(client, f"{path}?{query}&$count=true"))
+    assert [m["id"] for page in got for m in page["value"]] == expected
+    assert got[0]["@odata.count"] == len(expected)
+    assert "@odata.count" not in got[1]
+    assert scans == []
+
+
+def test_a_cast_to_groups_on_a_microsoft_365_group_is_refused(
+    emulator_factory: Callable[..., Emulator],
+) -> None:
+    emu = emulator_factory(users=60, devices=0, seed=3)
+    team = next(g for g in emu.tenant.groups() if "Unified" in g["groupTypes"])
+    answer = graph(emu, ConsistencyLevel="eventual").get(
+        f"/groups/{team['id']}/transitiveMembers/microsoft.graph.group?$count=true"
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "Request_UnsupportedQuery"
+    users = graph(emu, ConsistencyLevel="eventual").get(
+        f"/groups/{team['id']}/transitiveMembers/microsoft.graph.user?$count=true&$select=id"
+    )
+    assert users.status_code == 200
+    assert users.json()["@odata.count"] == len(emu.tenant.transitive_members(team["id"]))

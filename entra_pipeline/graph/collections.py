@@ -31,6 +31,9 @@ class Collection:
     # A property `$filter` takes ge/le on: a large listing is split into ranges of it (partitions.py).
     partition_key: str | None = None
     partition_nullable: bool = False  # objects without it need a partition of their own
+    # Graph takes `$filter` here only as an advanced query (ConsistencyLevel: eventual and
+    # `$count=true` on every request): a group's members by type (group-list-transitivemembers).
+    advanced_query: bool = False
 
     def __post_init__(self) -> None:
         if list(self.docs) != list(self.columns):
@@ -306,5 +309,29 @@ GROUP_MEMBERS = Collection(
     permission="GroupMember.Read.All",
     key=("group_id", "member_id"),
 )
+
+# A large group's transitive members are listed one member type at a time (an OData cast), each
+# type split by the key its own collection is partitioned by; groups nested in it are few.
+MEMBER_TYPES: dict[str, Collection | None] = {"user": USERS, "device": DEVICES, "group": None}
+
+
+def group_member_listing(group_id: str, member_type: str | None = None) -> Collection:
+    """The transitive members of one group, of `member_type` only (the cast
+    `/transitiveMembers/microsoft.graph.<type>`) or of every type: what partitions.py plans and
+    counts (`$select=id`; landed as `raw.group_members` rows)."""
+    path = GROUP_MEMBERS.path.format(id=group_id)
+    keyed = MEMBER_TYPES.get(member_type) if member_type else None
+    return Collection(
+        table=GROUP_MEMBERS.table,
+        path=f"{path}/microsoft.graph.{member_type}" if member_type else path,
+        columns={"id": "VARCHAR"},
+        description=f"Transitive members of group {group_id}",
+        docs={"id": "Object id of the member."},
+        permission=GROUP_MEMBERS.permission,
+        partition_key=keyed.partition_key if keyed else None,
+        partition_nullable=keyed.partition_nullable if keyed else False,
+        advanced_query=True,
+    )
+
 
 ALL = (USERS, SIGN_IN_ACTIVITY, DEVICES, GROUPS, SUBSCRIBED_SKUS)

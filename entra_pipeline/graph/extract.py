@@ -34,10 +34,12 @@ from entra_pipeline.graph.collections import (
     DEVICES,
     GROUP_MEMBERS,
     GROUPS,
+    MEMBER_TYPES,
     SIGN_IN_ACTIVITY,
     SUBSCRIBED_SKUS,
     USERS,
     Collection,
+    group_member_listing,
 )
 from entra_pipeline.graph.delta import (
     TRACKED,
@@ -56,7 +58,14 @@ from entra_pipeline.graph.errors import (
     GroupNotFoundError,
 )
 from entra_pipeline.graph.ndjson import NdjsonWriter
-from entra_pipeline.graph.partitions import count, partition_params, plan_partitions, shortfall
+from entra_pipeline.graph.partitions import (
+    Partition,
+    Plan,
+    count,
+    partition_params,
+    plan_partitions,
+    shortfall,
+)
 from entra_pipeline.vocabulary import is_guid
 
 logger = logging.getLogger(__name__)
@@ -388,15 +397,95 @@ def extract_partitioned(
     return Extracted(collection.table, tuple(files), written[0])
 
 
-def member_rows(group_id: str, members: Iterable[Row]) -> Iterator[Row]:
-    """`raw.group_members` rows for one page of a group's transitive members."""
+def member_rows(
+    group_id: str, members: Iterable[Row], member_type: str | None = None
+) -> Iterator[Row]:
+    """`raw.group_members` rows for one page of a group's transitive members; `member_type` is
+    the type a cast listed (Graph may leave `@odata.type` out of a cast's rows)."""
     for member in members:
         odata_type = member.get("@odata.type", "")
         yield {
             "group_id": group_id,
             "member_id": member["id"],
-            "member_type": odata_type.removeprefix(_ODATA_TYPE_PREFIX) or None,
+            "member_type": odata_type.removeprefix(_ODATA_TYPE_PREFIX) or member_type,
         }
+
+
+@dataclass(frozen=True)
+class MemberRange:
+    """One listing of a large group's members: of one member type (a cast) in one range of its
+    key, or (`member_type` None) the whole group as one chain."""
+
+    group_id: str
+    member_type: str | None
+    listing: Collection
+    partition: Partition
+
+
+def plan_group_members(
+    client: GraphClient, group_id: str, *, target: int, workers: int = 8
+) -> list[MemberRange]:
+    """The listings of one group's transitive members: one chain when it has at most `target`,
+    else each member type (user, device, group) planned like its collection (partitions.py).
+
+    The types' counts must add up to the group's: members of another type (contacts, service
+    principals) have no cast here, so such a group is one chain. A cast Graph refuses (400: a
+    Microsoft 365 group cannot hold groups) has no members of that type."""
+    whole = group_member_listing(group_id)
+    total = count(client, whole, None)
+    one_chain = [MemberRange(group_id, None, whole, Partition(None, total))]
+    if total <= target:
+        return one_chain
+    ranges: list[MemberRange] = []
+    typed = 0
+    for member_type in MEMBER_TYPES:
+        listing = group_member_listing(group_id, member_type)
+        try:
+            if listing.partition_key is None:
+                found = count(client, listing, None)
+                plan = Plan((Partition(None, found, advanced=True),), found, 1)
+            else:
+                plan = plan_partitions(
+                    client,
+                    listing,
+                    listing.partition_key,
+                    target=target,
+                    workers=workers,
+                    nullable=listing.partition_nullable,
+                )
+        except GraphRequestError as refused:
+            if refused.status != 400:
+                raise
+            continue
+        if shortfall(plan):
+            logger.warning(
+                "group_members: the ranges of group %s's %s members count %d of %d (eventual "
+                "counts may lag changes; the listing goes on)",
+                group_id,
+                member_type,
+                plan.covered,
+                plan.total,
+            )
+        typed += plan.total
+        ranges += [
+            MemberRange(group_id, member_type, listing, p) for p in plan.partitions if p.count
+        ]
+    if typed < total:
+        logger.warning(
+            "group_members: group %s has %d members but its users, devices and groups count %d "
+            "(other member types); listing it as one chain",
+            group_id,
+            total,
+            typed,
+        )
+        return one_chain
+    logger.info(
+        "group_members: group %s, %d members in %d listings by member type and key",
+        group_id,
+        total,
+        len(ranges),
+    )
+    return ranges
 
 
 def extract_group_members(
@@ -406,17 +495,22 @@ def extract_group_members(
     *,
     max_workers: int = 4,
     cancel: threading.Event | None = None,
+    target: int = PARTITION_TARGET,
+    workers: int = PARTITION_WORKERS,
 ) -> Extracted:
     """Stream the transitive members of each group into `<workdir>/group_members/*.ndjson`.
 
     Up to `max_workers` workers at a time, each appending to its own file; a worker asks for the
-    first page of 20 groups in one `$batch` call, and lists on its own only a group that has more.
+    first page of 20 groups in one `$batch` call. A group with more than one page is listed
+    afterwards: by member type and key range when it has more than `target` members
+    (`plan_group_members`), the ranges of every large group paged `workers` at a time.
     """
     cancel = cancel or threading.Event()
     folder = workdir / GROUP_MEMBERS.table
     folder.mkdir(parents=True, exist_ok=True)
     queue = iter(dict.fromkeys(group_ids))  # each group once, in the given order
     queue_lock = threading.Lock()
+    large: list[str] = []  # groups whose first page had a next link
     params: dict[str, str | int] = {"$select": "id", "$top": _MEMBER_PAGE_SIZE}
 
     def next_groups(size: int) -> list[str]:
@@ -439,8 +533,8 @@ def extract_group_members(
 
     def work(writer: NdjsonWriter) -> None:
         # First pages through $batch, 20 groups a call: a group that fits one page is done
-        # there; a larger one, or one whose answer is an error, is listed on its own (from its
-        # first page, so that an expired page token restarts it whole, and errors are typed).
+        # there; a larger one is listed afterwards (from its first page, so that an expired page
+        # token restarts it whole), and one whose answer is an error on its own (errors typed).
         while batch := next_groups(MAX_BATCH):
             paths = [f"{GROUP_MEMBERS.path.format(id=g)}?{_member_query}" for g in batch]
             answers = client.batch_get(paths, label=GROUP_MEMBERS.table)
@@ -450,23 +544,53 @@ def extract_group_members(
                     writer.begin_listing()
                     writer.write(member_rows(group_id, rows))
                     progress.page(sum(w.rows for w in writers))
+                elif status == 200 and isinstance(rows, list):
+                    with queue_lock:
+                        large.append(group_id)
                 else:
                     list_group(writer, group_id)
             if cancel.is_set():
                 raise _Cancelled
 
-    workers = max(1, min(max_workers, len(group_ids)))
-    writers = [NdjsonWriter(folder / f"part-{n}.ndjson") for n in range(workers)]
+    def page_range(number: int, member_range: MemberRange) -> None:
+        writer = NdjsonWriter(folder / f"range-{number:04d}.ndjson")
+        writers.append(writer)
+        try:
+            writer.begin_listing()
+            pages = client.iter_pages(
+                member_range.listing.path,
+                partition_params(member_range.listing, member_range.partition),
+                member_range.partition.headers,
+                label=GROUP_MEMBERS.table,
+                on_restart=writer.restart_listing,
+            )
+            for members in _unless_cancelled(pages, cancel):
+                writer.write(member_rows(member_range.group_id, members, member_range.member_type))
+                progress.page(sum(w.rows for w in writers))
+        finally:
+            writer.close()
+
+    batch_workers = max(1, min(max_workers, len(group_ids)))
+    writers = [NdjsonWriter(folder / f"part-{n}.ndjson") for n in range(batch_workers)]
     progress = Progress(client, GROUP_MEMBERS.table)
     try:
-        _run_all([functools.partial(work, writer) for writer in writers], workers, cancel)
+        _run_all([functools.partial(work, writer) for writer in writers], batch_workers, cancel)
     finally:
         for writer in writers:
             writer.close()
-    logger.info("%s (done, %d groups)", progress.line(sum(w.rows for w in writers)), len(group_ids))
-    return Extracted(
-        GROUP_MEMBERS.table, tuple(w.path for w in writers), sum(w.rows for w in writers)
-    )
+    if large:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="graph-plan-groups") as pool:
+            plans = pool.map(
+                lambda g: plan_group_members(client, g, target=target, workers=workers // 2),
+                large,
+            )
+            ranges = sorted(itertools.chain.from_iterable(plans), key=lambda r: -r.partition.count)
+        _run_all(
+            [functools.partial(page_range, n, r) for n, r in enumerate(ranges)], workers, cancel
+        )
+    rows = sum(w.rows for w in writers)
+    logger.info("%s (done, %d groups)", progress.line(rows), len(group_ids))
+    return Extracted(GROUP_MEMBERS.table, tuple(w.path for w in writers), rows)
 
 
 def resolve_groups(client: GraphClient, refs: Iterable[str]) -> dict[str, str]:

@@ -113,7 +113,11 @@ def sample(
     text = range_filter(key, low, high)
     if text:
         params["$filter"] = text
-    body = client.get_json(collection.path, params, label=collection.table)
+    headers: dict[str, str] = {}
+    if collection.advanced_query:
+        params["$count"] = "true"
+        headers = dict(_EVENTUAL)
+    body = client.get_json(collection.path, params, headers, label=collection.table)
     values = body.get("value")
     if not isinstance(values, list):
         raise GraphRequestError(f"Graph answered GET {collection.path} without a value list")
@@ -157,9 +161,10 @@ def plan_partitions(
     counted; a piece still too large is split again, for at most `max_rounds` rounds (a single
     value shared by more than `target` objects cannot be split by its key)."""
     requests = 1
+    advanced = collection.advanced_query
     total = count(client, collection, None)
     if total <= target:
-        return Plan((Partition(None, total),), total, requests)
+        return Plan((Partition(None, total, advanced),), total, requests)
     try:
         pending: list[tuple[str | None, str | None, int]] = [(None, None, total)]
         done: list[Partition] = []
@@ -186,10 +191,13 @@ def plan_partitions(
                     if found > target and round_number < max_rounds and splittable:
                         pending.append((low, high, found))
                     elif found:
-                        done.append(Partition(text, found))
+                        done.append(Partition(text, found, advanced))
                 if not pending:
                     break
-            done += [Partition(range_filter(key, low, high), found) for low, high, found in pending]
+            done += [
+                Partition(range_filter(key, low, high), found, advanced)
+                for low, high, found in pending
+            ]
         if nullable:
             unset = count(client, collection, f"{key} eq null")
             requests += 1
@@ -202,7 +210,7 @@ def plan_partitions(
             collection.table,
             refused,
         )
-        return Plan((Partition(None, total),), total, requests)
+        return Plan((Partition(None, total, advanced),), total, requests)
     plan = Plan(tuple(sorted(done, key=lambda p: -p.count)), total, requests)
     logger.info(
         "%s: %d objects in %d partitions by %s (largest %d; plan cost %d requests)",

@@ -1,6 +1,6 @@
-"""Partitioned listings: a large collection split into disjoint key ranges paged concurrently
-lands exactly the rows one page chain lands, whatever its keys start with, and the plan's counts
-prove that every object is in a partition."""
+"""Partitioned listings: a large collection, or a large group's members, split into disjoint key
+ranges paged concurrently lands exactly the rows one page chain lands, whatever its keys start
+with, and the plan's counts prove that every object is in a partition."""
 
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ from pathlib import Path
 import pytest
 
 from entra_pipeline.emulator import Emulator, EmulatorConfig, FileTenant, running_emulator
+from entra_pipeline.graph import extract
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import DEVICES, USERS
-from entra_pipeline.graph.extract import extract_collection, extract_partitioned
+from entra_pipeline.graph.extract import (
+    extract_collection,
+    extract_group_members,
+    extract_partitioned,
+)
 from entra_pipeline.graph.partitions import plan_partitions, range_filter, shortfall
 from tests.graph.graph_fixtures import FAST_RETRY, provider_for
 
@@ -55,9 +60,9 @@ def _upn(start: str, number: int) -> str:
     return f"{start}.user{number}@contoso.com"
 
 
-def hostile_tenant() -> dict:
+def hostile_tenant(size: int = 230, groups: tuple[dict, ...] = ()) -> dict:
     users, devices = [], []
-    for number, start in enumerate(itertools.islice(itertools.cycle(STARTS), 230)):
+    for number, start in enumerate(itertools.islice(itertools.cycle(STARTS), size)):
         user_id = str(uuid.UUID(int=number + 1))
         users.append(
             {
@@ -88,7 +93,7 @@ def hostile_tenant() -> dict:
         "domain": "contoso.com",
         "users": users,
         "devices": devices,
-        "groups": [],
+        "groups": list(groups),
     }
 
 
@@ -190,3 +195,134 @@ def test_a_filter_graph_refuses_falls_back_to_one_chain(
     plan = plan_partitions(client, refused, "noSuchProperty", target=12)
     assert [(p.filter, p.count) for p in plan.partitions] == [(None, 230)]
     assert "Graph refused the partition filters" in caplog.text
+
+
+# Large groups: more members than one page of 999, so they are listed after the $batch of first
+# pages, by member type and key range. "Everyone" holds every user (half of them through the
+# nested "Inner"), every device and "Inner"; "Team" is a Microsoft 365 group (Graph refuses the
+# cast to groups on it); "Three" fits a page.
+MEMBERS_SIZE = 1_300
+EVERYONE, INNER, TEAM, THREE = (str(uuid.UUID(int=90_000 + n)) for n in range(4))
+
+
+def _user_id(number: int) -> str:
+    return str(uuid.UUID(int=number + 1))
+
+
+def _device_id(number: int) -> str:
+    return str(uuid.UUID(int=10_000 + number))
+
+
+def member_tenant() -> dict:
+    return hostile_tenant(
+        MEMBERS_SIZE,
+        (
+            {
+                "id": EVERYONE,
+                "displayName": "Everyone",
+                "members": [_user_id(n) for n in range(0, MEMBERS_SIZE, 2)]
+                + [_device_id(n) for n in range(MEMBERS_SIZE)]
+                + [INNER],
+            },
+            {
+                "id": INNER,
+                "displayName": "Inner",
+                "members": [_user_id(n) for n in range(1, MEMBERS_SIZE, 2)]
+                + [_device_id(n) for n in range(100)],
+            },
+            {
+                "id": TEAM,
+                "displayName": "Team",
+                "groupTypes": ["Unified"],
+                "members": [_user_id(n) for n in range(1_100)],
+            },
+            {"id": THREE, "displayName": "Three", "members": [_user_id(n) for n in range(3)]},
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def member_emulator() -> Iterator[Emulator]:
+    with running_emulator(EmulatorConfig(tenant=FileTenant(member_tenant()))) as emu:
+        yield emu
+
+
+def _member_rows(files: tuple[Path, ...]) -> set[tuple[str, str, str]]:
+    rows = set()
+    for file in files:
+        for line in file.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            rows.add((row["group_id"], row["member_id"], row["member_type"]))
+    return rows
+
+
+def _expected_members(emu: Emulator, groups: list[str]) -> set[tuple[str, str, str]]:
+    return {
+        (group, member["id"], member["@odata.type"].removeprefix("#microsoft.graph."))
+        for group in groups
+        for member in emu.tenant.transitive_members(group)
+    }
+
+
+def _range_requests(emu: Emulator) -> list[str]:
+    return [
+        r.path
+        for r in emu.requests
+        if "/transitiveMembers/microsoft.graph." in r.path and "$filter" in r.query
+    ]
+
+
+def test_large_groups_by_member_type_and_range_land_exactly_their_members(
+    member_emulator: Emulator, tmp_path: Path
+) -> None:
+    tokens = provider_for(member_emulator)
+    groups = [EVERYONE, TEAM, THREE]
+    expected = _expected_members(member_emulator, groups)
+    assert len(expected) == 2 * MEMBERS_SIZE + 1 + 1_100 + 3
+    with GraphClient(
+        member_emulator.graph_url, tokens, ca_bundle=member_emulator.ca_bundle, retry=FAST_RETRY
+    ) as client:
+        one_chain = extract_group_members(client, groups, tmp_path / "chain", target=10**6)
+        assert _range_requests(member_emulator) == []
+        partitioned = extract_group_members(
+            client, groups, tmp_path / "parts", target=150, workers=4
+        )
+    tokens.close()
+    assert _member_rows(one_chain.files) == expected
+    assert _member_rows(partitioned.files) == expected
+    ranges = _range_requests(member_emulator)
+    # Everyone: its users and devices in ranges of at most ~150 (devices without a name in one
+    # of their own), its one group in one listing; Team: its users only (no group cast).
+    assert len(partitioned.files) > 20
+    assert {path.rsplit("/", 1)[1] for path in ranges} == {
+        "microsoft.graph.user",
+        "microsoft.graph.device",
+    }
+    assert any(f"/groups/{TEAM}/" in path for path in ranges)
+    assert not any(f"/groups/{THREE}/" in path for path in ranges)
+
+
+def test_a_large_group_with_a_member_type_it_cannot_cast_to_is_one_chain(
+    member_emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the types the pipeline casts to do not add up to the group's count (a contact or a
+    service principal is a member), the group is listed whole, as one chain."""
+    monkeypatch.setattr(extract, "MEMBER_TYPES", {"user": USERS, "device": DEVICES})
+    tokens = provider_for(member_emulator)
+    with GraphClient(
+        member_emulator.graph_url, tokens, ca_bundle=member_emulator.ca_bundle, retry=FAST_RETRY
+    ) as client:
+        ranges = extract.plan_group_members(client, EVERYONE, target=150)
+        landed = extract_group_members(client, [EVERYONE], tmp_path, target=150)
+    tokens.close()
+    assert [(r.member_type, r.partition.filter, r.partition.count) for r in ranges] == [
+        (None, None, 2 * MEMBERS_SIZE + 1)
+    ]
+    assert (
+        f"group {EVERYONE} has {2 * MEMBERS_SIZE + 1} members but its users, devices and groups "
+        f"count {2 * MEMBERS_SIZE}" in caplog.text
+    )
+    assert _member_rows(landed.files) == _expected_members(member_emulator, [EVERYONE])

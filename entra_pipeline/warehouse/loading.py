@@ -88,8 +88,9 @@ def load_ndjson_table(
         return 0
     # A plain scan streams the files into the table; de-duplicating in the same statement
     # (DISTINCT ON / ORDER BY) would hold every row at once and took 2.5x the time and memory
-    # at 400k devices. Duplicates are rare (a restarted listing is cut back before the load), so
-    # they are counted on the key alone and deleted only when there are any.
+    # at 400k devices. Duplicates are few (a partition's boundary value; a restarted listing is
+    # cut back before the load), so they are counted on the key alone and deleted only when
+    # there are any.
     # The query is built from the registry (trusted names); values arrive as parameters.
     con.execute(
         f"CREATE OR REPLACE TABLE {table} AS SELECT {provenance}, {selected} "
@@ -101,9 +102,13 @@ def load_ndjson_table(
         f"{key_list} FROM {table}))"
     ).fetchall()
     if count != distinct:
+        # Numbered only among the keys listed twice (a partition's boundary value, a group's
+        # member at a range's edge): a window over every row held millions of rows at once.
         con.execute(
             f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() "
-            f"OVER (PARTITION BY {key_list} ORDER BY rowid) AS seen FROM {table}) WHERE seen > 1)"
+            f"OVER (PARTITION BY {key_list} ORDER BY rowid) AS seen FROM {table} SEMI JOIN "
+            f"(SELECT {key_list} FROM {table} GROUP BY ALL HAVING count(*) > 1) USING "
+            f"({key_list})) WHERE seen > 1)"
         )
         logger.info("%s.%s: dropped %d rows listed twice", schema, name, count - distinct)
     return int(distinct)

@@ -344,3 +344,29 @@ def test_loader_types_every_column_and_keeps_each_id_once(tmp_path: Path) -> Non
     assert con.execute(
         "SELECT id, displayName, accountEnabled, city, manager FROM raw.users ORDER BY id"
     ).fetchall() == [("u1", "Ann", None, None, None), ("u2", None, False, None, None)]
+
+
+def test_loader_keeps_each_group_member_once_across_files(tmp_path: Path) -> None:
+    # A member at the edge of two ranges of a large group is listed in both ranges' files.
+    first, second = tmp_path / "range-0000.ndjson", tmp_path / "range-0001.ndjson"
+    first.write_text(
+        '{"group_id":"g1","member_id":"m1","member_type":"user"}\n'
+        '{"group_id":"g1","member_id":"m2","member_type":"user"}\n'
+        '{"group_id":"g2","member_id":"m2","member_type":"user"}\n',
+        encoding="utf-8",
+    )
+    second.write_text(
+        '{"group_id":"g1","member_id":"m2","member_type":null}\n'
+        '{"group_id":"g1","member_id":"m3","member_type":"device"}\n',
+        encoding="utf-8",
+    )
+    con = duckdb.connect()
+    assert load_raw_table(con, "group_members", [first, second], "t1", EXTRACTED_AT) == 4
+    assert con.execute(
+        "SELECT group_id, member_id, member_type FROM raw.group_members ORDER BY ALL"
+    ).fetchall() == [
+        ("g1", "m1", "user"),
+        ("g1", "m2", "user"),
+        ("g1", "m3", "device"),
+        ("g2", "m2", "user"),
+    ]

@@ -291,6 +291,7 @@ DIRECTORY_USERS = Collection(
     description="Every user of the tenant, as the MDM user source reads it (no manager).",
     docs={name: USERS.docs[name] for name in _DIRECTORY_PROPERTIES},
     permission=USERS.permission,
+    partition_key=USERS.partition_key,
 )
 
 # group_members is built from /groups/{id}/transitiveMembers of each group (`$select=id`), one row

@@ -21,7 +21,12 @@ from dagster import AssetExecutionContext
 
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import GROUP_MEMBERS, GROUPS, Collection
-from entra_pipeline.graph.extract import Extracted, extract_collection, extract_group_members
+from entra_pipeline.graph.extract import (
+    Extracted,
+    extract_collection,
+    extract_group_members,
+    extract_partitioned,
+)
 from entra_pipeline.graph_session import recorded_graph_client
 from entra_pipeline.incremental import DELTA_STATE, FULL_SYNC_TAG, notify_resyncs
 from entra_pipeline.resources import ConnectorResource
@@ -172,8 +177,9 @@ def mdm_directory(
 def extract_directory(
     client: GraphClient, users: Collection, workdir: Path
 ) -> dict[str, Extracted]:
-    """Every user, and meanwhile every group then the transitive members of each group, as
-    NDJSON files (the two run at once: neither needs the other)."""
+    """Every user (in key ranges, as the connector lists them), and meanwhile every group then
+    the transitive members of each group, as NDJSON files (the two run at once: neither needs
+    the other)."""
 
     def groups_and_members() -> tuple[Extracted, Extracted]:
         groups = extract_collection(client, GROUPS, workdir)
@@ -182,7 +188,7 @@ def extract_directory(
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="graph-directory") as pool:
         listed = pool.submit(groups_and_members)
-        extracted_users = extract_collection(client, users, workdir)
+        extracted_users = extract_partitioned(client, users, workdir)
         groups, members = listed.result()
     return {users.table: extracted_users, GROUPS.table: groups, GROUP_MEMBERS.table: members}
 

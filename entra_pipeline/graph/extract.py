@@ -585,6 +585,8 @@ def extract_group_members(
                 large,
             )
             ranges = sorted(itertools.chain.from_iterable(plans), key=lambda r: -r.partition.count)
+        if cancel.is_set():
+            raise _Cancelled
         _run_all(
             [functools.partial(page_range, n, r) for n, r in enumerate(ranges)], workers, cancel
         )

@@ -48,7 +48,7 @@ from entra_pipeline.user_source.incremental import (
     object_ids,
     plan_directory,
 )
-from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
+from entra_pipeline.user_source.tables import MDM_GROUP, USER_SOURCE_MEMORY_LIMIT, mdm_key
 from entra_pipeline.warehouse.loading import load_landed_table
 from entra_pipeline.warehouse.models import Model, build_models, discover_models
 from entra_pipeline.warehouse.publish import Warehouse
@@ -123,7 +123,7 @@ def mdm_directory(
             total = client.total_stats()
         if delta is not None:
             notify_resyncs(warehouse, delta.resyncs, plan.reasons)
-        with warehouse.transaction() as con:
+        with warehouse.transaction(USER_SOURCE_MEMORY_LIMIT) as con:
             if delta is None:
                 for landed in (users, GROUPS, GROUP_MEMBERS):
                     load_landed_table(
@@ -157,7 +157,7 @@ def mdm_directory(
         if delta is None:
             # sync.mode full: nothing is kept between runs. Not in the transaction above: DuckDB
             # refuses to drop tables a statement of the same transaction read.
-            with warehouse.transaction() as con:
+            with warehouse.transaction(USER_SOURCE_MEMORY_LIMIT) as con:
                 con.execute(f"DROP SCHEMA IF EXISTS {EXTRACT_SCHEMA} CASCADE")
     # One step builds the four directory tables from one extraction: its figures are each one's.
     step = {

@@ -21,7 +21,7 @@ from entra_pipeline.user_source.ledger import (
     invite,
     ledger_path,
 )
-from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
+from entra_pipeline.user_source.tables import MDM_GROUP, USER_SOURCE_MEMORY_LIMIT, mdm_key
 from entra_pipeline.warehouse.docs import CONNECTOR_DOC, TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import literal, quoted
@@ -53,7 +53,7 @@ def mdm_invitations(
     # The ledger is keyed by the tenant's GUID, however the config names the tenant.
     with recorded_graph_client(connector, warehouse) as client:
         tenant = TenantKey(settings.tenant_id, tenant_guid(settings.tenant_id, client))
-    with warehouse.transaction() as con:
+    with warehouse.transaction(USER_SOURCE_MEMORY_LIMIT) as con:
         report = invite(
             ledger,
             con,

@@ -9,7 +9,7 @@ import dagster as dg
 
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import BUILTIN_TEMPLATE_VARIABLES, TEMPLATE_VAR_RE
-from entra_pipeline.user_source.tables import MDM_GROUP, mdm_key
+from entra_pipeline.user_source.tables import MDM_GROUP, USER_SOURCE_MEMORY_LIMIT, mdm_key
 from entra_pipeline.warehouse.docs import CONNECTOR_DOC, TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.publish import Warehouse
 from entra_pipeline.warehouse.sql import literal, quoted
@@ -121,7 +121,7 @@ def mdm_rendered_templates(
     """Render each `${attributeName}` template of the user source for every user."""
     started = time.perf_counter()
     options = connector.settings.user_source
-    with warehouse.transaction() as con:
+    with warehouse.transaction(USER_SOURCE_MEMORY_LIMIT) as con:
         rows = warehouse.replace_table(
             con,
             "mdm.rendered_templates",

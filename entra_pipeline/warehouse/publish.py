@@ -350,10 +350,11 @@ class Warehouse(dg.ConfigurableResource):
         return self._require_run()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to this run's work copy, inside one transaction (a layer's writes)."""
+    def transaction(self, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to this run's work copy, inside one transaction (a layer's writes);
+        DuckDB works within `memory_limit` (default: the warehouse's) and spills beyond it."""
         self._require_run()
-        con = self._connect()
+        con = self._connect(memory_limit)
         try:
             con.execute("BEGIN TRANSACTION")
             yield con
@@ -454,8 +455,8 @@ class Warehouse(dg.ConfigurableResource):
         if self._log is not None:
             (self._log.info if severity == "info" else self._log.warning)(message)
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        return connect(self._work_path, memory_limit=self.memory_limit)
+    def _connect(self, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+        return connect(self._work_path, memory_limit=memory_limit or self.memory_limit)
 
     def _require_run(self) -> RunOutcome:
         if self._outcome is None or self._work_path is None:

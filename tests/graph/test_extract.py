@@ -326,6 +326,17 @@ def test_member_type_comes_from_odata_type() -> None:
     ]
 
 
+def test_member_type_of_a_cast_row_without_odata_type_is_the_cast() -> None:
+    # A cast (/transitiveMembers/microsoft.graph.device) lists one type: Graph may leave
+    # @odata.type out of its rows, as its documented cast examples do.
+    members = [{"id": "d1"}, {"@odata.type": "#microsoft.graph.device", "id": "d2"}]
+    assert [(r["member_id"], r["member_type"]) for r in member_rows("g", members, "device")] == [
+        ("d1", "device"),
+        ("d2", "device"),
+    ]
+    assert next(member_rows("g", [{"id": "x"}]))["member_type"] is None
+
+
 def test_loader_types_every_column_and_keeps_each_id_once(tmp_path: Path) -> None:
     # Two rows for one id (a listing that changed under us) and properties no row carries.
     rows = [

@@ -228,14 +228,17 @@ def main() -> int:
             timings: dict[str, float] = {}
             results = {}
             clocks: dict[str, GraphClock] = {}
+            job_spans: dict[str, tuple[float, float]] = {}
             for job in jobs:
                 started = time.monotonic()
+                begun = time.time()
                 results[job] = definitions.resolve_job_def(job).execute_in_process(
                     instance=instance,
                     raise_on_error=False,
                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
                 )
                 timings[job] = time.monotonic() - started
+                job_spans[job] = (begun, time.time())
                 clocks[job] = clock.next_job()
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
             sampler.stopped.set()
@@ -278,7 +281,8 @@ def main() -> int:
         )
         outcome = "success" if results[job].success else "FAILED"
         print(
-            f"{job}: {outcome}, {seconds:.1f} s here -> projected real-Graph time "
+            f"{job}: {outcome}, peak RSS {sampler.peak_between(*job_spans[job])} MiB, "
+            f"{seconds:.1f} s here -> projected real-Graph time "
             f"{seconds / scale / 60:.1f} min (wall / scale: this machine's CPU included)"
         )
     # The previous plan: one chain per collection, the longest decides (collections run at once).

@@ -27,21 +27,33 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class RssSampler(threading.Thread):
-    """Samples this process's resident memory, so each step's peak can be told apart."""
+    """Samples this process's resident memory, so each step's peak can be told apart: its RSS
+    every 0.1 s, and its high-water mark (VmHWM), which also catches a peak between samples."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(0.1):
             with open("/proc/self/status") as status:
-                kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-            self.samples.append((time.time(), kib // 1024))
+                kib = {
+                    name: int(rest.split()[0])
+                    for name, _, rest in (line.partition(":") for line in status)
+                    if name in ("VmRSS", "VmHWM")
+                }
+            self.samples.append((time.time(), kib["VmRSS"] // 1024, kib["VmHWM"] // 1024))
 
     def peak_between(self, start: float, end: float) -> int:
-        return max((mib for t, mib in self.samples if start <= t <= end), default=0)
+        """The highest RSS sampled from `start` to `end`, or the high-water mark the process
+        reached in that span when it rose there (a peak shorter than a sample's interval)."""
+        inside = [(rss, hwm) for t, rss, hwm in self.samples if start <= t <= end]
+        before = [hwm for t, _, hwm in self.samples if t < start]
+        sampled = max((rss for rss, _ in inside), default=0)
+        if inside and inside[-1][1] > (before[-1] if before else 0):
+            return max(sampled, inside[-1][1])
+        return sampled
 
 
 def write_config(config: Path, env: dict[str, str], db: Path, **options: object) -> None:

@@ -14,10 +14,11 @@ import dagster as dg
 import duckdb
 import pytest
 
+from entra_pipeline.user_source.tables import USER_SOURCE_MEMORY_LIMIT
 from entra_pipeline.warehouse.docs import column_comments, document_table, table_comment
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.ops_tables import create_ops_tables
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.publish import DEFAULT_MEMORY_LIMIT, Warehouse
 from tests.support import Spill, spill
 
 FAIL_AT_SECOND_ASSET = {"value": False}
@@ -321,3 +322,38 @@ def test_ops_tables_written_before_the_connector_column_get_it(tmp_path: Path) -
             "column_name = 'connector'"
         ).fetchall()
         assert comment.startswith("The connector_name of the config")
+
+
+SEEN_LIMITS: dict[str, str] = {}
+
+
+@dg.asset(key=["mdm", "budgeted"])
+def budgeted(warehouse: Warehouse) -> None:
+    for name, limit in (("user_source", USER_SOURCE_MEMORY_LIMIT), ("warehouse", None)):
+        with warehouse.transaction(limit) as con:
+            [(SEEN_LIMITS[name],)] = con.execute(
+                "SELECT current_setting('memory_limit')"
+            ).fetchall()
+            warehouse.replace_table(con, f"mdm.{name}", "SELECT 1 AS n")
+
+
+def test_a_transaction_works_within_the_memory_limit_it_asks_for(tmp_path: Path) -> None:
+    """The user source's steps ask DuckDB for a smaller budget than the warehouse's; a later
+    transaction is back at the warehouse's."""
+    result = dg.materialize(
+        [budgeted],
+        resources={"warehouse": Warehouse(path=str(tmp_path / "e.duckdb"), tenant_id="t")},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+
+    def as_duckdb_says(limit: str) -> str:
+        with duckdb.connect(config={"memory_limit": limit}) as con:
+            [(said,)] = con.execute("SELECT current_setting('memory_limit')").fetchall()
+            return str(said)
+
+    assert {
+        "warehouse": as_duckdb_says(DEFAULT_MEMORY_LIMIT),
+        "user_source": as_duckdb_says(USER_SOURCE_MEMORY_LIMIT),
+    } == SEEN_LIMITS
+    assert SEEN_LIMITS["warehouse"] != SEEN_LIMITS["user_source"]

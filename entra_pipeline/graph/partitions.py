@@ -21,6 +21,10 @@ is split again. A 2,000,000-device directory plans in 196 requests (165 partitio
 19,755 devices), 1,000,000 users in 86 (78 partitions). The counts prove the coverage too: the
 partitions' counts must add up to the collection's. Where Graph refuses the filter or the count
 (a 400), the listing falls back to one chain.
+
+A large group's members are planned the same way, one member type at a time (a cast such as
+`/transitiveMembers/microsoft.graph.user`, extract.plan_group_members): there every filtered
+request is an advanced query (`Collection.advanced_query`), its partitions included.
 """
 
 from __future__ import annotations

@@ -226,14 +226,24 @@ class GraphResources:
         sort a filtered listing by the filtered key); None for any other filter."""
         if text is None:
             return None
-        key = (kind, text, self.tenant.version)
+
+        def build() -> list[int] | None:
+            found = self._range_slots(kind, text)
+            return None if found is None else sorted(found)
+
+        return self._cached((kind, text, self.tenant.version), build)
+
+    def _cached(
+        self, key: tuple[Any, ...], build: Callable[[], list[int] | None]
+    ) -> list[int] | None:
+        """A candidate list kept between a partition's pages (the oldest dropped past
+        _RANGE_CACHE_SIZE); `build` makes it on a miss, None when the filter is not a range."""
         with self._range_lock:
             cached = self._range_cache.get(key)
         if cached is not None:
             return cached
-        found = self._range_slots(kind, text)
+        found = build()
         if found is not None:
-            found = sorted(found)
             with self._range_lock:
                 if len(self._range_cache) >= _RANGE_CACHE_SIZE:
                     self._range_cache.pop(next(iter(self._range_cache)))
@@ -509,18 +519,11 @@ class GraphResources:
         in_range = self._range_candidates(kind, text)
         if in_range is None:
             return None
-        key = ("members", group_index, transitive, kind, text, self.tenant.version)
-        with self._range_lock:
-            cached = self._range_cache.get(key)
-        if cached is not None:
-            return cached
         members = self.tenant.member_slots(group_index, kind, transitive=transitive)
-        found = [slot for slot in in_range if _contains(members, slot)]
-        with self._range_lock:
-            if len(self._range_cache) >= _RANGE_CACHE_SIZE:
-                self._range_cache.pop(next(iter(self._range_cache)))
-            self._range_cache[key] = found
-        return found
+        return self._cached(
+            ("members", group_index, transitive, kind, text, self.tenant.version),
+            lambda: [slot for slot in in_range if _contains(members, slot)],
+        )
 
     def _count_members(
         self,

@@ -367,17 +367,11 @@ def extract_partitioned(
         partition = plan.partitions[number]
         writer = NdjsonWriter(files[number])
         try:
-            writer.begin_listing()
-            pages = client.iter_pages(
-                collection.path,
-                partition_params(collection, partition),
-                partition.headers,
-                label=collection.table,
-                on_restart=writer.restart_listing,
-                check_row=timestamp_check(collection),
+            pages = _partition_pages(
+                client, collection, partition, writer, cancel, timestamp_check(collection)
             )
             before = 0
-            for rows in _unless_cancelled(pages, cancel):
+            for rows in pages:
                 writer.write(rows)
                 with lock:
                     written[0] += writer.rows - before
@@ -395,6 +389,28 @@ def extract_partitioned(
     )
     logger.info("%s (done, %d partitions)", progress.line(written[0]), len(plan.partitions))
     return Extracted(collection.table, tuple(files), written[0])
+
+
+def _partition_pages(
+    client: GraphClient,
+    listing: Collection,
+    partition: Partition,
+    writer: NdjsonWriter,
+    cancel: threading.Event,
+    check_row: Callable[[Row], str | None] | None = None,
+) -> Iterator[list[Row]]:
+    """The pages of one partition of `listing`, begun as a listing of `writer` (cut back to its
+    start when Graph expires the page token), until `cancel` is set."""
+    writer.begin_listing()
+    pages = client.iter_pages(
+        listing.path,
+        partition_params(listing, partition),
+        partition.headers,
+        label=listing.table,
+        on_restart=writer.restart_listing,
+        check_row=check_row,
+    )
+    return _unless_cancelled(pages, cancel)
 
 
 def member_rows(
@@ -556,15 +572,10 @@ def extract_group_members(
         writer = NdjsonWriter(folder / f"range-{number:04d}.ndjson")
         writers.append(writer)
         try:
-            writer.begin_listing()
-            pages = client.iter_pages(
-                member_range.listing.path,
-                partition_params(member_range.listing, member_range.partition),
-                member_range.partition.headers,
-                label=GROUP_MEMBERS.table,
-                on_restart=writer.restart_listing,
+            pages = _partition_pages(
+                client, member_range.listing, member_range.partition, writer, cancel
             )
-            for members in _unless_cancelled(pages, cancel):
+            for members in pages:
                 writer.write(member_rows(member_range.group_id, members, member_range.member_type))
                 progress.page(sum(w.rows for w in writers))
         finally:

@@ -7,18 +7,25 @@ connectors run at once in separate processes, as two workers would.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dagster as dg
 import duckdb
+import sqlalchemy
 import yaml
 
-from entra_pipeline.connector.raw import sign_in_pool
+from entra_pipeline.connector.raw import sign_in_pool, sign_in_slot
 from entra_pipeline.emulator import Emulator, EmulatorConfig, Faults, running_emulator
 
 MAPPING = Path(__file__).resolve().parents[1] / "mappings" / "entra_id.csv"
@@ -121,3 +128,59 @@ def test_without_the_pool_they_throttle_each_other(tmp_path: Path) -> None:
     _, throttled, sign_ins = _sync_both(tmp_path, None)
     assert _overlap(*sign_ins)
     assert throttled > 0
+
+
+def _claim_in_turn(home: str, run: int, meetings: dict[str, Any], held: Any) -> None:
+    """One process's sign-in pass (a connector run on this machine) against the instance at
+    `home`, holding the slot 0.2 s; each statement that starts with a key of `meetings` first
+    waits (up to its timeout) at its barrier for the other process."""
+
+    def before_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        for prefix, meeting in meetings.items():
+            if statement.startswith(prefix):
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    meeting.wait()
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", before_execute)
+    with dg.DagsterInstance.from_config(home) as instance:
+        context: Any = SimpleNamespace(
+            instance=instance,
+            run=SimpleNamespace(run_id=f"run-{run}"),
+            log=logging.getLogger(__name__),
+        )
+        with sign_in_slot(context, APP):
+            start = time.time()
+            time.sleep(0.2)
+            held.put((start, time.time()))
+
+
+def test_two_processes_claiming_at_the_same_moment_never_both_hold_the_slot(
+    tmp_path: Path,
+) -> None:
+    """The interleaving CI hit by chance, made certain. Dagster serializes an instance's SQLite
+    connections within a process, not across processes, and SQLite ignores SELECT ... FOR
+    UPDATE: two processes that both count the one free slot before either queues its step, and
+    both select it before either writes itself into it, both hold it."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(tmp_path)):
+        pass  # its storage created once, before two processes open it at once
+    spawn = multiprocessing.get_context("spawn")
+    meetings = {
+        "INSERT INTO pending_steps ": spawn.Barrier(2, timeout=2.0),
+        "UPDATE concurrency_slots SET run_id=?, step_key=? ": spawn.Barrier(2, timeout=2.0),
+    }
+    held = spawn.Queue()
+    processes = [
+        spawn.Process(target=_claim_in_turn, args=(str(tmp_path), n, meetings, held))
+        for n in range(2)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    (_, first_end), (second_start, _) = sorted(held.get(timeout=5) for _ in processes)
+    assert first_end <= second_start  # one, then the other
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        info = instance.event_log_storage.get_concurrency_info(sign_in_pool(APP))
+        assert (info.slot_count, info.active_slot_count) == (1, 0)

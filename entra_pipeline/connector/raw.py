@@ -65,6 +65,7 @@ from entra_pipeline.incremental import (
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.docs import document_table
+from entra_pipeline.warehouse.files import exclusive_lock
 from entra_pipeline.warehouse.loading import PROVENANCE_DOCS, load_landed_table
 from entra_pipeline.warehouse.publish import Warehouse
 
@@ -297,17 +298,30 @@ def sign_in_slot(context: AssetExecutionContext, client_id: str) -> Iterator[Non
         yield
         return
     pool = sign_in_pool(client_id)
-    if storage.get_concurrency_info(pool).slot_count == 0:
-        try:
-            storage.set_concurrency_slots(pool, 1)
-        except sqlalchemy.exc.IntegrityError:
-            # Another run of this app created the pool between the two calls (seen with two
-            # runs starting together on SQLite storage): it has its slot; use it.
-            if storage.get_concurrency_info(pool).slot_count == 0:
-                raise
     run_id, step = context.run.run_id, "raw_entra:sign_in_activity"
+    # Dagster claims a slot by selecting a free one and then writing the step into it, with
+    # `SELECT ... FOR UPDATE SKIP LOCKED` between the two: SQLite ignores FOR UPDATE, so two
+    # processes claiming at the same moment on the SQLite storage of a DAGSTER_HOME both wrote
+    # themselves into the one slot and read sign-in activity at once (seen in CI, about 1 start
+    # in 30 in a two-process loop). Every claim of ours on this machine is therefore made under
+    # one file lock in the instance's folder; on PostgreSQL storage (several machines) the row
+    # lock is what keeps the slot, and this lock only orders this machine's claims.
+    guard = Path(context.instance.root_directory) / "entra_sign_in_pools"
+
+    def claim() -> bool:
+        with exclusive_lock(guard):
+            if storage.get_concurrency_info(pool).slot_count == 0:
+                try:
+                    storage.set_concurrency_slots(pool, 1)
+                except sqlalchemy.exc.IntegrityError:
+                    # Another machine's run of this app created the pool between the two calls
+                    # (PostgreSQL storage; on this machine the lock orders them): use its slot.
+                    if storage.get_concurrency_info(pool).slot_count == 0:
+                        raise
+            return storage.claim_concurrency_slot(pool, run_id, step).is_claimed
+
     waited = 0.0
-    while not storage.claim_concurrency_slot(pool, run_id, step).is_claimed:
+    while not claim():
         if waited == 0.0:
             context.log.info(
                 f"Sign-in activity waits for pool {pool}: another connector of this app "

@@ -22,21 +22,12 @@ WITH sign_ins AS (
     WHERE CAST($sign_in_imported AS BOOLEAN)
 ),
 
--- A licence whose SKU is not in subscribedSkus (e.g. that call was not permitted) keeps its skuId,
--- so the user still shows as licensed and the name says what is unknown.
-licences AS (
-    SELECT
-        u.id,
-        -- l is the struct column of each licence: l.skuId is its field, not a table's column.
-        -- noqa: disable=RF01
-        string_agg(
-            coalesce(sku.skuPartNumber, l.skuId), ',' ORDER BY coalesce(sku.skuPartNumber, l.skuId)
-        ) AS license_names
-    FROM {{ source('raw.users') }} AS u,
-        unnest(from_json(u.assignedLicenses, '[{"skuId": "VARCHAR"}]')) AS t (l)
-    LEFT JOIN {{ source('raw.subscribed_skus') }} AS sku ON l.skuId = sku.skuId
-    -- noqa: enable=RF01
-    GROUP BY u.id
+-- The tenant's SKUs as one list (a few dozen entries). Each user's licence names are looked up in
+-- it within the user's row: no aggregate over all users' licences, which DuckDB could not spill (an
+-- ordered string_agg per user ran out of 128 MB at 2M users, where this runs in 64 MB).
+skus AS (
+    SELECT list({ 'skuId': skuId, 'skuPartNumber': skuPartNumber }) AS known
+    FROM {{ source('raw.subscribed_skus') }}
 ),
 
 users AS (
@@ -67,7 +58,26 @@ users AS (
         u.usageLocation,
         u.companyName,
         coalesce(json_array_length(u.assignedLicenses), 0) AS license_count,
-        lic.license_names,
+        -- A licence whose SKU is not in subscribedSkus (e.g. that call was not permitted) keeps
+        -- its skuId, so the user still shows as licensed and the name says what is unknown.
+        -- l and k are lambda parameters (a licence, a SKU), not tables.
+        -- noqa: disable=RF01
+        nullif(
+            array_to_string(
+                list_sort(
+                    list_transform(
+                        from_json(u.assignedLicenses, '[{"skuId": "VARCHAR"}]'),
+                        LAMBDA l: coalesce(
+                            list_filter(skus.known, LAMBDA k: k.skuId = l.skuId)[1].skuPartNumber,
+                            l.skuId
+                        )
+                    )
+                ),
+                ','
+            ),
+            ''
+        ) AS license_names,
+        -- noqa: enable=RF01
         u.manager ->> 'id' AS manager_id,
         u.manager ->> 'userPrincipalName' AS manager_upn,
         s.lastSignInDateTime,
@@ -89,7 +99,7 @@ users AS (
         u.onPremisesExtensionAttributes ->> 'extensionAttribute14' AS extensionAttribute14,
         u.onPremisesExtensionAttributes ->> 'extensionAttribute15' AS extensionAttribute15
     FROM {{ source('raw.users') }} AS u
-    LEFT JOIN licences AS lic ON u.id = lic.id
+    CROSS JOIN skus
     LEFT JOIN sign_ins AS s ON u.id = s.id
 )
 

@@ -308,16 +308,18 @@ def sign_in_slot(context: AssetExecutionContext, client_id: str) -> Iterator[Non
     # lock is what keeps the slot, and this lock only orders this machine's claims.
     guard = Path(context.instance.root_directory) / "entra_sign_in_pools"
 
+    with exclusive_lock(guard):
+        if storage.get_concurrency_info(pool).slot_count == 0:
+            try:
+                storage.set_concurrency_slots(pool, 1)
+            except sqlalchemy.exc.IntegrityError:
+                # Another machine's run of this app created the pool between the two calls
+                # (PostgreSQL storage; on this machine the lock orders them): use its slot.
+                if storage.get_concurrency_info(pool).slot_count == 0:
+                    raise
+
     def claim() -> bool:
         with exclusive_lock(guard):
-            if storage.get_concurrency_info(pool).slot_count == 0:
-                try:
-                    storage.set_concurrency_slots(pool, 1)
-                except sqlalchemy.exc.IntegrityError:
-                    # Another machine's run of this app created the pool between the two calls
-                    # (PostgreSQL storage; on this machine the lock orders them): use its slot.
-                    if storage.get_concurrency_info(pool).slot_count == 0:
-                        raise
             return storage.claim_concurrency_slot(pool, run_id, step).is_claimed
 
     waited = 0.0

@@ -37,7 +37,7 @@ from entra_pipeline.graph.errors import (
     TokenError,
     required_permission,
 )
-from entra_pipeline.graph.extract import odata_string, resolve_groups
+from entra_pipeline.graph.groups import odata_string, resolve_groups
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import (

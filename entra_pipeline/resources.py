@@ -10,7 +10,8 @@ from functools import cached_property
 import dagster as dg
 
 from entra_pipeline.graph.auth import TokenProvider
-from entra_pipeline.graph.client import GraphClient, RetryPolicy, ThrottleGate
+from entra_pipeline.graph.client import GraphClient, RetryPolicy
+from entra_pipeline.graph.throttle import ThrottleGate
 from entra_pipeline.settings import ConnectorSettings, load_settings
 
 

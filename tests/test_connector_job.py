@@ -616,7 +616,7 @@ def test_person_previews_in_dagster_are_masked_unless_configured(
 def test_the_run_log_shows_progress_per_collection_and_what_was_published(
     sync_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("entra_pipeline.graph.extract.PROGRESS_SECONDS", 0.0)  # every page
+    monkeypatch.setattr("entra_pipeline.graph.listing.PROGRESS_SECONDS", 0.0)  # every page
     sync = sync_factory()
     sync.emulator.faults.throttle_next("/devices", count=1, retry_after=1)
     settings = load_settings(sync.config_path)

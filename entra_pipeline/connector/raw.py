@@ -42,14 +42,10 @@ from entra_pipeline.graph.collections import (
     USERS,
 )
 from entra_pipeline.graph.delta import TRACKED, DeltaRound
-from entra_pipeline.graph.extract import (
-    CollectionReport,
-    Extracted,
-    collection_report,
-    extract_all,
-    extract_group_members,
-    resolve_groups,
-)
+from entra_pipeline.graph.extract import CollectionReport, collection_report, extract_all
+from entra_pipeline.graph.group_members import extract_group_members
+from entra_pipeline.graph.groups import resolve_groups
+from entra_pipeline.graph.listing import Extracted
 from entra_pipeline.graph_session import recorded_graph_client
 from entra_pipeline.incremental import (
     DELTA_STATE,

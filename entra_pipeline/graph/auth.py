@@ -21,7 +21,6 @@ import msal
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from msal.exceptions import MsalServiceError
 
-from entra_pipeline.graph.client import tls_not_trusted, tls_verify
 from entra_pipeline.graph.errors import (
     InvalidClientCertificateError,
     InvalidClientSecretError,
@@ -31,6 +30,7 @@ from entra_pipeline.graph.errors import (
     UnknownClientError,
     UnknownTenantError,
 )
+from entra_pipeline.graph.tls import tls_not_trusted, tls_verify
 from entra_pipeline.secrets import redact, register_secret
 
 logger = logging.getLogger(__name__)

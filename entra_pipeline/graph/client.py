@@ -9,8 +9,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-import re
-import ssl
 import threading
 import time
 import uuid
@@ -22,14 +20,18 @@ from typing import Any, Protocol
 import httpx
 
 from entra_pipeline.graph.errors import (
+    ExpiredPageTokenError,
     GraphError,
-    GraphPermissionError,
-    GraphPremiumRequiredError,
     GraphRequestError,
     GraphUnreachableError,
     display_path,
-    required_permission,
+    error_from_response,
+    fields,
+    ids,
 )
+from entra_pipeline.graph.pages import Row, check_progress, json_object, page_rows
+from entra_pipeline.graph.throttle import ThrottleGate
+from entra_pipeline.graph.tls import tls_not_trusted, tls_verify
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +41,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=120.0
 # Graph asks clients to wait Retry-After on these; other 5xx get exponential backoff.
 _RETRY_AFTER_STATUSES = frozenset({429, 503, 504})
 MAX_BATCH = 20  # requests in one $batch call (learn.microsoft.com/graph/json-batching)
-_EXPIRED_PAGE_TOKEN = "Directory_ExpiredPageToken"
-# Graph names a missing application permission with more than one code: directory reads answer
-# Authorization_RequestDenied, `$select=signInActivity` answers Authentication_MSGraphPermissionMissing
-# (microsoftgraph/microsoft-graph-explorer-v4#2731).
-_PERMISSION_DENIED = frozenset(
-    {"Authorization_RequestDenied", "Authentication_MSGraphPermissionMissing"}
-)
-_NON_PREMIUM = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
-
-Row = dict[str, Any]
 
 
 class TokenSource(Protocol):
@@ -59,11 +51,6 @@ class TokenSource(Protocol):
     def invalidate(self, token: str | None = None) -> None: ...
 
 
-def tls_verify(ca_bundle: str | None) -> ssl.SSLContext | bool:
-    """httpx's `verify=` for a PEM bundle (emulator, TLS proxy), or the default trust store."""
-    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard the client tries before a failure becomes `GraphUnreachableError`."""
@@ -72,7 +59,7 @@ class RetryPolicy:
     backoff_base: float = 1.0  # seconds; retry n waits uniform(0, min(max, base * 2**n))
     backoff_max: float = 60.0
     retry_after_max: float = 300.0  # a longer Retry-After is capped to this
-    max_restarts: int = 3  # restarts of one listing after Directory_ExpiredPageToken
+    max_restarts: int = 3  # restarts of one listing after DirectoryExpiredPageTokenError
     # A listing longer than this is not a directory but a loop: 100,000 pages hold 10 million
     # objects at the 100 a page `$expand` allows, 99.9 million at 999.
     max_pages: int = 100_000
@@ -80,94 +67,6 @@ class RetryPolicy:
     def backoff(self, retry: int) -> float:
         # Full jitter: concurrent threads that failed together do not retry together.
         return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2**retry))
-
-
-PACE_MARGIN = 1.02  # paced requests go this much slower than their limit (ThrottleGate.pace)
-
-
-class ThrottleGate:
-    """What every thread of one client shares about Graph's budget for the app and tenant
-    (Microsoft's identity and access service limits; SPEC 2):
-
-    - a 429 pauses every thread for its Retry-After (without one: the exponential backoff), not
-      only the one that was throttled;
-    - a resource-unit bucket like Graph's (`ru_per_window` RU per `window_seconds`; 8,000 / 10 s,
-      the tier of tenants above 500 users): each request first takes the RU its label's last
-      answer said it costs (`x-ms-resource-unit`), so concurrent chains stay just under the bucket
-      instead of finding it with 429s; a 429 empties it;
-    - pacing per label: `pace(label, per_minute)` spaces that label's requests evenly (the sign-in
-      activity limit of 10 requests a minute).
-
-    `time_scale` multiplies every wait: 1 on real Graph; a benchmark against the emulator's scaled
-    cost model sets the same scale."""
-
-    def __init__(
-        self,
-        *,
-        ru_per_window: float = 8_000,
-        window_seconds: float = 10.0,
-        time_scale: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.capacity, self.window = ru_per_window, window_seconds
-        self.time_scale = time_scale
-        self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()
-        self._level = ru_per_window
-        self._updated = clock()
-        self._paused_until = 0.0
-        self._costs: dict[str, int] = {}
-        self._intervals: dict[str, float] = {}
-        self._next_slot: dict[str, float] = {}
-        self.waited = 0.0  # real seconds threads spent waiting here, summed
-
-    def pace(self, label: str, per_minute: float) -> None:
-        # 2 % under the limit: requests sent exactly 60 / per_minute apart reach Graph with
-        # jitter, and one that arrives early finds `per_minute` reads in its last minute (2 of
-        # 42 were answered 429 so in `benchmarks/graph_time.py 20000 40000 --sign-in` on a busy
-        # machine). 2,000 requests at 1M users take 4 minutes longer.
-        self._intervals[label] = 60.0 / per_minute * PACE_MARGIN
-
-    def before(self, label: str, woke: float = 0.0) -> None:
-        """Wait until `label` may send a request: no pause, its pace slot, its RU. `woke`: when
-        the caller's own wait ended (a `sleep` that does not pass real time, in tests)."""
-        while True:
-            with self._lock:
-                now = max(self._clock(), woke)
-                rate = self.capacity / (self.window * self.time_scale)  # RU per real second
-                elapsed = max(0.0, now - self._updated)
-                self._level = min(self.capacity, self._level + elapsed * rate)
-                self._updated = max(self._updated, now)
-                cost = self._costs.get(label, 1)
-                wait = self._paused_until - now
-                interval = self._intervals.get(label)
-                slot = self._next_slot.get(label, now) if interval else now
-                wait = max(wait, slot - now)
-                if wait <= 0 and self._level + 1e-6 < cost:
-                    wait = (cost - self._level) / rate
-                if wait <= 0:
-                    self._level -= cost
-                    if interval:
-                        self._next_slot[label] = max(slot, now) + interval * self.time_scale
-                    return
-            self.waited += wait
-            self._sleep(wait)
-            woke = now + wait
-
-    def answered(self, label: str, response: httpx.Response) -> None:
-        cost = response.headers.get("x-ms-resource-unit", "")
-        if cost.isdigit():
-            self._costs[label] = max(1, int(cost))
-
-    def throttled(self, retry_after: float) -> float:
-        """A 429: every thread waits `retry_after` (Graph seconds); the real wait."""
-        wait = retry_after * self.time_scale
-        with self._lock:
-            # Graph's bucket is empty now and refills from now on.
-            self._level, self._updated = 0.0, min(self._updated, self._clock())
-            self._paused_until = max(self._paused_until, self._clock() + wait)
-        return wait
 
 
 @dataclass(frozen=True)
@@ -188,10 +87,6 @@ class RequestStats:
             self.pages + other.pages,
             self.restarts + other.restarts,
         )
-
-
-class _ExpiredPageToken(GraphRequestError):
-    """Graph forgot the listing's page token; the listing restarts from its first page."""
 
 
 class GraphClient:
@@ -267,8 +162,8 @@ class GraphClient:
         url = self._absolute("/$batch")
         for attempt in range(self.retry.max_retries + 1):
             requests = [{"id": str(n), "method": "GET", "url": paths[n]} for n in pending]
-            response = self._request(url, None, None, label, "POST /$batch", {"requests": requests})
-            document = _json_object(response, "POST /$batch")
+            response = self._request(url, None, None, label, url, {"requests": requests})
+            document = json_object(response, url, "POST")
             items = document.get("responses")
             if not isinstance(items, list):
                 raise GraphRequestError("Graph answered POST /$batch without a responses list")
@@ -315,7 +210,7 @@ class GraphClient:
         url = self._absolute(path_or_url)
         label = label or display_path(url)
         described = _described(url, params)
-        body = _json_object(self._request(url, params, headers, label, described), described)
+        body = json_object(self._request(url, params, headers, label, described), described)
         if self.observer is not None:
             self.observer(label, 1)
         return body
@@ -335,7 +230,7 @@ class GraphClient:
 
         `params` (`$select`, `$top`, ...) go on the first request only: the next link carries
         them. `headers` (e.g. `ConsistencyLevel: eventual`) go on every page, since Graph does not
-        carry them over. When Graph answers `Directory_ExpiredPageToken` the listing restarts
+        carry them over. When Graph answers `DirectoryExpiredPageTokenError` the listing restarts
         from its first page. With `on_restart`, the caller is told and discards what it has
         (nothing is remembered here, so a million rows cost no memory); without it, the ids
         already yielded are remembered and not yielded again.
@@ -358,7 +253,7 @@ class GraphClient:
             try:
                 while url is not None:
                     response = self._request(url, page_params, headers, label, described)
-                    body, rows = _page_rows(response, described, check_row)
+                    body, rows = page_rows(response, described, check_row)
                     if self.observer is not None:
                         self.observer(label, len(rows))
                     self._count(label, pages=1)
@@ -371,16 +266,16 @@ class GraphClient:
                     yield rows
                     url = self._next_link(body, described)
                     if url is not None:
-                        _check_progress(url, links, self.retry.max_pages, response, described)
+                        check_progress(url, links, self.retry.max_pages, response, described)
                     page_params = None
                 return
-            except _ExpiredPageToken as expired:
+            except ExpiredPageTokenError as expired:
                 if restarts >= self.retry.max_restarts:
                     raise GraphRequestError(
                         f"Graph kept expiring the page token of GET {display_path(first_url)}: "
                         f"restarted {restarts} times without finishing the listing; retry the "
-                        f"run when the directory is less busy ({_ids(expired)})",
-                        **_fields(expired),
+                        f"run when the directory is less busy ({ids(expired)})",
+                        **fields(expired),
                     ) from expired
                 restarts += 1
                 self._count(label, restarts=1)
@@ -390,7 +285,7 @@ class GraphClient:
                     display_path(first_url),
                     restarts,
                     self.retry.max_restarts,
-                    _ids(expired),
+                    ids(expired),
                 )
                 if on_restart is not None:
                     on_restart()
@@ -438,27 +333,19 @@ class GraphClient:
         described: str,
         body: Any = None,
     ) -> httpx.Response:
-        """One GET with every retry: throttling, 5xx, transport failures, one 401 refresh; the
-        successful response."""
+        """One GET (a POST with `body`) with every retry: throttling, 5xx, transport failures,
+        one 401 refresh; the successful response."""
+        method = "GET" if body is None else "POST"
         retries = 0
         token_refreshed = False
         woke = 0.0
         while True:
             token = self._tokens.token()
             client_request_id = str(uuid.uuid4())
-            request_headers = {
-                **(headers or {}),
-                "Authorization": f"Bearer {token}",
-                "client-request-id": client_request_id,
-                "return-client-request-id": "true",
-            }
             self.gate.before(label, woke)  # where the other threads wait out a 429
             self._count(label, requests=1)
             try:
-                if body is None:
-                    response = self._http.get(url, params=params, headers=request_headers)
-                else:
-                    response = self._http.post(url, json=body, headers=request_headers)
+                response = self._send(url, params, headers, body, token, client_request_id)
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError):
                 raise  # a malformed URL or request: ours to fix, not the network's
             except httpx.TransportError as exc:
@@ -467,70 +354,49 @@ class GraphClient:
                         f"Microsoft Graph at {self.base_url} presented a TLS certificate this "
                         f"machine does not trust ({exc}); set ca_bundle to the PEM of the CA "
                         "(TLS-inspecting proxy, emulator)",
+                        method=method,
                         url=described,
                         client_request_id=client_request_id,
                     ) from exc
                 failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 delay = self.retry.backoff(retries) * self.gate.time_scale
                 last: GraphError = GraphUnreachableError(
-                    failure, url=described, client_request_id=client_request_id
+                    failure, method=method, url=described, client_request_id=client_request_id
                 )
             else:
                 self.gate.answered(label, response)
                 if response.is_success:
                     return response
-                error = self._error(response, described, client_request_id)
-                status = response.status_code
-                if status == 401 and not token_refreshed:
+                last = error_from_response(response, method, described, client_request_id)
+                if response.status_code == 401 and not token_refreshed:
                     # The token expired or was revoked server side: one fresh token, one retry.
                     self._tokens.invalidate(token)
                     token_refreshed = True
                     self._count(label, retries=1)
                     logger.info(
-                        "Graph rejected the access token for GET %s; retrying with a new one (%s)",
+                        "Graph rejected the access token for %s %s; retrying with a new one (%s)",
+                        method,
                         display_path(url),
-                        _ids(error),
+                        ids(last),
                     )
                     continue
-                if status in _RETRY_AFTER_STATUSES:
-                    if status == 429:
-                        self._count(label, throttled=1)
-                    retry_after = _retry_after(response)
-                    if status == 429:
-                        # Every thread waits it out, the others in `gate.before`: the bucket is
-                        # the app's. Without Retry-After, the exponential backoff (Microsoft's
-                        # advice) is the wait.
-                        delay = self.gate.throttled(
-                            min(retry_after, self.retry.retry_after_max)
-                            if retry_after is not None
-                            else self.retry.backoff(retries)
-                        )
-                    else:
-                        delay = (
-                            min(retry_after, self.retry.retry_after_max)
-                            if retry_after is not None
-                            else self.retry.backoff(retries)
-                        ) * self.gate.time_scale
-                elif status >= 500:
-                    delay = self.retry.backoff(retries) * self.gate.time_scale
-                else:
-                    raise error
-                failure = f"{status} {error.code or response.reason_phrase}"
-                last = error
+                delay = self._retry_delay(response, label, retries, last)
+                failure = f"{response.status_code} {last.code or response.reason_phrase}"
             if retries >= self.retry.max_retries:
                 raise GraphUnreachableError(
-                    f"Microsoft Graph did not answer GET {display_path(described)} after "
-                    f"{retries + 1} attempts (last: {failure}; {_ids(last)}); check graph_url "
+                    f"Microsoft Graph did not answer {method} {display_path(described)} after "
+                    f"{retries + 1} attempts (last: {failure}; {ids(last)}); check graph_url "
                     "and the network or proxy, or retry later",
-                    **_fields(last),
+                    **fields(last),
                 ) from last
             retries += 1
             self._count(label, retries=1)
             logger.warning(
-                "GET %s failed (%s; %s); retry %d/%d in %.2fs",
+                "%s %s failed (%s; %s); retry %d/%d in %.2fs",
+                method,
                 display_path(url),
                 failure,
-                _ids(last),
+                ids(last),
                 retries,
                 self.retry.max_retries,
                 delay,
@@ -539,61 +405,48 @@ class GraphClient:
             self._sleep(delay)
             woke = slept_from + delay
 
-    def _error(
-        self, response: httpx.Response, described: str, client_request_id: str
-    ) -> GraphError:
-        """The typed error for a Graph error answer, with Graph's code, message and ids."""
-        try:
-            document = response.json()
-        except ValueError:
-            document = {}
-        body = document.get("error", {}) if isinstance(document, dict) else {}
-        if not isinstance(body, dict):
-            body = {}
-        inner = body.get("innerError") or body.get("innererror") or {}
-        code = body.get("code")
-        graph_message = body.get("message")
-        fields: dict[str, Any] = {
-            "method": "GET",
-            "url": described,
-            "status": response.status_code,
-            "code": code,
-            "graph_message": graph_message,
-            "request_id": response.headers.get("request-id") or inner.get("request-id"),
-            "client_request_id": response.headers.get("client-request-id") or client_request_id,
+    def _send(
+        self,
+        url: str,
+        params: Mapping[str, str | int] | None,
+        headers: Mapping[str, str] | None,
+        body: Any,
+        token: str,
+        client_request_id: str,
+    ) -> httpx.Response:
+        """One HTTP exchange with the ids Graph and its support trace a request by."""
+        request_headers = {
+            **(headers or {}),
+            "Authorization": f"Bearer {token}",
+            "client-request-id": client_request_id,
+            "return-client-request-id": "true",
         }
-        path = display_path(described)
-        ids = _ids_of(fields["request_id"], fields["client_request_id"])
-        if code in _PERMISSION_DENIED:
-            return GraphPermissionError(
-                f"Graph denied GET {path}: the app registration lacks the application "
-                f"permission {required_permission(described)}; grant it with admin consent "
-                f"({ids})",
-                **fields,
-            )
-        if code == _NON_PREMIUM:
-            return GraphPremiumRequiredError(
-                f"Graph denied GET {path} with signInActivity: sign-in activity needs a "
-                "Microsoft Entra ID P1 or P2 licence in the tenant; license the tenant or set "
-                f"users.import_sign_in_activity to false ({ids})",
-                **fields,
-            )
-        if code == _EXPIRED_PAGE_TOKEN:
-            return _ExpiredPageToken(
-                f"Graph expired the page token of GET {path} ({ids})", **fields
-            )
-        if response.status_code == 401:
-            return GraphRequestError(
-                f"Graph rejected a freshly issued access token for GET {path} ({code}: "
-                f"{graph_message}); check that graph_url and authority_host belong to the same "
-                f"cloud ({ids})",
-                **fields,
-            )
-        return GraphRequestError(
-            f"Graph answered {response.status_code} {code or response.reason_phrase} to GET "
-            f"{path}: {graph_message or response.text[:200]} ({ids})",
-            **fields,
+        if body is None:
+            return self._http.get(url, params=params, headers=request_headers)
+        return self._http.post(url, json=body, headers=request_headers)
+
+    def _retry_delay(
+        self, response: httpx.Response, label: str, retries: int, error: GraphError
+    ) -> float:
+        """The real seconds to wait before re-sending a request Graph refused, or `error` raised
+        when the answer is not worth another try (a 4xx other than 429)."""
+        status = response.status_code
+        if status not in _RETRY_AFTER_STATUSES:
+            if status >= 500:
+                return self.retry.backoff(retries) * self.gate.time_scale
+            raise error
+        retry_after = _retry_after(response)
+        wait = (
+            min(retry_after, self.retry.retry_after_max)
+            if retry_after is not None
+            else self.retry.backoff(retries)
         )
+        if status != 429:
+            return wait * self.gate.time_scale
+        self._count(label, throttled=1)
+        # Every thread waits it out, the others in `gate.before`: the bucket is the app's.
+        # Without Retry-After, the exponential backoff (Microsoft's advice) is the wait.
+        return self.gate.throttled(wait)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -604,86 +457,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 def _described(url: str, params: Mapping[str, str | int] | None) -> str:
     """The first request's URL with its query: what errors name and permissions are read from."""
     return str(httpx.URL(url, params=params)) if params else url
-
-
-def _check_progress(
-    link: str, links: set[int], max_pages: int, response: httpx.Response, described: str
-) -> None:
-    """A listing must move on: a next link seen before would page forever, and one that never
-    ends is bounded. `links` holds the links followed so far, so len(links) + 1 pages are in."""
-    fetched = len(links) + 1
-    if hash(link) in links:
-        raise _malformed(
-            response,
-            described,
-            f"a next link it already gave on an earlier page (page {fetched}); the "
-            "listing would never end",
-        )
-    if fetched >= max_pages:
-        raise _malformed(
-            response, described, f"more than {max_pages} pages; the listing would not end"
-        )
-    links.add(hash(link))
-
-
-def _malformed(response: httpx.Response, described: str, problem: str) -> GraphRequestError:
-    """The error for a successful answer the pipeline cannot take as Graph's, with its ids."""
-    request_id = response.headers.get("request-id")
-    client_request_id = response.headers.get("client-request-id")
-    return GraphRequestError(
-        f"Graph answered GET {display_path(described)} with {problem}; nothing from this run is "
-        f"published ({_ids_of(request_id, client_request_id)})",
-        url=described,
-        status=response.status_code,
-        request_id=request_id,
-        client_request_id=client_request_id,
-    )
-
-
-def _json_object(response: httpx.Response, described: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError as exc:
-        problem = (
-            f"a body that is not JSON ({response.headers.get('content-type')}): "
-            f"{response.text[:200]!r}"
-        )
-        raise _malformed(response, described, problem) from exc
-    if not isinstance(body, dict):
-        raise _malformed(response, described, f"a JSON {type(body).__name__}, not an object")
-    return body
-
-
-# A \uD800-\uDFFF escape without its pair: JSON can carry it, UTF-8 (and so no table) cannot.
-_LONE_SURROGATE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
-
-
-def _page_rows(
-    response: httpx.Response, described: str, check_row: Callable[[Row], str | None] | None
-) -> tuple[dict[str, Any], list[Row]]:
-    """A listing page's body and its `value` rows, or GraphRequestError naming what is wrong:
-    no `value`, a `value` that is not a list of objects, text no table can hold, or a row that
-    `check_row` finds fault with."""
-    body = _json_object(response, described)
-    if "value" not in body:
-        raise _malformed(response, described, "a page without `value`")
-    rows = body["value"]
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise _malformed(
-            response, described, f"a `value` that is not a list of objects ({rows!r:.80})"
-        )
-    # Searched in the bytes (no second decode of every page); Graph rarely escapes at all.
-    if b"\\u" in response.content and _LONE_SURROGATE.search(response.content):
-        raise _malformed(response, described, "a lone UTF-16 surrogate escape, which is not text")
-    if check_row is not None:
-        for row in rows:
-            problem = check_row(row)
-            if problem:
-                raise _malformed(response, described, f"object {row.get('id')!r}: {problem}")
-    return body, rows
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -699,33 +472,3 @@ def _retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def tls_not_trusted(exc: BaseException) -> bool:
-    """Whether a connection failed because the server's certificate is not trusted."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
-
-
-def _ids_of(request_id: str | None, client_request_id: str | None) -> str:
-    return f"request-id {request_id or 'none'}, client-request-id {client_request_id or 'none'}"
-
-
-def _ids(error: GraphError) -> str:
-    return _ids_of(error.request_id, error.client_request_id)
-
-
-def _fields(error: GraphError) -> dict[str, Any]:
-    return {
-        "method": error.method,
-        "url": error.url,
-        "status": error.status,
-        "code": error.code,
-        "graph_message": error.graph_message,
-        "request_id": error.request_id,
-        "client_request_id": error.client_request_id,
-    }

@@ -43,7 +43,9 @@ from entra_pipeline.graph.delta import (
     read_round,
 )
 from entra_pipeline.graph.errors import GraphPermissionError
-from entra_pipeline.graph.extract import Extracted, extract_group_members, extract_tracked
+from entra_pipeline.graph.group_members import extract_group_members
+from entra_pipeline.graph.listing import Extracted
+from entra_pipeline.graph.tracked import extract_tracked
 from entra_pipeline.incremental import (
     MembersPlan,
     apply_members,

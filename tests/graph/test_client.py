@@ -311,3 +311,17 @@ def test_a_next_link_seen_before_ends_the_listing_with_the_request_ids(
     assert "a next link it already gave on an earlier page (page 2)" in str(error)
     assert error.request_id == emulator.requests[-1].request_id
     assert f"request-id {error.request_id}" in str(error)
+
+
+def test_a_batch_call_that_keeps_failing_is_named_as_the_post_it_is(
+    emulator: Emulator, graph: GraphClient
+) -> None:
+    emulator.faults.unavailable_next("/$batch", count=50, retry_after=1)
+    with pytest.raises(GraphUnreachableError) as raised:
+        graph.batch_get(["/groups?$select=id"], label="groups")
+    last = graph_requests(emulator)[-1]
+    assert raised.value.method == "POST"
+    assert str(raised.value).startswith(
+        "Microsoft Graph did not answer POST /v1.0/$batch after 5 attempts (last: 503 "
+        f"serviceNotAvailable; request-id {last.request_id}"
+    )

@@ -25,14 +25,9 @@ from entra_pipeline.graph.errors import (
     GraphPremiumRequiredError,
     GroupNotFoundError,
 )
-from entra_pipeline.graph.extract import (
-    CollectionReport,
-    extract_all,
-    extract_group_members,
-    member_rows,
-    odata_string,
-    resolve_groups,
-)
+from entra_pipeline.graph.extract import CollectionReport, extract_all
+from entra_pipeline.graph.group_members import extract_group_members, member_rows
+from entra_pipeline.graph.groups import odata_string, resolve_groups
 from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS, load_landed_table
 from tests.graph.graph_fixtures import graph_requests
 

@@ -11,8 +11,9 @@ import pytest
 
 from entra_pipeline.emulator import EmulatorConfig, running_emulator
 from entra_pipeline.emulator.costs import CostModel
-from entra_pipeline.graph.client import GraphClient, ThrottleGate
-from entra_pipeline.graph.extract import extract_sign_in_activity
+from entra_pipeline.graph.client import GraphClient
+from entra_pipeline.graph.sign_in import extract_sign_in_activity
+from entra_pipeline.graph.throttle import ThrottleGate
 from tests.graph.graph_fixtures import FAST_RETRY, provider_for
 
 SCALE = 0.01  # a Graph second lasts 10 ms
@@ -72,7 +73,7 @@ def test_a_429_pauses_every_thread_for_its_retry_after() -> None:
 
 
 def test_group_members_come_through_batch_and_only_large_groups_alone(tmp_path: Path) -> None:
-    from entra_pipeline.graph.extract import extract_group_members
+    from entra_pipeline.graph.group_members import extract_group_members
 
     with running_emulator(EmulatorConfig(users=3_000, devices=500)) as emu:
         tokens = provider_for(emu)

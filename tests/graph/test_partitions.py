@@ -14,14 +14,11 @@ from pathlib import Path
 import pytest
 
 from entra_pipeline.emulator import Emulator, EmulatorConfig, FileTenant, running_emulator
-from entra_pipeline.graph import extract
+from entra_pipeline.graph import group_members
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import DEVICES, USERS
-from entra_pipeline.graph.extract import (
-    extract_collection,
-    extract_group_members,
-    extract_partitioned,
-)
+from entra_pipeline.graph.group_members import extract_group_members
+from entra_pipeline.graph.listing import extract_collection, extract_partitioned
 from entra_pipeline.graph.partitions import plan_partitions, range_filter, shortfall
 from tests.graph.graph_fixtures import FAST_RETRY, provider_for
 
@@ -310,12 +307,12 @@ def test_a_large_group_with_a_member_type_it_cannot_cast_to_is_one_chain(
 ) -> None:
     """When the types the pipeline casts to do not add up to the group's count (a contact or a
     service principal is a member), the group is listed whole, as one chain."""
-    monkeypatch.setattr(extract, "MEMBER_TYPES", {"user": USERS, "device": DEVICES})
+    monkeypatch.setattr(group_members, "MEMBER_TYPES", {"user": USERS, "device": DEVICES})
     tokens = provider_for(member_emulator)
     with GraphClient(
         member_emulator.graph_url, tokens, ca_bundle=member_emulator.ca_bundle, retry=FAST_RETRY
     ) as client:
-        ranges = extract.plan_group_members(client, EVERYONE, target=150)
+        ranges = group_members.plan_group_members(client, EVERYONE, target=150)
         landed = extract_group_members(client, [EVERYONE], tmp_path, target=150)
     tokens.close()
     assert [(r.member_type, r.partition.filter, r.partition.count) for r in ranges] == [

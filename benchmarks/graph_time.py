@@ -40,7 +40,7 @@ from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator.costs import CostModel, request_cost
 from entra_pipeline.graph.collections import DEVICES, SIGN_IN_ACTIVITY, USERS
 from entra_pipeline.graph.throttle import PACE_MARGIN
-from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
+from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import load_settings
 

@@ -33,7 +33,7 @@ import entra_pipeline.graph.client as graph_client
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator.costs import CostModel
 from entra_pipeline.graph.collections import SIGN_IN_ACTIVITY
-from entra_pipeline.jobs import CONNECTOR_JOB
+from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import load_settings
 

@@ -20,7 +20,7 @@ import yaml
 from extract_raw import start_emulator  # the sibling benchmark: same emulator subprocess
 
 from entra_pipeline.definitions import build_definitions
-from entra_pipeline.jobs import CONNECTOR_JOB
+from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,8 +35,9 @@ from extract_raw import start_emulator
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from entra_pipeline.jobs import CONNECTOR_JOB, CONNECTORS_PARTITIONS  # noqa: E402
-from entra_pipeline.settings import load_fleet, run_tags  # noqa: E402
+from entra_pipeline.connector_folder import load_fleet  # noqa: E402
+from entra_pipeline.names import CONNECTOR_JOB, CONNECTORS_PARTITIONS  # noqa: E402
+from entra_pipeline.run_tags import run_tags  # noqa: E402
 from entra_pipeline.warehouse.lake import LakeTarget, reading  # noqa: E402
 from tests.celery_workers import Cluster, running_cluster  # noqa: E402  (the tests' servers)
 from tests.postgres import running_postgres  # noqa: E402
@@ -182,7 +183,8 @@ def _processes(folder: Path, env: dict[str, str], parallel: int) -> list[float]:
 
 def _celery(folder: Path, env: dict[str, str], workers: int) -> list[float]:
     import dagster as dg
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from entra_pipeline.dagster_private import ReconstructableRepository
 
     configs = folder / "connectors"
     full_env = {**env, "ENTRA_CONNECTOR_CONFIG": str(configs)}

@@ -21,9 +21,10 @@ dagster-celery's.
 from __future__ import annotations
 
 from dagster import DagsterRun
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster_celery.launcher import CeleryRunLauncher as DagsterCeleryRunLauncher
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+
+from entra_pipeline.dagster_private import CheckRunHealthResult, WorkerStatus
 
 PING_TIMEOUT_SECONDS = 5.0
 MISSED_PINGS = 2  # in a row, before the worker counts as lost

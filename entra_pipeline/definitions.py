@@ -14,9 +14,11 @@ from pathlib import Path
 import dagster as dg
 
 from entra_pipeline.connector.definitions import connector_definitions
+from entra_pipeline.connector_folder import is_fleet
 from entra_pipeline.operations.freshness import FRESHNESS_CHECKS, freshness_definitions
 from entra_pipeline.operations.sensors import sync_run_sensors
 from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.run_tags import run_tags
 from entra_pipeline.secrets import RedactingFilter
 from entra_pipeline.settings import (
     DEFAULT_DUCKDB_PATH,
@@ -25,9 +27,7 @@ from entra_pipeline.settings import (
     ScheduleOptions,
     UserSourceOptions,
     configured_duckdb_path,
-    is_fleet,
     load_settings,
-    run_tags,
 )
 from entra_pipeline.settings import config_path as config_file
 from entra_pipeline.user_source.definitions import user_source_definitions

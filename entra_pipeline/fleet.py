@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._utils.schedules import cron_string_iterator
 
 from entra_pipeline.connector.definitions import connector_definitions
 from entra_pipeline.connector.schedule import connector_cron
-from entra_pipeline.jobs import CONNECTOR_JOB, CONNECTORS_PARTITIONS, USER_SOURCE_JOB
+from entra_pipeline.connector_folder import ConnectorFile, load_fleet
+from entra_pipeline.dagster_private import cron_string_iterator
+from entra_pipeline.names import CONNECTOR_JOB, CONNECTORS_PARTITIONS, USER_SOURCE_JOB
 from entra_pipeline.operations.freshness import (
     FRESHNESS_CHECKS,
     Published,
@@ -34,14 +35,8 @@ from entra_pipeline.operations.freshness import (
 )
 from entra_pipeline.operations.sensors import sync_run_sensors
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import (
-    ConfigError,
-    ConnectorFile,
-    ScheduleOptions,
-    UserSourceOptions,
-    load_fleet,
-    run_tags,
-)
+from entra_pipeline.run_tags import run_tags
+from entra_pipeline.settings import ConfigError, ScheduleOptions, UserSourceOptions
 from entra_pipeline.user_source.definitions import user_source_definitions
 from entra_pipeline.user_source.schedule import interval_crons
 from entra_pipeline.warehouse.publish import Warehouse

@@ -18,6 +18,7 @@ import duckdb
 from entra_pipeline.connector.mapping import MAPPED_TABLES, MappingInvalid, validated_mapping
 from entra_pipeline.connector.models import connector_models, connector_parameters
 from entra_pipeline.connector.raw import create_empty_raw_layer
+from entra_pipeline.connector_folder import is_fleet, load_fleet
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import (
     DEVICES,
@@ -40,13 +41,7 @@ from entra_pipeline.graph.errors import (
 from entra_pipeline.graph.groups import odata_string, resolve_groups
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.secrets import redact
-from entra_pipeline.settings import (
-    ConfigError,
-    ConnectorSettings,
-    config_path,
-    is_fleet,
-    load_fleet,
-)
+from entra_pipeline.settings import ConfigError, ConnectorSettings, config_path
 from entra_pipeline.user_source.attributes import custom_attribute, directory_users
 from entra_pipeline.vocabulary import is_guid
 from entra_pipeline.warehouse.docs import table_columns

@@ -23,12 +23,12 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
-from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG
 
+from entra_pipeline.connector_folder import load_fleet
+from entra_pipeline.dagster_private import AUTO_RETRY_RUN_ID_TAG, ReconstructableRepository
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
-from entra_pipeline.jobs import CONNECTOR_JOB, CONNECTORS_PARTITIONS
-from entra_pipeline.settings import load_fleet, run_tags
+from entra_pipeline.names import CONNECTOR_JOB, CONNECTORS_PARTITIONS
+from entra_pipeline.run_tags import run_tags
 from entra_pipeline.warehouse.lake import LakeTarget, reading
 from tests.celery_workers import Cluster, running_cluster
 from tests.postgres import USER, Postgres, running_postgres

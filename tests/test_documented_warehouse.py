@@ -18,7 +18,7 @@ import pytest
 
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import EmulatorConfig, running_emulator
-from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
+from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.publication import PUBLICATION_GROUP, SUMMARY_SCHEMA
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import load_settings

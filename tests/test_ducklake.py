@@ -22,7 +22,7 @@ import yaml
 
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
-from entra_pipeline.jobs import CONNECTOR_JOB
+from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConfigError, load_settings
 from entra_pipeline.warehouse.lake import LakeTarget, install_extensions, lake_connection, reading

@@ -20,11 +20,11 @@ import duckdb
 import pytest
 import yaml
 
+from entra_pipeline.connector_folder import connector_slug, load_fleet
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.fleet import CONNECTORS_SENSOR, fleet_definitions
-from entra_pipeline.jobs import CONNECTOR_JOB, CONNECTORS_PARTITIONS, USER_SOURCE_JOB
+from entra_pipeline.names import CONNECTOR_JOB, CONNECTORS_PARTITIONS, USER_SOURCE_JOB
 from entra_pipeline.operations.freshness import FRESHNESS_JOB, FRESHNESS_SCHEDULE
-from entra_pipeline.settings import connector_slug, load_fleet
 
 MAPPING = Path(__file__).resolve().parents[1] / "mappings" / "entra_id.csv"
 FAST = {"max_retries": 1, "backoff_base_seconds": 0.01}

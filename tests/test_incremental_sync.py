@@ -31,7 +31,7 @@ from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.emulator.handlers import ALL_PERMISSIONS, READ_DEVICES
 from entra_pipeline.emulator.tenant import Tenant
 from entra_pipeline.incremental import FULL_SYNC_TAG
-from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
+from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import load_settings
 

@@ -15,14 +15,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "entra_pipeline"
 LAYERS = {
     "errors": 0,
     "vocabulary": 0,
-    "jobs": 0,
+    "names": 0,
+    "dagster_private": 0,
     "secrets": 0,
     "credentials": 0,
     "settings": 1,
+    "connector_folder": 1,
+    "run_tags": 1,
     "graph": 2,
     "warehouse": 2,
     "resources": 3,
-    "graph_session": 3,
+    "sync": 3,
     "incremental": 3,
     "publication": 3,
     "connector": 4,
@@ -139,3 +142,45 @@ def test_no_two_modules_import_each_other() -> None:
         }
     )
     assert mutual == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan): each is a circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in graph.get(module, set()):
+            if imported not in graph:
+                continue
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_circle_of_files_type_only_imports_included() -> None:
+    assert _cycles(GRAPH) == []
+
+
+def test_a_circle_of_three_files_is_found() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

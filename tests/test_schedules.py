@@ -7,9 +7,9 @@ from itertools import islice
 
 import dagster as dg
 import pytest
-from dagster._utils.schedules import cron_string_iterator  # what the daemon uses for ticks
 
 from entra_pipeline.connector.schedule import connector_schedule
+from entra_pipeline.dagster_private import cron_string_iterator  # the daemon's ticks
 from entra_pipeline.settings import ScheduleOptions, UserSourceOptions
 from entra_pipeline.user_source.schedule import interval_crons, user_source_schedule
 

@@ -17,7 +17,8 @@ from entra_pipeline.connector.mapping import mapping_assets
 from entra_pipeline.connector.models import model_assets
 from entra_pipeline.connector.raw import RAW_GROUP, raw_entra
 from entra_pipeline.connector.schedule import connector_schedule
-from entra_pipeline.jobs import CONNECTOR_JOB, SYNC_JOB_TAGS, AssetJob
+from entra_pipeline.dagster_private import AssetJob
+from entra_pipeline.names import CONNECTOR_JOB, SYNC_JOB_TAGS
 from entra_pipeline.publication import publication_asset, publication_key
 from entra_pipeline.settings import ScheduleOptions
 

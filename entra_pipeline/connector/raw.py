@@ -46,7 +46,6 @@ from entra_pipeline.graph.extract import CollectionReport, collection_report, ex
 from entra_pipeline.graph.group_members import extract_group_members
 from entra_pipeline.graph.groups import resolve_groups
 from entra_pipeline.graph.listing import Extracted
-from entra_pipeline.graph_session import recorded_graph_client
 from entra_pipeline.incremental import (
     DELTA_STATE,
     FULL_SYNC_TAG,
@@ -60,6 +59,7 @@ from entra_pipeline.incremental import (
 )
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
+from entra_pipeline.sync.session import recorded_graph_client
 from entra_pipeline.warehouse.docs import document_table
 from entra_pipeline.warehouse.files import exclusive_lock
 from entra_pipeline.warehouse.loading import PROVENANCE_DOCS, load_landed_table

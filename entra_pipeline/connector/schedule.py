@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from entra_pipeline.jobs import AssetJob
+from entra_pipeline.dagster_private import AssetJob
 from entra_pipeline.settings import ScheduleOptions
 
 CONNECTOR_SCHEDULE = "entra_id_sync_schedule"

@@ -27,8 +27,8 @@ from entra_pipeline.emulator.errors import (
     too_many_requests,
 )
 from entra_pipeline.emulator.faults import Fault, Faults
-from entra_pipeline.emulator.handlers import GraphContext, GraphResources
-from entra_pipeline.emulator.query import QueryOptions
+from entra_pipeline.emulator.handlers import GraphResources
+from entra_pipeline.emulator.query import GraphContext, QueryOptions
 from entra_pipeline.emulator.tokens import TokenService
 
 MAX_BATCH = 20

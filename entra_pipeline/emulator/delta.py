@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from entra_pipeline.emulator.errors import GraphError, bad_request, unsupported_query
-from entra_pipeline.emulator.query import next_link, parse_select, project
-from entra_pipeline.emulator.tenant import ODATA_TYPES
+from entra_pipeline.emulator.query import (
+    GraphContext,
+    TokenCodec,
+    next_link,
+    parse_select,
+    project,
+)
+from entra_pipeline.emulator.tenant import ODATA_TYPES, Tenant
 
-if TYPE_CHECKING:
-    from entra_pipeline.emulator.handlers import GraphContext, GraphResources
+
+class GraphResources(Protocol):
+    """What a delta page needs of the Graph handlers (handlers.py): the tenant, the token codec
+    and the URL its links start with."""
+
+    tenant: Tenant
+    codec: TokenCodec
+    graph_url: str
+
 
 DEFAULT_DELTA_PAGE = 100
 # "For directory objects, the limit is seven days"; an expired token answers "a 40X-series error

@@ -11,7 +11,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from entra_pipeline.emulator import errors
@@ -22,7 +21,7 @@ from entra_pipeline.emulator.query import (
     EXPAND_PAGE_CAP,
     SIGN_IN_PAGE_CAP,
     Expand,
-    QueryOptions,
+    GraphContext,
     TokenCodec,
     next_link,
     parse_expand,
@@ -75,17 +74,6 @@ READ_FOR_KIND = {"user": READ_USERS, "device": READ_DEVICES, "group": READ_GROUP
 ALL_PERMISSIONS = frozenset(
     {*READ_USERS, *READ_DEVICES, *READ_GROUPS, *READ_SKUS, *READ_AUDIT}
 )  # fmt: skip
-
-
-@dataclass
-class GraphContext:
-    """What a handler needs about the request beyond its path."""
-
-    query: dict[str, str]
-    options: QueryOptions
-    eventual: bool  # ConsistencyLevel: eventual
-    max_page_size: int | None  # Prefer: odata.maxpagesize
-    replay: bool = False  # a REPLAY_DELTA fault: this delta follow replays earlier changes
 
 
 class GraphResources:

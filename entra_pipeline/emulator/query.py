@@ -174,6 +174,17 @@ def _split_top_level(text: str) -> list[str]:
     return [item for item in items if item.strip()]
 
 
+@dataclass
+class GraphContext:
+    """What a handler needs about the request beyond its path."""
+
+    query: dict[str, str]
+    options: QueryOptions
+    eventual: bool  # ConsistencyLevel: eventual
+    max_page_size: int | None  # Prefer: odata.maxpagesize
+    replay: bool = False  # a REPLAY_DELTA fault: this delta follow replays earlier changes
+
+
 class TokenCodec:
     """Signs and reads the opaque `$skiptoken` / `$deltatoken` values."""
 

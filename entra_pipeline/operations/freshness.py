@@ -15,7 +15,7 @@ from typing import Any
 
 import dagster as dg
 
-from entra_pipeline.jobs import CONNECTOR_JOB, USER_SOURCE_JOB
+from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.settings import ConnectorSettings, ScheduleOptions, UserSourceOptions
 from entra_pipeline.warehouse.metadata import table_key
 from entra_pipeline.warehouse.publish import query_sync_runs

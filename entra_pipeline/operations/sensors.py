@@ -13,7 +13,8 @@ from typing import Literal
 
 import dagster as dg
 
-from entra_pipeline.jobs import CONNECTOR_TAG, TENANT_TAG, WAREHOUSE_TAG, AssetJob, source_of
+from entra_pipeline.dagster_private import AssetJob
+from entra_pipeline.names import CONNECTOR_TAG, TENANT_TAG, WAREHOUSE_TAG, source_of
 from entra_pipeline.secrets import redact
 from entra_pipeline.warehouse.publish import Notification, RunOutcome, record_unpublished_run
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from entra_pipeline.jobs import SYNC_JOB_TAGS, USER_SOURCE_JOB
+from entra_pipeline.names import SYNC_JOB_TAGS, USER_SOURCE_JOB
 from entra_pipeline.publication import publication_asset, publication_key
 from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.attributes import mdm_custom_attributes_synchronized

@@ -23,10 +23,10 @@ from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import GROUP_MEMBERS, GROUPS, Collection
 from entra_pipeline.graph.group_members import extract_group_members
 from entra_pipeline.graph.listing import Extracted, extract_collection, extract_partitioned
-from entra_pipeline.graph_session import recorded_graph_client
 from entra_pipeline.incremental import DELTA_STATE, FULL_SYNC_TAG, notify_resyncs
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings, UserSourceOptions
+from entra_pipeline.sync.session import recorded_graph_client
 from entra_pipeline.user_source.attributes import (
     CustomAttribute,
     attribute_coverage,

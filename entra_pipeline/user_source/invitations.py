@@ -9,8 +9,8 @@ import dagster as dg
 import duckdb
 from dagster import AssetExecutionContext
 
-from entra_pipeline.graph_session import recorded_graph_client, tenant_guid
 from entra_pipeline.resources import ConnectorResource
+from entra_pipeline.sync.session import recorded_graph_client, tenant_guid
 from entra_pipeline.user_source.ledger import (
     INVITATION_COLUMNS,
     STATE_VIEW,

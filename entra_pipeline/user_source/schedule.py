@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from entra_pipeline.jobs import AssetJob
+from entra_pipeline.dagster_private import AssetJob
 from entra_pipeline.settings import UserSourceOptions
 from entra_pipeline.user_source.errors import UserSourceError
 

@@ -25,10 +25,9 @@ from typing import Any, Literal
 
 import dagster as dg
 import duckdb
-from dagster._core.storage.tags import MAX_RETRIES_TAG
 from pydantic import PrivateAttr
 
-from entra_pipeline.jobs import source_of
+from entra_pipeline.names import MAX_RETRIES_TAG, source_of
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import DEFAULT_DUCKDB_PATH, ConnectorSettings
 from entra_pipeline.warehouse.docs import copy_documentation, document_table

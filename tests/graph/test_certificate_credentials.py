@@ -30,7 +30,7 @@ from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.graph.auth import TokenProvider
 from entra_pipeline.graph.errors import InvalidClientCertificateError
-from entra_pipeline.jobs import CONNECTOR_JOB
+from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConfigError, load_settings, parse_settings
 

@@ -131,7 +131,7 @@ def test_the_shipped_instance_settings_queue_runs_per_warehouse(tmp_path: Path) 
     assert instance.run_monitoring_max_resume_run_attempts == 0
     assert not instance.telemetry_enabled
     limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
-    # The tags every sync run carries (settings.run_tags): one run per published file at a time,
+    # The tags every sync run carries (run_tags.run_tags): one run per published file at a time,
     # and at most 9 per app registration (its budget across tenants, README).
     assert limits == [
         {

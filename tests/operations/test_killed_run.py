@@ -16,11 +16,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator
-from entra_pipeline.jobs import CONNECTOR_JOB
+from entra_pipeline.names import CONNECTOR_JOB, WILL_RETRY_TAG
 from entra_pipeline.settings import load_settings
 
 SYNC = textwrap.dedent(
@@ -28,7 +27,7 @@ SYNC = textwrap.dedent(
     import sys
     import dagster as dg
     from entra_pipeline.definitions import build_definitions
-    from entra_pipeline.jobs import CONNECTOR_JOB
+    from entra_pipeline.names import CONNECTOR_JOB
     from entra_pipeline.settings import load_settings
 
     config = sys.argv[1]

@@ -14,7 +14,7 @@ import pytest
 
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator
-from entra_pipeline.jobs import CONNECTOR_JOB
+from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.operations.sensors import CANCELED_RUNS_SENSOR, FAILED_RUNS_SENSOR
 from entra_pipeline.settings import load_settings
 from entra_pipeline.warehouse.publish import Warehouse

@@ -7,21 +7,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-# What `dg.define_asset_job` returns; Dagster 1.13 does not export the class by name.
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition as AssetJob,
-)
-
 __all__ = [
     "APP_TAG",
     "CONNECTORS_PARTITIONS",
     "CONNECTOR_JOB",
     "CONNECTOR_TAG",
+    "MAX_RETRIES_TAG",
     "SYNC_JOB_TAGS",
     "TENANT_TAG",
     "USER_SOURCE_JOB",
     "WAREHOUSE_TAG",
-    "AssetJob",
+    "WILL_RETRY_TAG",
     "Source",
     "source_of",
 ]
@@ -41,6 +37,10 @@ WAREHOUSE_TAG = "entra_pipeline/warehouse"
 # failed by run monitoring) starts from Graph, never from a dead run's step outputs, whose work
 # copy the next run removes. (Dagster re-executes from failure unless this tag says otherwise.)
 SYNC_JOB_TAGS = {"dagster/retry_strategy": "ALL_STEPS"}
+# Dagster's documented run-retry tags (docs.dagster.io, "Configuring run retries"): how many
+# times a failed run is launched again, and whether Dagster will retry a failed run.
+MAX_RETRIES_TAG = "dagster/max_retries"
+WILL_RETRY_TAG = "dagster/will_retry"
 
 Source = Literal["connector", "user_source"]
 

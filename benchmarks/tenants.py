@@ -1,6 +1,6 @@
-"""Many connectors at once (SPEC 7): N tenants' connectors synced in-process one after another,
-as parallel processes on this machine (what the default run launcher does with a run queue),
-and on Celery workers (dagster-celery's run launcher, Redis), into their DuckDB files or one
+"""Many connectors at once (docs/scaling-out.md): N tenants' connectors synced in-process one after
+another, as parallel processes on this machine (what the default run launcher does with a run
+queue), and on Celery workers (dagster-celery's run launcher, Redis), into their DuckDB files or one
 DuckLake catalog on PostgreSQL.
 
 Each tenant is an emulator subprocess (`--cost-model TIME_SCALE`: Graph's latency and RU

@@ -77,7 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--full",
         action="store_true",
-        help="read every collection in full and start delta tracking again (SPEC 6)",
+        help="read every collection in full and start delta tracking again (docs/incremental.md)",
     )
 
     commands.add_parser(

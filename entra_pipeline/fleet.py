@@ -1,5 +1,5 @@
-"""Many connectors (SPEC 7): `ENTRA_CONNECTOR_CONFIG` naming a folder of connector configs, each a
-key of the `connectors` dynamic partitioning.
+"""Many connectors (docs/scaling-out.md): `ENTRA_CONNECTOR_CONFIG` naming a folder of connector
+configs, each a key of the `connectors` dynamic partitioning.
 
 The two jobs and every asset are the single connector's, partitioned by connector; a run is one
 connector's (its partition), with that connector's settings, secrets, DuckDB file or lake

@@ -1,6 +1,6 @@
-"""Incremental sync shared by the two sources (SPEC 6): `ops.delta_state`, whether a run follows
-a stored delta link or reads a collection in full, and a delta round's changes applied to a
-landed table (`raw.*` for the connector, `mdm_extract.*` for the user source).
+"""Incremental sync shared by the two sources (docs/incremental.md): `ops.delta_state`, whether a
+run follows a stored delta link or reads a collection in full, and a delta round's changes applied
+to a landed table (`raw.*` for the connector, `mdm_extract.*` for the user source).
 
 `plan_links` decides, per collection, between its stored delta link and a full round (no link
 yet, `sync.mode: full`, the `full_resync_days` backstop, a full sync asked for, or a link for
@@ -43,7 +43,8 @@ DELTA_STATE = "ops.delta_state"
 FULL_SYNC_TAG = "entra_pipeline/full_sync"
 DELTA_STATE_DESCRIPTION = (
     "Per tenant and collection: the delta link of its next round and when it was last read in "
-    "full (SPEC 6). The link is credential-free but grants a round of the tenant's changes."
+    "full (docs/incremental.md). The link is credential-free but grants a round of the tenant's "
+    "changes."
 )
 DELTA_STATE_DOCS = {
     "tenant_id": TENANT_ID_DOC,
@@ -397,7 +398,7 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
 def notify_resyncs(
     warehouse: Warehouse, refused: Mapping[str, DeltaResyncRequired], reasons: Mapping[str, str]
 ) -> None:
-    """SPEC 6: a full round that replaces a delta round is an info notification `delta_resync`:
+    """A full round that replaces a delta round is an info notification `delta_resync`:
     per collection whose link Graph `refused`, and per collection read in full for a reason
     (`plan_links`; the first round is expected and not notified)."""
     for collection, error in refused.items():

@@ -1,4 +1,5 @@
-"""The names other tools rely on (SPEC 1.1): the two sync jobs, and the source each one records.
+"""The names other tools rely on (README.md, "Commands"): the two sync jobs, the source each one
+records, the tags its runs carry.
 
 A constant here, not a string in each module, so the warehouse, the sensors and freshness agree.
 """
@@ -24,7 +25,8 @@ __all__ = [
 
 CONNECTOR_JOB = "entra_id_sync"
 USER_SOURCE_JOB = "mdm_user_source_sync"
-# A folder of connector configs (SPEC 7): each connector is a key of this dynamic partitioning.
+# A folder of connector configs (docs/scaling-out.md): each connector is a key of this dynamic
+# partitioning.
 CONNECTORS_PARTITIONS = "connectors"
 # Tags every sync run carries: which connector, tenant and published file it is for.
 CONNECTOR_TAG = "entra_pipeline/connector"

@@ -44,7 +44,7 @@ def publication_asset(job: str, built: Iterable[object]) -> dg.AssetsDefinition:
         group_name=PUBLICATION_GROUP,
         kinds={"duckdb"},
         description=f"The tables {job} built, published in one step: readers see all of them "
-        "or none (SPEC 1.3). It runs only when every other step of the run succeeded.",
+        "or none (docs/tables.md). It runs only when every other step of the run succeeded.",
     )
     def _publish(warehouse: Warehouse) -> dg.MaterializeResult:
         started = time.perf_counter()

@@ -1,4 +1,5 @@
-"""The connector configuration (SPEC 1.2): one YAML file, `${ENV}` interpolation, strict validation.
+"""The connector configuration (docs/configuration.md): one YAML file, `${ENV}` interpolation,
+strict validation.
 
 Everything is checked before any network call; errors name the key and what is allowed, and never
 echo a secret.
@@ -93,7 +94,8 @@ class UserOptions(_Strict):
     groups: list[str] = Field(default_factory=list)
     import_sign_in_activity: bool = True
     # Graph lets an app read signInActivity 10 times a minute per tenant (identity and access
-    # service limits, SPEC 2): the pass is paced at this rate instead of running into 429s.
+    # service limits, docs/performance.md): the pass is paced at this rate instead of running into
+    # 429s.
     sign_in_requests_per_minute: int = Field(default=10, ge=1, le=10_000)
 
     @field_validator("groups")
@@ -238,7 +240,7 @@ class ClientCertificate(_Strict):
 
 
 class SyncOptions(_Strict):
-    """SPEC 6: how each run reads the directory."""
+    """How each run reads the directory (docs/incremental.md)."""
 
     # incremental: delta rounds after a first full round; full: every collection listed each run.
     mode: Literal["incremental", "full"] = "incremental"
@@ -250,14 +252,14 @@ class SyncOptions(_Strict):
 
 
 class HistoryOptions(_Strict):
-    """SPEC 6: `history.changes` keeps what changed for this many days."""
+    """`history.changes` keeps what changed for this many days (docs/incremental.md)."""
 
     retention_days: int = Field(default=400, ge=1, le=36_500)
 
 
 class WarehouseOptions(_Strict):
-    """SPEC 7: where the published tables go. `duckdb` (the default): the DuckDB file at
-    `duckdb_path`, no server. `ducklake`: also a DuckLake catalog on PostgreSQL that many
+    """Where the published tables go (docs/scaling-out.md). `duckdb` (the default): the DuckDB file
+    at `duckdb_path`, no server. `ducklake`: also a DuckLake catalog on PostgreSQL that many
     connectors publish into at once, each tenant in one transaction; `duckdb_path` stays the
     connector's own state (delta links, what it read)."""
 

@@ -1,4 +1,4 @@
-"""One app registration's Graph budget across connectors (SPEC 7): Graph's limit for
+"""One app registration's Graph budget across connectors (docs/scaling-out.md): Graph's limit for
 signInActivity holds per app across tenants, so two connectors of one app read it in turns, on
 a Dagster concurrency pool of one slot per app. Two emulators (two tenants) share one app's
 sign-in budget here (one `Faults`, whose sign-in window is then the app's), and the two

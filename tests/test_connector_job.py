@@ -110,7 +110,7 @@ def _latest(*values: str | None) -> datetime | None:
 
 
 def expected_users(emu: Emulator, now: datetime, stale_days: int | None, sign_in: bool) -> set[str]:
-    """SPEC 3: licensed users, and (only when sign-in activity was imported) recently active."""
+    """Licensed users, and (only when sign-in activity was imported) recently active."""
     kept = set()
     for user in emu.tenant.users():
         if not user.get("assignedLicenses"):

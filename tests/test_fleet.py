@@ -1,7 +1,7 @@
-"""A folder of connector configs (SPEC 7): each a key of the `connectors` dynamic partitioning,
-kept in step with the folder by a sensor that starts each connector on its own schedule; a run
-is one connector's, with its settings, secrets and file; a connector that fails, or whose file
-is invalid, stops nobody else.
+"""A folder of connector configs (docs/scaling-out.md): each a key of the `connectors` dynamic
+partitioning, kept in step with the folder by a sensor that starts each connector on its own
+schedule; a run is one connector's, with its settings, secrets and file; a connector that fails, or
+whose file is invalid, stops nobody else.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Incremental sync (SPEC 6) end to end: delta rounds against the emulator, and the guarantee that
-after every incremental run the published tables equal what a full sync of the same tenant state
-publishes, row for row.
+"""Incremental sync (docs/incremental.md) end to end: delta rounds against the emulator, and the
+guarantee that after every incremental run the published tables equal what a full sync of the same
+tenant state publishes, row for row.
 
 The tenant changes between runs the way directories do (users added, disabled, deleted, renamed,
 licences and managers changed, devices re-joined and gone stale, members added and removed,

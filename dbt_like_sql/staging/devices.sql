@@ -44,7 +44,8 @@ devices AS (
 
 SELECT
     *,
-    -- SPEC 3: what the device stale threshold compares; greatest() ignores NULLs.
+    -- What the device stale threshold compares (docs/options-and-mapping.md); greatest()
+    -- ignores NULLs.
     greatest(approximateLastSignInDateTime, registrationDateTime, onPremisesLastSyncDateTime)
         AS last_activity_at
 FROM devices

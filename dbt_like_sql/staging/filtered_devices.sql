@@ -1,5 +1,5 @@
--- Devices the connector imports (SPEC 3): the stale threshold AND the join types AND the device
--- group filter.
+-- Devices the connector imports (docs/options-and-mapping.md): the stale threshold AND the join
+-- types AND the device group filter.
 --
 -- group: filtered
 --

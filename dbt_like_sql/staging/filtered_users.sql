@@ -1,5 +1,5 @@
--- Users the connector imports (SPEC 3): licensed users only, AND the stale threshold, AND the user
--- group filter.
+-- Users the connector imports (docs/options-and-mapping.md): licensed users only, AND the stale
+-- threshold, AND the user group filter.
 --
 -- group: filtered
 --

@@ -108,7 +108,8 @@ SELECT
     -- The latest sign-in of any kind (User.LastLogon).
     greatest(lastSignInDateTime, lastNonInteractiveSignInDateTime, lastSuccessfulSignInDateTime)
         AS last_sign_in_at,
-    -- SPEC 3: what the user stale threshold compares; greatest() ignores NULLs.
+    -- What the user stale threshold compares (docs/options-and-mapping.md); greatest()
+    -- ignores NULLs.
     greatest(
         lastSignInDateTime, lastNonInteractiveSignInDateTime, createdDateTime,
         onPremisesLastSyncDateTime

@@ -1,5 +1,5 @@
-"""`history.changes` (SPEC 6): per published run, what changed against the state published before
-it, per entity and attribute, kept for `history.retention_days`.
+"""`history.changes` (docs/incremental.md): per published run, what changed against the state
+published before it, per entity and attribute, kept for `history.retention_days`.
 
 Entities, compared between the published file (before the run) and the run's work copy:
 
@@ -35,7 +35,7 @@ HISTORY_GROUP = "history"
 CHANGES = "history.changes"
 DESCRIPTION = (
     "What changed at each published run against the state published before it: users, devices, "
-    "licences and group memberships, per attribute (SPEC 6)."
+    "licences and group memberships, per attribute (docs/incremental.md)."
 )
 DOCS = {
     "run_id": "Dagster run id of the run that published the change.",

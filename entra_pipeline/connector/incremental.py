@@ -1,6 +1,6 @@
-"""The connector's incremental sync (SPEC 6): which of its collections a run reads by delta, its
-sign-in window, and what delta does not carry, derived from `raw.*` itself: a manager's or
-owner's userPrincipalName, and a manager or owner that no longer exists. What both sources share
+"""The connector's incremental sync (docs/incremental.md): which of its collections a run reads by
+delta, its sign-in window, and what delta does not carry, derived from `raw.*` itself: a manager's
+or owner's userPrincipalName, and a manager or owner that no longer exists. What both sources share
 (`ops.delta_state`, applying a round) is `entra_pipeline/incremental.py`.
 """
 

@@ -557,14 +557,16 @@ def sign_in_status(con: duckdb.DuckDBPyConnection) -> tuple[str, str | None]:
 
 
 def sign_in_imported(con: duckdb.DuckDBPyConnection) -> bool:
-    """SPEC 3: whether this run imported sign-in activity, which the user stale threshold needs."""
+    """Whether this run imported sign-in activity, which the user stale threshold needs
+    (docs/options-and-mapping.md)."""
     return sign_in_status(con)[0] == "complete"
 
 
 def _warn_when_user_stale_filter_skipped(
     con: duckdb.DuckDBPyConnection, warehouse: Warehouse, settings: ConnectorSettings
 ) -> None:
-    """SPEC 3: the user stale threshold needs sign-in activity; say why it will not be applied."""
+    """The user stale threshold needs sign-in activity (docs/options-and-mapping.md); say why it
+    will not be applied."""
     days = settings.users.stale_threshold_days
     if days is None or sign_in_imported(con):
         return

@@ -6,8 +6,8 @@ the test suite fast but hides what decides a real run. With one (`EmulatorConfig
 
 - every Graph answer takes `base_seconds + per_object_seconds * objects` of *Graph time*. The
   defaults give about 1 s for a page of 999 objects and 0.4 s for a page of 100, the product's
-  measured "about 0.5-1.5 s a page" (SPEC 2, "Latency, not the RU budget"); no public Microsoft
-  figure exists to cite instead.
+  measured "about 0.5-1.5 s a page" (docs/performance.md, "Real Graph: latency, throttling and
+  partitioned listings"); no public Microsoft figure exists to cite instead.
 - directory reads draw on a token bucket of resource units per app and tenant, as Microsoft's
   "identity and access service limits" (learn.microsoft.com/graph/throttling-limits, "Identity and
   access service limits") document it: 3,500 RU / 10 s for a tenant under 50 users, 5,000 for

@@ -580,7 +580,7 @@ def _hint(kind: str, select: list[str] | None) -> frozenset[str]:
 
 
 # Range filters on the keys partitioned listings split by (userPrincipalName and device
-# displayName support ge/le in $filter without advanced queries: SPEC 2).
+# displayName support ge/le in $filter without advanced queries: docs/performance.md).
 _RANGE_KEYS = {"user": "userPrincipalName", "device": "displayName"}
 # Partitions' candidate lists kept between their pages: a collection's ranges, and each large
 # group's ranges of its members with the collection's ranges they come from.

@@ -199,7 +199,7 @@ class Emulator:
             self.faults.time_scale = self.costs.time_scale
             if self.faults.sign_in_per_minute is None:
                 # GET users?$select=signInActivity: 10 requests a minute per app and tenant
-                # (identity and access service limits; SPEC 2).
+                # (identity and access service limits; docs/performance.md).
                 self.faults.sign_in_per_minute = 10
         self.client_id = config.client_id or str(
             uuid.uuid5(uuid.NAMESPACE_URL, f"entra-pipeline-emulator/client/{config.seed}")

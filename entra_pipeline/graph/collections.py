@@ -268,9 +268,9 @@ SUBSCRIBED_SKUS = Collection(
     key=("skuId",),
 )
 
-# The MDM user source (SPEC 4) reads every user without the manager expand, which would cap its
-# pages at 100; the configured custom attributes are added with `with_properties`. Not part of ALL:
-# the connector does not extract it.
+# The MDM user source (docs/user-source.md) reads every user without the manager expand, which would
+# cap its pages at 100; the configured custom attributes are added with `with_properties`. Not part
+# of ALL: the connector does not extract it.
 _DIRECTORY_PROPERTIES = (
     "id",
     "userPrincipalName",

@@ -1,5 +1,6 @@
-"""Large listings split into disjoint ranges, paged concurrently (SPEC 2, "Latency, not the RU
-budget, bounds a single page chain").
+"""Large listings split into disjoint ranges, paged concurrently (docs/performance.md, "Real
+Graph: latency, throttling and partitioned listings": latency, not the RU budget, bounds a single
+page chain).
 
 One `@odata.nextLink` chain is paced by Graph's latency (0.5-1.5 s a page) whatever the budget:
 at 2,000,000 devices and 100 a page (`$expand`) that is 20,000 pages, hours. `userPrincipalName`

@@ -15,7 +15,7 @@ PACE_MARGIN = 1.02  # paced requests go this much slower than their limit (Throt
 
 class ThrottleGate:
     """What every thread of one client shares about Graph's budget for the app and tenant
-    (Microsoft's identity and access service limits; SPEC 2):
+    (Microsoft's identity and access service limits; docs/performance.md):
 
     - a 429 pauses every thread for its Retry-After (without one: the exponential backoff), not
       only the one that was throttled;

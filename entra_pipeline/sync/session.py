@@ -1,7 +1,7 @@
 """A Graph session recorded in the warehouse: what both sources wrap their extraction in.
 
-Its failures become `ops.notifications` (SPEC 1.3 codes) and its request and retry counts reach
-`ops.sync_runs`, however the extraction ends.
+Its failures become `ops.notifications` (docs/tables.md codes) and its request and retry counts
+reach `ops.sync_runs`, however the extraction ends.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def tenant_guid(configured: str, client: GraphClient) -> str:
 
 
 def notify_extraction_failure(warehouse: Warehouse, error: EntraError) -> None:
-    """The notification a failed extraction leaves in `ops.notifications` (SPEC 1.3 codes)."""
+    """The notification a failed extraction leaves in `ops.notifications` (docs/tables.md codes)."""
     details: dict[str, object] = {"error": type(error).__name__}
     if isinstance(error, GraphPermissionError):
         details["permission"] = error.permission

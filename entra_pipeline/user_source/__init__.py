@@ -1,3 +1,4 @@
-"""The MDM user source (seed 001, SPEC 4): every user and group of the tenant published as `mdm.*`,
-with custom attributes, rendered templates and invitations; `user_source_definitions` is its face.
+"""The MDM user source (seed 001, docs/user-source.md): every user and group of the tenant published
+as `mdm.*`, with custom attributes, rendered templates and invitations; `user_source_definitions`
+is its face.
 """

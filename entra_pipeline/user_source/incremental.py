@@ -1,7 +1,7 @@
-"""The user source on deltas (SPEC 6): its users, groups and the transitive members of every group
-kept in `mdm_extract.*` between runs and brought up to date from delta rounds, with their links in
-the same `ops.delta_state` the connector keeps (rows of their own, named after the table each
-link keeps current: `mdm_extract.directory_users`, `mdm_extract.groups`, and
+"""The user source on deltas (docs/incremental.md): its users, groups and the transitive members of
+every group kept in `mdm_extract.*` between runs and brought up to date from delta rounds, with
+their links in the same `ops.delta_state` the connector keeps (rows of their own, named after the
+table each link keeps current: `mdm_extract.directory_users`, `mdm_extract.groups`, and
 `mdm_extract.device_ids`, which is a link only).
 
 - Users and groups are applied as the connector applies its own (entra_pipeline/incremental.py),

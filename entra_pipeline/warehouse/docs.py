@@ -17,7 +17,8 @@ from entra_pipeline.warehouse.sql import literal, quoted, split_table
 
 # The provenance columns every landed and modelled table starts with.
 TENANT_ID_DOC = "Directory (tenant) id of the Microsoft Entra tenant the row was read from."
-# What neurons.* and mdm.* carry beside tenant_id (SPEC 7: many connectors share one DuckLake).
+# What neurons.* and mdm.* carry beside tenant_id (docs/scaling-out.md: many connectors share one
+# DuckLake).
 CONNECTOR_DOC = "The connector_name of the config whose run read the row (one per tenant)."
 
 

@@ -1,5 +1,5 @@
 """`warehouse.backend: ducklake`: the published tables in a DuckLake catalog on PostgreSQL, which
-many connectors publish into at once and analysts read from anywhere (SPEC 7).
+many connectors publish into at once and analysts read from anywhere (docs/scaling-out.md).
 
 Each run still builds in a private work copy of its connector's DuckDB file (`duckdb_path`, now
 the connector's own state: delta links, raw tables, history). When the run succeeds, what it

@@ -1,11 +1,11 @@
 """The one place that publishes tables into the DuckDB file analysts read.
 
 A run builds its tables in a private work copy of the published file (a clone sharing its
-blocks where the filesystem has reflinks: XFS, btrfs, ZFS; a byte copy elsewhere). When the run ends with no
-failed step, the tables it built are copied into a fresh copy of the *current* published file,
-and that copy is renamed over it in one atomic step: a reader holding a read-only connection keeps
-the old file and is never refused, a new reader sees the new file, and nobody sees half a sync.
-A run that fails publishes nothing but its `ops.sync_runs` row and its notifications.
+blocks where the filesystem has reflinks: XFS, btrfs, ZFS; a byte copy elsewhere). When the run ends
+with no failed step, the tables it built are copied into a fresh copy of the *current* published
+file, and that copy is renamed over it in one atomic step: a reader holding a read-only connection
+keeps the old file and is never refused, a new reader sees the new file, and nobody sees half a
+sync. A run that fails publishes nothing but its `ops.sync_runs` row and its notifications.
 """
 
 from __future__ import annotations
@@ -253,8 +253,9 @@ class Warehouse(dg.ConfigurableResource):
         return LakeTarget(self.lake_catalog, self.lake_data_path)
 
     def run_started_at(self) -> datetime:
-        """The run's start: the `now` every option is evaluated against (SPEC 3). A subclass may
-        fix it (the transform tests pin their threshold boundaries this way)."""
+        """The run's start: the `now` every option is evaluated against
+        (docs/options-and-mapping.md). A subclass may fix it (the transform tests pin their
+        threshold boundaries this way)."""
         return datetime.now(UTC)
 
     def publish(self) -> Publication:

@@ -1,4 +1,5 @@
-"""The connector's options (SPEC 3) as staging.filtered_users / staging.filtered_devices apply them.
+"""The connector's options (docs/options-and-mapping.md) as staging.filtered_users /
+staging.filtered_devices apply them.
 
 Every case runs the real SQL models through Dagster against the boundary tenant, with a 30-day
 threshold where one is set: activity at exactly now - 30 days is kept, one second earlier dropped.

@@ -163,7 +163,9 @@ def test_models_are_discovered_from_files_with_refs_groups_and_descriptions() ->
         "raw.group_members",
     }
     assert filtered.parameters == ("user_stale_days", "sign_in_imported", "now")
-    assert filtered.description.startswith("Users the connector imports (SPEC 3)")
+    assert filtered.description.startswith(
+        "Users the connector imports (docs/options-and-mapping.md)"
+    )
     assert "group:" not in filtered.description
     assert "{{" not in filtered.sql
     assert "FROM staging.users AS u" in filtered.sql

@@ -21,7 +21,7 @@ from entra_pipeline.connector.definitions import transform_definitions
 from entra_pipeline.connector.raw import LANDED
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 
 TENANT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 SKUS = [

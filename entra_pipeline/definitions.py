@@ -31,7 +31,7 @@ from entra_pipeline.settings import (
 )
 from entra_pipeline.settings import config_path as config_file
 from entra_pipeline.user_source.definitions import user_source_definitions
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import load_settings
 from entra_pipeline.warehouse.files import private_directories
+from entra_pipeline.warehouse.sql import table_exists
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET_VARIABLE = "ENTRA_DEMO_CLIENT_SECRET"
@@ -245,9 +246,7 @@ def _print_summary(db: Path, seconds: float) -> None:
 
 def _print_changes(con: duckdb.DuckDBPyConnection) -> None:
     """What the last connector run recorded in history.changes."""
-    if not con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'history'"
-    ).fetchall()[0][0]:
+    if not table_exists(con, "history.changes"):
         return
     counts = con.execute(
         "SELECT entity, change, count(*) FROM history.changes WHERE run_id = (SELECT run_id "
@@ -268,10 +267,7 @@ def _print_changes(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _print_user_source(con: duckdb.DuckDBPyConnection) -> None:
-    published = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'mdm'"
-    ).fetchall()
-    if not published[0][0]:
+    if not table_exists(con, "mdm.users"):
         return
     [(users, enabled, guests, apple_ids)] = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE accountEnabled), count(*) FILTER (WHERE is_guest), "

@@ -39,7 +39,7 @@ from entra_pipeline.run_tags import run_tags
 from entra_pipeline.settings import ConfigError, ScheduleOptions, UserSourceOptions
 from entra_pipeline.user_source.definitions import user_source_definitions
 from entra_pipeline.user_source.schedule import interval_crons
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from entra_pipeline.graph.delta import TRACKED, DeltaResyncRequired, Tracked, re
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS
-from entra_pipeline.warehouse.publish import Warehouse
-from entra_pipeline.warehouse.sql import literal, quoted
+from entra_pipeline.warehouse.resource import Warehouse
+from entra_pipeline.warehouse.sql import literal, quoted, table_exists
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class State:
 
 def read_state(con: duckdb.DuckDBPyConnection, tenant_id: str) -> dict[str, State]:
     """The stored delta state of `tenant_id` (empty before the first incremental run)."""
-    if not table_exists(con, "ops", "delta_state"):
+    if not table_exists(con, DELTA_STATE):
         return {}
     rows = con.execute(
         f"SELECT collection, delta_link, updated_at, last_full_sync_at, selected FROM {DELTA_STATE} "
@@ -129,7 +129,7 @@ def full_reason(
         return "a full sync was requested"
     if row is None or (needs_link and not row.delta_link):
         return FIRST_ROUND
-    if table is not None and not table_exists(con, *table.split(".")):
+    if table is not None and not table_exists(con, table):
         return f"{table} is missing"
     if now - row.last_full_sync_at >= backstop:
         days = (now - row.last_full_sync_at).days
@@ -283,10 +283,10 @@ def plan_members(
     groups whose members `<schema>.group_members` holds (by default raw.group_filters' groups)."""
     known: set[str] = set()
     nested: dict[str, set[str]] = {}
-    if table_exists(con, schema, "group_members"):
+    if table_exists(con, f"{schema}.group_members"):
         if listed is not None:
             known = set(listed)
-        elif table_exists(con, schema, "group_filters"):
+        elif table_exists(con, f"{schema}.group_filters"):
             known = {
                 row[0]
                 for row in con.execute(
@@ -383,16 +383,6 @@ def apply_members(
             )
     [(rows,)] = con.execute(f"SELECT count(*) FROM {table}").fetchall()
     return int(rows)
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() AND "
-            "schema_name = ? AND table_name = ?",
-            [schema, table],
-        ).fetchall()
-    )
 
 
 def notify_resyncs(

@@ -17,7 +17,7 @@ import dagster as dg
 
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.metadata import markdown_table
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 
 PUBLICATION_GROUP = "publication"
 SUMMARY_SCHEMA = dg.TableSchema(

@@ -18,7 +18,8 @@ from entra_pipeline.user_source.tables import USER_SOURCE_MEMORY_LIMIT
 from entra_pipeline.warehouse.docs import column_comments, document_table, table_comment
 from entra_pipeline.warehouse.errors import WarehouseError
 from entra_pipeline.warehouse.ops_tables import create_ops_tables
-from entra_pipeline.warehouse.publish import DEFAULT_MEMORY_LIMIT, Warehouse
+from entra_pipeline.warehouse.publish import DEFAULT_MEMORY_LIMIT
+from entra_pipeline.warehouse.resource import Warehouse
 from tests.support import Spill, spill
 
 FAIL_AT_SECOND_ASSET = {"value": False}

@@ -14,13 +14,13 @@
 SELECT d.*
 FROM {{ ref('staging.devices') }} AS d
 WHERE
-    (
-        CAST($device_stale_days AS INTEGER) IS NULL
-        OR coalesce(
-            d.last_activity_at
-            >= CAST($now AS TIMESTAMPTZ) - INTERVAL (CAST($device_stale_days AS INTEGER)) DAY,
-            FALSE
-        )
+    NOT coalesce(
+        is_stale(
+            d.last_activity_at,
+            CAST($device_stale_days AS INTEGER),
+            CAST($now AS TIMESTAMPTZ)
+        ),
+        FALSE
     )
     AND (
         len(CAST($join_types AS VARCHAR[])) = 0

@@ -16,11 +16,13 @@ FROM {{ ref('staging.users') }} AS u
 WHERE
     u.license_count > 0
     AND (
-        CAST($user_stale_days AS INTEGER) IS NULL
-        OR NOT CAST($sign_in_imported AS BOOLEAN)
-        OR coalesce(
-            u.last_activity_at
-            >= CAST($now AS TIMESTAMPTZ) - INTERVAL (CAST($user_stale_days AS INTEGER)) DAY,
+        NOT CAST($sign_in_imported AS BOOLEAN)
+        OR NOT coalesce(
+            is_stale(
+                u.last_activity_at,
+                CAST($user_stale_days AS INTEGER),
+                CAST($now AS TIMESTAMPTZ)
+            ),
             FALSE
         )
     )

@@ -7,7 +7,7 @@ import dagster as dg
 import duckdb
 
 from entra_pipeline.connector.mapping import MAPPED_TABLES, MAPPING_TABLE, MappedTable
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 from entra_pipeline.warehouse.validation import IdentityColumns, check_identity_table
 
 NEURONS_USERS_CHECK = "neurons_users_valid"

@@ -17,6 +17,7 @@ is the baseline: it records nothing.
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,12 +25,13 @@ import dagster as dg
 import duckdb
 from dagster import AssetExecutionContext
 
+from entra_pipeline.connector.raw import sign_in_imported
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.metadata import table_key
-from entra_pipeline.warehouse.publish import Warehouse
-from entra_pipeline.warehouse.sql import literal
+from entra_pipeline.warehouse.models import define_macro
+from entra_pipeline.warehouse.resource import Warehouse
+from entra_pipeline.warehouse.sql import literal, table_exists
 
 HISTORY_GROUP = "history"
 CHANGES = "history.changes"
@@ -89,7 +91,12 @@ def history_changes(
             counts: dict[str, int] = {}
         else:
             # Attached for this transaction's connection only: it closes with it.
-            counts = record_changes(con, settings, run.run_id, run.started_at)
+            stale_days = {
+                # The user threshold applies only when this run imported sign-in activity.
+                "user": settings.users.stale_threshold_days if sign_in_imported(con) else None,
+                "device": settings.devices.stale_threshold_days,
+            }
+            counts = record_changes(con, settings.tenant_id, stale_days, run.run_id, run.started_at)
         cutoff = run.started_at - timedelta(days=settings.history.retention_days)
         con.execute(f"DELETE FROM {CHANGES} WHERE changed_at < ?", [cutoff])
         document_table(con, CHANGES, DESCRIPTION, DOCS)
@@ -114,17 +121,12 @@ def _attach_published(con: duckdb.DuckDBPyConnection, published: Path) -> bool:
     if not published.exists():
         return False
     con.execute(f"ATTACH {literal(str(published))} AS published (READ_ONLY)")
-    found = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'published' AND "
-        "schema_name = 'staging' AND table_name IN ('users', 'devices')"
-    ).fetchall()[0][0]
-    return bool(found == 2)
+    return all(table_exists(con, t, "published") for t in ("staging.users", "staging.devices"))
 
 
-def _objects(
-    catalog: str, entity: str, stale_days: int | None, now: datetime, *, exists: bool
-) -> str:
-    """The compared view of users or devices in `catalog`, every value as text."""
+def _objects(catalog: str, entity: str, *, exists: bool) -> str:
+    """The compared view of users or devices in `catalog`, every value as text; `stale` by the
+    stale rule (the `is_stale` macro, as the filtered models apply it) at $stale_days and $now."""
     table, filtered = (
         ("users", "filtered_users") if entity == "user" else ("devices", "filtered_devices")
     )
@@ -135,12 +137,7 @@ def _objects(
     else:
         imported = "f.id IS NOT NULL"
         join = f"LEFT JOIN {prefix}staging.{filtered} AS f ON f.id = o.id"
-    stale = (
-        "NULL::BOOLEAN"
-        if stale_days is None
-        else f"NOT coalesce(o.last_activity_at >= {literal(now.isoformat())}::TIMESTAMPTZ - "
-        f"INTERVAL {int(stale_days)} DAY, false)"
-    )
+    stale = "is_stale(o.last_activity_at, CAST($stale_days AS INTEGER), CAST($now AS TIMESTAMPTZ))"
     return (
         f"SELECT o.id, COLUMNS(c -> c NOT IN ('id', 'tenant_id'))::VARCHAR FROM (SELECT o.*, "
         f"{imported} AS imported, {stale} AS stale FROM {prefix}staging.{table} AS o {join}) AS o"
@@ -148,24 +145,29 @@ def _objects(
 
 
 def record_changes(
-    con: duckdb.DuckDBPyConnection, settings: ConnectorSettings, run_id: str, now: datetime
+    con: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    stale_days: Mapping[str, int | None],
+    run_id: str,
+    now: datetime,
 ) -> dict[str, int]:
-    """Append this run's changes to history.changes; the count per entity and change."""
-    base = [run_id, now, settings.tenant_id]
+    """Append this run's changes to history.changes; the count per entity and change.
+    `stale_days`: the stale threshold the filtered models applied, per entity (user, device)."""
+    base = [run_id, now, tenant_id]
     head = "INSERT INTO history.changes SELECT ?::VARCHAR, ?::TIMESTAMPTZ, ?::VARCHAR"
-    for entity, label, stale_days in (
-        ("user", "userPrincipalName", settings.users.stale_threshold_days),
-        ("device", "displayName", settings.devices.stale_threshold_days),
-    ):
+    define_macro(con, "is_stale")
+    for entity, label in (("user", "userPrincipalName"), ("device", "displayName")):
         filtered = "filtered_users" if entity == "user" else "filtered_devices"
-        old_has = _has(con, "published", "staging", filtered)
+        old_has = table_exists(con, f"staging.{filtered}", "published")
+        stale = {"stale_days": stale_days[entity], "now": now}
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE new_objects AS "
-            + _objects("", entity, stale_days, now, exists=True)
+            "CREATE OR REPLACE TEMP TABLE new_objects AS " + _objects("", entity, exists=True),
+            stale,
         )
         con.execute(
             "CREATE OR REPLACE TEMP TABLE old_objects AS "
-            + _objects("published", entity, stale_days, now, exists=old_has)
+            + _objects("published", entity, exists=old_has),
+            stale,
         )
         con.execute(
             f"{head}, {literal(entity)}, n.id, 'added', {literal(label)}, NULL, "
@@ -210,7 +212,7 @@ def record_changes(
         "ANTI JOIN new_licences AS n ON n.id = o.id AND n.license = o.license",
         base,
     )
-    if _has(con, "published", "raw", "group_members"):
+    if table_exists(con, "raw.group_members", "published"):
         members = "SELECT group_id, member_id FROM {}raw.group_members"
         con.execute(f"CREATE OR REPLACE TEMP TABLE new_members AS {members.format('')}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE old_members AS {members.format('published.')}")
@@ -232,13 +234,3 @@ def record_changes(
         [run_id],
     ).fetchall()
     return {key: int(count) for key, count in counts}
-
-
-def _has(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND "
-            "table_name = ?",
-            [catalog, schema, table],
-        ).fetchall()
-    )

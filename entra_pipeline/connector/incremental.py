@@ -17,16 +17,10 @@ import polars as pl
 
 from entra_pipeline.graph.collections import SIGN_IN_ACTIVITY
 from entra_pipeline.graph.delta import TRACKED
-from entra_pipeline.incremental import (
-    USER_TYPE,
-    full_reason,
-    plan_links,
-    read_state,
-    table_exists,
-)
+from entra_pipeline.incremental import USER_TYPE, full_reason, plan_links, read_state
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS
-from entra_pipeline.warehouse.sql import literal, quoted
+from entra_pipeline.warehouse.sql import literal, quoted, table_exists
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ def plan_sync(
 
 def snapshot_upns(con: duckdb.DuckDBPyConnection) -> None:
     """Keep (id, userPrincipalName) of raw.users as it was before this run (temp table)."""
-    source = "raw.users" if table_exists(con, "raw", "users") else None
+    source = "raw.users" if table_exists(con, "raw.users") else None
     con.execute(
         "CREATE OR REPLACE TEMP TABLE upns_before AS "
         + (
@@ -138,7 +132,7 @@ def refresh_references(
         "ON n.id = b.id WHERE n.userPrincipalName IS DISTINCT FROM b.userPrincipalName"
     )
     managers = 0 if users_listed else _refresh_managers(con)
-    if devices_listed or not table_exists(con, "raw", "devices"):
+    if devices_listed or not table_exists(con, "raw.devices"):
         return managers, 0
     # A join on the unnested owner ids: list_has_any against the list of touched users was
     # devices x users (a first round touches every user: hours of CPU at 1M / 2M).

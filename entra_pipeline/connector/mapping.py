@@ -31,7 +31,7 @@ from entra_pipeline.warehouse.docs import (
     table_columns,
 )
 from entra_pipeline.warehouse.metadata import table_key
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 from entra_pipeline.warehouse.sql import quoted
 
 ATTRIBUTE_MAPPING = dg.AssetKey(["ops", "attribute_mapping"])

@@ -20,7 +20,7 @@ from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.vocabulary import JOIN_TYPES
 from entra_pipeline.warehouse.metadata import table_key
 from entra_pipeline.warehouse.models import Model, build_model, discover_models, prepare_connection
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 
 MODELS_SCHEMA = "staging"
 

@@ -63,7 +63,8 @@ from entra_pipeline.sync.session import recorded_graph_client
 from entra_pipeline.warehouse.docs import document_table
 from entra_pipeline.warehouse.files import exclusive_lock
 from entra_pipeline.warehouse.loading import PROVENANCE_DOCS, load_landed_table
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
+from entra_pipeline.warehouse.sql import table_exists
 
 RAW_GROUP = "raw"
 LANDED = (*COLLECTIONS, GROUP_MEMBERS)
@@ -493,14 +494,7 @@ def load_extraction_status(
     """Per extracted table: complete, unavailable (and why) or skipped (and why). A table this
     run was not `asked` for (a subset run) keeps its row, and its `extracted_at`, from before."""
     kept: list[tuple] = []
-    if (
-        asked is not None
-        and con.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() AND "
-            "schema_name = 'raw' AND table_name = ?",
-            [EXTRACTION_STATUS],
-        ).fetchall()
-    ):
+    if asked is not None and table_exists(con, f"raw.{EXTRACTION_STATUS}"):
         kept = [
             row
             for row in con.execute(f"SELECT * FROM raw.{EXTRACTION_STATUS}").fetchall()

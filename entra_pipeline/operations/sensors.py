@@ -14,9 +14,10 @@ from typing import Literal
 import dagster as dg
 
 from entra_pipeline.dagster_private import AssetJob
-from entra_pipeline.names import CONNECTOR_TAG, TENANT_TAG, WAREHOUSE_TAG, source_of
+from entra_pipeline.names import CONNECTOR_TAG, TENANT_TAG, WAREHOUSE_TAG
 from entra_pipeline.secrets import redact
-from entra_pipeline.warehouse.publish import Notification, RunOutcome, record_unpublished_run
+from entra_pipeline.warehouse.failures import record_unpublished_run, root_cause
+from entra_pipeline.warehouse.outcome import Notification, RunOutcome
 
 FAILED_RUNS_SENSOR = "record_failed_sync_runs"
 CANCELED_RUNS_SENSOR = "record_canceled_sync_runs"
@@ -82,13 +83,12 @@ def _record(
         f"was published: {error}"
     )
     details = {"run_id": run.run_id, "job": run.job_name, "dagster_status": run.status.value}
-    outcome = RunOutcome(
-        run_id=run.run_id,
-        job=run.job_name,
-        source=source_of(run.job_name),
-        started_at=started,
-        notifications=[Notification(now, "error", code, message, details)],
-        connector=run.tags.get(CONNECTOR_TAG, ""),
+    outcome = RunOutcome.of_run(
+        run.run_id,
+        run.job_name,
+        started,
+        run.tags.get(CONNECTOR_TAG, ""),
+        [Notification(now, "error", code, message, details)],
     )
     if record_unpublished_run(duckdb_path, tenant_id, outcome, finished, status, error):
         context.log.info(f"Recorded {status} of run {run.run_id} ({run.job_name}) in ops.sync_runs")
@@ -115,15 +115,8 @@ def _failure_message(context: dg.RunFailureSensorContext) -> str:
     for event in context.get_step_failure_events():
         error = getattr(event.event_specific_data, "error", None)
         if error is not None:
-            return f"step {event.step_key} failed: {_root_cause(error)}"
+            return f"step {event.step_key} failed: {root_cause(error)}"
     error = getattr(context.failure_event.event_specific_data, "error", None)
     if error is not None:
-        return _root_cause(error)
+        return root_cause(error)
     return context.failure_event.message or "the run failed"
-
-
-def _root_cause(error: object) -> str:
-    # Dagster wraps the user's exception (resource init, step execution): the innermost says why.
-    while getattr(error, "cause", None) is not None:
-        error = error.cause  # type: ignore[attr-defined]
-    return str(getattr(error, "message", error)).strip()

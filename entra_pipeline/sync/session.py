@@ -22,7 +22,7 @@ from entra_pipeline.graph.errors import (
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.secrets import redact
 from entra_pipeline.vocabulary import is_guid
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 
 
 class RunLogHandler(logging.Handler):

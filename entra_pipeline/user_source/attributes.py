@@ -14,7 +14,7 @@ import duckdb
 from entra_pipeline.graph.collections import DIRECTORY_USERS, Collection
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.user_source.tables import mdm_key
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 
 ATTRIBUTES_CHECK = "mdm_custom_attributes_synchronized"
 EXAMPLES_SHOWN = 5  # UPNs in a notification's details

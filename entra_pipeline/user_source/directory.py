@@ -47,7 +47,7 @@ from entra_pipeline.user_source.incremental import (
 from entra_pipeline.user_source.tables import MDM_GROUP, USER_SOURCE_MEMORY_LIMIT, mdm_key
 from entra_pipeline.warehouse.loading import load_landed_table
 from entra_pipeline.warehouse.models import Model, build_models, discover_models
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 from entra_pipeline.warehouse.validation import IdentityColumns, check_identity_table
 
 MDM_USERS_CHECK = "mdm_users_valid"

@@ -54,12 +54,11 @@ from entra_pipeline.incremental import (
     plan_members,
     read_state,
     start_removed_objects,
-    table_exists,
     write_state,
 )
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.loading import load_landed_table
-from entra_pipeline.warehouse.sql import quoted
+from entra_pipeline.warehouse.sql import quoted, table_exists
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ def plan_directory(
         con, settings, state, now, full_requested=full_requested, tracked=tracked
     )
     # The groups' link keeps groups and members current: both tables must be there.
-    if links[GROUPS_KEY] is not None and not table_exists(con, EXTRACT_SCHEMA, GROUPS.table):
+    if links[GROUPS_KEY] is not None and not table_exists(con, f"{EXTRACT_SCHEMA}.{GROUPS.table}"):
         links[GROUPS_KEY] = None
         reasons[GROUPS_KEY] = f"{EXTRACT_SCHEMA}.{GROUPS.table} is missing"
     return DirectoryPlan(links=links, reasons=reasons)

@@ -23,7 +23,7 @@ from entra_pipeline.user_source.ledger import (
 )
 from entra_pipeline.user_source.tables import MDM_GROUP, USER_SOURCE_MEMORY_LIMIT, mdm_key
 from entra_pipeline.warehouse.docs import CONNECTOR_DOC, TENANT_ID_DOC, document_table
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 from entra_pipeline.warehouse.sql import literal, quoted
 
 INVITATIONS_DESCRIPTION = "One invitation per user ever invited: pending, sent or failed."

@@ -11,7 +11,7 @@ from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import BUILTIN_TEMPLATE_VARIABLES, TEMPLATE_VAR_RE
 from entra_pipeline.user_source.tables import MDM_GROUP, USER_SOURCE_MEMORY_LIMIT, mdm_key
 from entra_pipeline.warehouse.docs import CONNECTOR_DOC, TENANT_ID_DOC, document_table
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 from entra_pipeline.warehouse.sql import literal, quoted
 
 RENDERED_TEMPLATES_DESCRIPTION = "Each configured template rendered for each user."

@@ -210,6 +210,11 @@ def prepare_connection(
             con.execute(path.read_text(encoding="utf-8"))
 
 
+def define_macro(con: duckdb.DuckDBPyConnection, name: str, root: Path = SQL_ROOT) -> None:
+    """Define the macro of `macros/<name>.sql` on `con`, for SQL that is not a model."""
+    con.execute((root / MACROS / f"{name}.sql").read_text(encoding="utf-8"))
+
+
 def build_model(
     con: duckdb.DuckDBPyConnection,
     model: Model,

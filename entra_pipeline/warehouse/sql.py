@@ -3,6 +3,8 @@ which travel as bound parameters)."""
 
 from __future__ import annotations
 
+import duckdb
+
 from entra_pipeline.warehouse.errors import WarehouseError
 
 
@@ -22,3 +24,16 @@ def split_table(table: str) -> tuple[str, str]:
     if not name or not schema.isidentifier() or not name.isidentifier():
         raise WarehouseError(f"table names are schema.table identifiers, got {table!r}")
     return schema, name
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str, catalog: str | None = None) -> bool:
+    """Whether `schema.table` (a table, not a view) exists in `catalog` (default: the
+    connection's own database)."""
+    schema, name = split_table(table)
+    database = "current_database()" if catalog is None else "?"
+    found = con.execute(
+        f"SELECT 1 FROM duckdb_tables() WHERE database_name = {database} AND schema_name = ? "
+        "AND table_name = ?",
+        [*([] if catalog is None else [catalog]), schema, name],
+    ).fetchall()
+    return bool(found)

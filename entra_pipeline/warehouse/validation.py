@@ -20,7 +20,7 @@ from pandera.errors import SchemaErrors
 
 from entra_pipeline.vocabulary import JOIN_TYPE_LABELS
 from entra_pipeline.warehouse.metadata import markdown_table
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 from entra_pipeline.warehouse.sql import quoted
 
 # name@domain.tld; a guest's UPN carries #EXT# in its local part (alice_contoso.com#EXT#@x.com).

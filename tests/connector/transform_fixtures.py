@@ -24,7 +24,7 @@ from entra_pipeline.connector.raw import (
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.warehouse.docs import document_table
 from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS, PROVENANCE_DOCS
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_MAPPING = REPO / "mappings" / "entra_id.csv"

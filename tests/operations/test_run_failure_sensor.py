@@ -17,7 +17,7 @@ from entra_pipeline.emulator import Emulator
 from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.operations.sensors import CANCELED_RUNS_SENSOR, FAILED_RUNS_SENSOR
 from entra_pipeline.settings import load_settings
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 from tests.operations.operate_fixtures import CONNECTOR_PERMISSIONS
 
 SYNC_JOBS = {"entra_id_sync", "mdm_user_source_sync"}

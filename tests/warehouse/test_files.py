@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from entra_pipeline.warehouse.files import copy_file
-from entra_pipeline.warehouse.publish import Warehouse
+from entra_pipeline.warehouse.resource import Warehouse
 
 SIZE = 64 * 2**20
 

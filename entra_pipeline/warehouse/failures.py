@@ -1,0 +1,91 @@
+"""A failed run, recorded: the root cause behind Dagster's wrappers, the `ops.sync_runs` row of a
+run whose warehouse never wrote it, and what Dagster is told analysts really read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+
+from entra_pipeline.warehouse.files import private_directories
+from entra_pipeline.warehouse.metadata import table_key
+from entra_pipeline.warehouse.outcome import RunOutcome, ops_rows
+from entra_pipeline.warehouse.publish import connect, publish_file
+from entra_pipeline.warehouse.sql import table_exists
+
+
+def root_cause(error: object) -> str:
+    """The message of the innermost error: Dagster wraps the user's exception (resource
+    initialisation, step execution), and the innermost one says why."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause  # type: ignore[attr-defined]
+    return str(getattr(error, "message", error)).strip()
+
+
+def first_step_failure(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """`step <key> failed: <root cause>` for the run's first failed step (a failed blocking
+    check counts), or None."""
+    for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE}):
+        event = entry.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        step = event.step_key if event else "?"
+        return f"step {step} failed: {root_cause(error) if error else 'step failed'}"
+    return None
+
+
+def record_unpublished_run(
+    path: str | Path,
+    tenant_id: str,
+    outcome: RunOutcome,
+    finished_at: datetime,
+    status: str,
+    error: str,
+) -> bool:
+    """Record a run whose warehouse teardown never wrote it (killed, or failed before its
+    resources were up): one `ops.sync_runs` row and its notifications, published atomically.
+
+    Idempotent by run id: returns False, and writes nothing, when the run is already recorded.
+    """
+    published = Path(path)
+    private_directories(published.parent)
+    return publish_file(
+        published,
+        None,
+        [],
+        ops_rows(tenant_id, outcome, finished_at, status, error),
+        unless_recorded=outcome.run_id,
+    )
+
+
+def report_published_state(
+    instance: dg.DagsterInstance, published: Path, tables: list[str], failed_run: str
+) -> None:
+    """After a failed run, tell Dagster what analysts really read: for each table the run built
+    but did not publish, a materialization carrying the published table's row count (0 when it
+    was never published), so the asset page does not call the unpublished data current."""
+    counts: dict[str, int] = {}
+    if published.exists():
+        with contextlib.closing(connect(published, read_only=True)) as con:
+            for table in tables:
+                if table_exists(con, table):
+                    ((counts[table],),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+    for table in tables:
+        rows = counts.get(table)
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=table_key(table),
+                description=(
+                    f"Run {failed_run} failed, so what it built was not published: this is the "
+                    f"published {table}"
+                    + ("" if rows is not None else ", which has never been published")
+                ),
+                metadata={
+                    "dagster/row_count": rows or 0,
+                    "published": rows is not None,
+                    "unpublished_run": failed_run,
+                },
+            )
+        )

@@ -25,7 +25,7 @@ import duckdb
 import sqlalchemy
 import yaml
 
-from entra_pipeline.connector.raw import sign_in_pool, sign_in_slot
+from entra_pipeline.connector.sign_in_pool import sign_in_pool, sign_in_slot
 from entra_pipeline.emulator import Emulator, EmulatorConfig, Faults, running_emulator
 
 MAPPING = Path(__file__).resolve().parents[1] / "mappings" / "entra_id.csv"

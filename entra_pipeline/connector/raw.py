@@ -1,9 +1,10 @@
 """The raw layer: every Graph collection the connector reads, landed as `raw.*` in one step.
 
-One multi-asset extracts the collections concurrently (they share one Graph client and its
-bounded pool), streams them to files, and loads every raw table in one transaction. It also
-records what later layers must know about the extraction: the resolved group filters, and per
-collection whether it was read (sign-in activity may be unavailable).
+One multi-asset runs the connector's sync units (units.py, one per collection): it reads them
+concurrently (they share one Graph client and its bounded pool), streams them to files, and lands
+every raw table in one transaction. It also records what later layers must know about the
+extraction: the resolved group filters, and per collection whether it was read (sign-in activity
+may be unavailable).
 
 It can be subset: selecting `raw/users` alone extracts and lands users only, and the other raw
 tables stay as published. What describes the tables a run lands is written with them even when
@@ -12,48 +13,38 @@ it was not selected (their rows of `raw.extraction_status`; `raw.group_filters` 
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
-import contextlib
-import json
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
-import sqlalchemy.exc
 from dagster import AssetExecutionContext
 
 from entra_pipeline.connector.incremental import (
     SyncPlan,
-    merge_sign_ins,
     plan_sync,
     refresh_references,
     snapshot_upns,
 )
-from entra_pipeline.graph.client import GraphClient, RequestStats
-from entra_pipeline.graph.collections import ALL as COLLECTIONS
-from entra_pipeline.graph.collections import (
-    DEVICES,
-    GROUP_MEMBERS,
-    GROUPS,
-    SIGN_IN_ACTIVITY,
-    USERS,
+from entra_pipeline.connector.sign_in_pool import sign_in_slot
+from entra_pipeline.connector.units import (
+    UNITS,
+    RawRun,
+    land_units,
+    next_state,
+    read_units,
 )
-from entra_pipeline.graph.delta import TRACKED, DeltaRound
-from entra_pipeline.graph.extract import CollectionReport, collection_report, extract_all
-from entra_pipeline.graph.group_members import extract_group_members
+from entra_pipeline.graph.client import GraphClient
+from entra_pipeline.graph.collections import DEVICES, GROUP_MEMBERS, GROUPS, SIGN_IN_ACTIVITY, USERS
+from entra_pipeline.graph.delta import DeltaResyncRequired
+from entra_pipeline.graph.extract import CollectionReport
 from entra_pipeline.graph.groups import resolve_groups
-from entra_pipeline.graph.listing import Extracted
 from entra_pipeline.incremental import (
     DELTA_STATE,
     FULL_SYNC_TAG,
-    MembersPlan,
-    apply_members,
-    apply_round,
     notify_resyncs,
-    plan_members,
     start_removed_objects,
     write_state,
 )
@@ -61,13 +52,12 @@ from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.sync.session import recorded_graph_client
 from entra_pipeline.warehouse.docs import document_table
-from entra_pipeline.warehouse.files import exclusive_lock
 from entra_pipeline.warehouse.loading import PROVENANCE_DOCS, load_landed_table
 from entra_pipeline.warehouse.resource import Warehouse
 from entra_pipeline.warehouse.sql import table_exists
 
 RAW_GROUP = "raw"
-LANDED = (*COLLECTIONS, GROUP_MEMBERS)
+LANDED = tuple(unit.collection for unit in UNITS)
 EXTRACTED_TABLES = tuple(landed.table for landed in LANDED)
 # Written here from the extraction itself: what later layers need to know about it.
 GROUP_FILTERS = "group_filters"
@@ -118,7 +108,6 @@ def raw_entra(
     """Extract users, devices, groups, members, licences and sign-in activity from Graph."""
     settings = connector.settings
     started = time.monotonic()
-    extracted_at = datetime.now(UTC)
     selected = {key.path[-1] for key in context.selected_asset_keys}
     asked = written_tables(selected)
     with warehouse.reader() as con:
@@ -132,116 +121,29 @@ def raw_entra(
     if plan.links is not None and GROUPS.table in asked:
         # A groups round carries the membership changes: they are applied in the same run.
         asked |= {GROUP_MEMBERS.table, GROUP_FILTERS, EXTRACTION_STATUS}
-    members_by_delta = (
-        plan.links is not None
-        and plan.links.get(GROUPS.table) is not None
-        and GROUP_MEMBERS.table in asked
-    )
-    members_plan: MembersPlan | None = None
     with warehouse.scratch_folder("extract-") as workdir:
         with recorded_graph_client(connector, warehouse) as client:
             filters = _resolve_group_filters(client, settings) if GROUP_FILTERS in asked else []
-            group_ids = sorted({group_id for _, _, group_id in filters})
-            context.log.info(
-                f"Extracting from {settings.graph_url} (sign-in activity: "
-                f"{settings.users.import_sign_in_activity}, member groups: {len(group_ids)}, "
-                f"{_describe_plan(plan)})"
-                + ("" if asked == set(RAW_TABLES) else f"; only {', '.join(sorted(asked))}")
-            )
-            reports = extract_all(
-                client,
-                workdir,
-                sign_in_activity=settings.users.import_sign_in_activity,
-                group_ids=group_ids
-                if GROUP_MEMBERS.table in asked and not members_by_delta
-                else (),
-                tables=asked & set(EXTRACTED_TABLES),
+            run = RawRun(
+                client=client,
+                workdir=workdir,
+                warehouse=warehouse,
+                tenant_id=settings.tenant_id,
+                extracted_at=datetime.now(UTC),
+                plan=plan,
+                asked=asked,
+                group_ids=sorted({group_id for _, _, group_id in filters}),
+                import_sign_in=settings.users.import_sign_in_activity,
                 sign_in_per_minute=settings.users.sign_in_requests_per_minute,
-                delta_links=plan.links,
-                sign_in_since=plan.sign_in_since,
                 sign_in_slot=lambda: sign_in_slot(context, settings.client_id),
+                log=context.log,
             )
-            if members_by_delta and group_ids:
-                reports[GROUP_MEMBERS.table], members_plan = _members_after_round(
-                    context.log, client, warehouse, workdir, group_ids, reports[GROUPS.table]
-                )
+            context.log.info(f"Extracting from {settings.graph_url} {_describe_run(run)}")
+            reports = read_units(run)
         _notify_soft_failures(warehouse, reports)
-        notify_resyncs(
-            warehouse,
-            {
-                table: report.extracted.resync
-                for table, report in reports.items()
-                if report.extracted is not None and report.extracted.resync is not None
-            },
-            plan.reasons,
-        )
+        notify_resyncs(warehouse, _resyncs(reports), plan.reasons)
         with warehouse.transaction() as con:
-            start_removed_objects(con)
-            snapshot_upns(con)
-            rows: dict[str, int] = {}
-            for landed in LANDED:
-                if landed.table not in asked:
-                    continue
-                report = reports.get(landed.table)
-                extracted = report.extracted if report else None
-                if extracted is not None and extracted.delta is not None:
-                    rows[landed.table], _ = apply_round(
-                        con,
-                        landed,
-                        extracted.delta.changes,
-                        settings.tenant_id,
-                        extracted_at,
-                        owners=extracted.owners,
-                    )
-                elif landed is GROUP_MEMBERS and members_plan is not None:
-                    rows[landed.table] = apply_members(
-                        con,
-                        members_plan,
-                        group_ids,
-                        _round_of(reports, GROUPS.table).members,
-                        extracted.files if extracted is not None else (),
-                        settings.tenant_id,
-                        extracted_at,
-                    )
-                elif (
-                    landed is SIGN_IN_ACTIVITY
-                    and plan.sign_in_since is not None
-                    and report is not None
-                    and report.status == "ok"
-                ):
-                    rows[landed.table] = merge_sign_ins(
-                        con, report.files, settings.tenant_id, extracted_at
-                    )
-                else:
-                    rows[landed.table] = load_landed_table(
-                        con,
-                        landed,
-                        report.files if report is not None else (),
-                        settings.tenant_id,
-                        extracted_at,
-                    )
-            if plan.links is not None:
-                refresh_references(
-                    con,
-                    users_listed=_listed_in_full(reports, USERS.table),
-                    devices_listed=_listed_in_full(reports, DEVICES.table),
-                )
-                state = _next_state(plan, reports)
-                if state:
-                    warehouse.mark_built(
-                        DELTA_STATE,
-                        write_state(con, settings.tenant_id, warehouse.run.started_at, state),
-                    )
-            if GROUP_FILTERS in asked:
-                rows[GROUP_FILTERS] = load_group_filters(
-                    con, settings.tenant_id, extracted_at, filters
-                )
-            rows[EXTRACTION_STATUS] = load_extraction_status(
-                con, settings, extracted_at, reports, asked=asked
-            )
-            _warn_when_user_stale_filter_skipped(con, warehouse, settings)
-            for table, count in rows.items():
-                warehouse.mark_built(f"raw.{table}", count)
+            rows = _land(con, run, reports, filters, settings.users.stale_threshold_days)
             metadata = {
                 table: warehouse.table_metadata(con, f"raw.{table}", count)
                 for table, count in rows.items()
@@ -252,88 +154,88 @@ def raw_entra(
         f"Raw layer extracted in {duration:.1f}s: "
         + ", ".join(f"{table}={count}" for table, count in rows.items())
     )
-    for table in RAW_TABLES:
-        if table not in rows:
-            continue
-        table_metadata = {
-            **metadata[table],
-            **_graph_metadata(reports.get(table)),
-            **_sync_metadata(plan, reports.get(table), table),
-            "duration_seconds": duration,
-        }
-        if table in selected:
-            yield dg.MaterializeResult(asset_key=raw_key(table), metadata=table_metadata)
-        else:
-            # Written because it describes the tables landed: Dagster must know it changed.
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=raw_key(table),
-                    description=f"Written with {', '.join(sorted(selected))}, which it describes.",
-                    metadata=table_metadata,
-                )
+    for table in (t for t in RAW_TABLES if t in rows):
+        table_metadata = {**metadata[table], **_unit_metadata(run, table, reports.get(table))}
+        yield from _materialized(
+            context, table, selected, {**table_metadata, "duration_seconds": duration}
+        )
+
+
+def _land(
+    con: duckdb.DuckDBPyConnection,
+    run: RawRun,
+    reports: dict[str, CollectionReport],
+    filters: Sequence[tuple[str, str, str]],
+    user_stale_days: int | None,
+) -> dict[str, int]:
+    """Every table the run writes, in its transaction: the units' tables, what delta does not
+    carry refreshed, the delta state, the group filters and the extraction status; rows per
+    table, each marked built."""
+    start_removed_objects(con)
+    snapshot_upns(con)
+    rows = land_units(con, run, reports)
+    if run.plan.links is not None:
+        refresh_references(
+            con,
+            users_listed=_listed_in_full(reports, USERS.table),
+            devices_listed=_listed_in_full(reports, DEVICES.table),
+        )
+        state = next_state(run, reports)
+        if state:
+            run.warehouse.mark_built(
+                DELTA_STATE, write_state(con, run.tenant_id, run.warehouse.run.started_at, state)
             )
+    if GROUP_FILTERS in run.asked:
+        rows[GROUP_FILTERS] = load_group_filters(con, run.tenant_id, run.extracted_at, filters)
+    rows[EXTRACTION_STATUS] = load_extraction_status(
+        con, run.tenant_id, run.extracted_at, reports, asked=run.asked
+    )
+    _warn_when_user_stale_filter_skipped(con, run.warehouse, user_stale_days)
+    for table, count in rows.items():
+        run.warehouse.mark_built(f"raw.{table}", count)
+    return rows
 
 
-SIGN_IN_POOL_PREFIX = "entra_sign_in/"
-SLOT_POLL_SECONDS = 1.0
-
-
-def sign_in_pool(client_id: str) -> str:
-    """The Dagster concurrency pool of an app registration's sign-in pass."""
-    return f"{SIGN_IN_POOL_PREFIX}{client_id}"
-
-
-@contextlib.contextmanager
-def sign_in_slot(context: AssetExecutionContext, client_id: str) -> Iterator[None]:
-    """Hold the app registration's one sign-in slot (a Dagster concurrency pool, created with one
-    slot unless the operator set it) for the pass: Graph's limit for signInActivity, 10
-    requests a minute, holds per app across tenants, so two connectors of one app take turns
-    instead of throttling each other. An instance whose storage keeps no pools (the in-memory one
-    of `execute_in_process` by default) runs the pass without."""
-    storage = context.instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        yield
-        return
-    pool = sign_in_pool(client_id)
-    run_id, step = context.run.run_id, "raw_entra:sign_in_activity"
-    # Dagster claims a slot by selecting a free one and then writing the step into it, with
-    # `SELECT ... FOR UPDATE SKIP LOCKED` between the two: SQLite ignores FOR UPDATE, so two
-    # processes claiming at the same moment on the SQLite storage of a DAGSTER_HOME both wrote
-    # themselves into the one slot and read sign-in activity at once (seen in CI, about 1 start
-    # in 30 in a two-process loop). Every claim of ours on this machine is therefore made under
-    # one file lock in the instance's folder; on PostgreSQL storage (several machines) the row
-    # lock is what keeps the slot, and this lock only orders this machine's claims.
-    guard = Path(context.instance.root_directory) / "entra_sign_in_pools"
-
-    with exclusive_lock(guard):
-        if storage.get_concurrency_info(pool).slot_count == 0:
-            try:
-                storage.set_concurrency_slots(pool, 1)
-            except sqlalchemy.exc.IntegrityError:
-                # Another machine's run of this app created the pool between the two calls
-                # (PostgreSQL storage; on this machine the lock orders them): use its slot.
-                if storage.get_concurrency_info(pool).slot_count == 0:
-                    raise
-
-    def claim() -> bool:
-        with exclusive_lock(guard):
-            return storage.claim_concurrency_slot(pool, run_id, step).is_claimed
-
-    waited = 0.0
-    while not claim():
-        if waited == 0.0:
-            context.log.info(
-                f"Sign-in activity waits for pool {pool}: another connector of this app "
-                "registration is reading sign-in activity (one at a time per app)"
+def _materialized(
+    context: AssetExecutionContext, table: str, selected: set[str], metadata: dict[str, Any]
+) -> Iterator[dg.MaterializeResult]:
+    if table in selected:
+        yield dg.MaterializeResult(asset_key=raw_key(table), metadata=metadata)
+    else:
+        # Written because it describes the tables landed: Dagster must know it changed.
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=raw_key(table),
+                description=f"Written with {', '.join(sorted(selected))}, which it describes.",
+                metadata=metadata,
             )
-        time.sleep(SLOT_POLL_SECONDS)
-        waited += SLOT_POLL_SECONDS
-    if waited:
-        context.log.info(f"Sign-in activity got pool {pool} after {waited:.0f}s")
-    try:
-        yield
-    finally:
-        storage.free_concurrency_slot_for_step(run_id, step)
+        )
+
+
+def _resyncs(reports: dict[str, CollectionReport]) -> dict[str, DeltaResyncRequired]:
+    """Per collection whose delta link Graph refused, why (it was read in full instead)."""
+    return {
+        table: report.extracted.resync
+        for table, report in reports.items()
+        if report.extracted is not None and report.extracted.resync is not None
+    }
+
+
+def _describe_run(run: RawRun) -> str:
+    only = "" if run.asked == set(RAW_TABLES) else f"; only {', '.join(sorted(run.asked))}"
+    return (
+        f"(sign-in activity: {run.import_sign_in}, member groups: {len(run.group_ids)}, "
+        f"{_describe_plan(run.plan)}){only}"
+    )
+
+
+def _unit_metadata(run: RawRun, table: str, report: CollectionReport | None) -> dict[str, Any]:
+    """What Dagster is told of a raw table's read: Graph's figures and how it was synced."""
+    unit = next((u for u in UNITS if u.collection.table == table), None)
+    return {
+        **_graph_metadata(report),
+        **(unit.sync_metadata(run, report) if unit is not None else {}),
+    }
 
 
 def _describe_plan(plan: SyncPlan) -> str:
@@ -354,93 +256,6 @@ def _listed_in_full(reports: dict[str, CollectionReport], table: str) -> bool:
         and report.extracted is not None
         and report.extracted.delta is None
     )
-
-
-def _round_of(reports: dict[str, CollectionReport], table: str) -> DeltaRound:
-    report = reports[table]
-    assert report.extracted is not None
-    assert report.extracted.delta is not None
-    return report.extracted.delta
-
-
-def _members_after_round(
-    log: Any,
-    client: GraphClient,
-    warehouse: Warehouse,
-    workdir: Path,
-    group_ids: Sequence[str],
-    groups: CollectionReport,
-) -> tuple[CollectionReport, MembersPlan | None]:
-    """raw.group_members after the groups delta round: the filter groups whose members changed
-    are listed again (all of them when the round was refused and groups were listed in full)."""
-    before = client.stats.get(GROUP_MEMBERS.table, RequestStats())
-    started = time.monotonic()
-    round_ = groups.extracted.delta if groups.extracted is not None else None
-    plan: MembersPlan | None = None
-    if round_ is None:
-        relist: Sequence[str] = group_ids
-    else:
-        with warehouse.reader() as con:
-            plan = plan_members(con, group_ids, round_.members, _removed_ids(round_.changes))
-        relist = plan.relist
-        log.info(
-            f"group_members: {len(plan.relist)} filter groups listed again, {len(plan.direct)} "
-            f"updated from members@delta, {len(plan.kept)} unchanged"
-        )
-    extracted = (
-        extract_group_members(client, list(relist), workdir)
-        if relist
-        else Extracted(GROUP_MEMBERS.table, (), 0)  # nothing to list again: still complete
-    )
-    report = collection_report(
-        GROUP_MEMBERS.table,
-        extracted,
-        None,
-        client.stats.get(GROUP_MEMBERS.table, RequestStats()),
-        before,
-        time.monotonic() - started,
-    )
-    if round_ is None:
-        return report, None
-    return report, plan
-
-
-def _removed_ids(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as lines:
-        return [row["id"] for line in lines if (row := json.loads(line)).get("_removed")]
-
-
-def _next_state(
-    plan: SyncPlan, reports: dict[str, CollectionReport]
-) -> dict[str, tuple[str | None, bool]]:
-    """What ops.delta_state records after this run: per collection read, its next link and
-    whether it was read in full."""
-    state: dict[str, tuple[str | None, bool]] = {}
-    for table in TRACKED:
-        report = reports.get(table)
-        if report is not None and report.extracted is not None and report.extracted.next_link:
-            state[table] = (report.extracted.next_link, report.extracted.delta is None)
-    sign_in = reports.get(SIGN_IN_ACTIVITY.table)
-    if sign_in is not None and sign_in.status == "ok":
-        state[SIGN_IN_ACTIVITY.table] = (None, plan.sign_in_since is None)
-    return state
-
-
-def _sync_metadata(plan: SyncPlan, report: CollectionReport | None, table: str) -> dict[str, Any]:
-    if plan.links is None or report is None:
-        return {}
-    extracted = report.extracted
-    if extracted is not None and extracted.delta is not None:
-        return {
-            "sync_mode": "delta",
-            "delta_changed": extracted.delta.changed,
-            "delta_removed": extracted.delta.removed,
-        }
-    if table in plan.links or table == SIGN_IN_ACTIVITY.table:
-        if table == SIGN_IN_ACTIVITY.table and plan.sign_in_since is not None:
-            return {"sync_mode": f"since {plan.sign_in_since.isoformat()}"}
-        return {"sync_mode": "full"}
-    return {}
 
 
 def written_tables(selected: set[str]) -> set[str]:
@@ -485,7 +300,7 @@ def load_group_filters(
 
 def load_extraction_status(
     con: duckdb.DuckDBPyConnection,
-    settings: ConnectorSettings,
+    tenant_id: str,
     extracted_at: datetime,
     reports: dict[str, CollectionReport],
     *,
@@ -505,25 +320,21 @@ def load_extraction_status(
         "extracted_at TIMESTAMPTZ, collection VARCHAR, status VARCHAR, reason VARCHAR)"
     )
     rows: list[tuple[str, str, str | None]] = []
-    for table in EXTRACTED_TABLES:
+    for unit in UNITS:
+        table = unit.collection.table
         report = reports.get(table)
         if asked is not None and table not in asked:
             if not any(row[2] == table for row in kept):
                 rows.append((table, "skipped", "not selected in any run yet"))
         elif report is None:
-            reason = (
-                "users.import_sign_in_activity is false"
-                if table == SIGN_IN_ACTIVITY.table
-                else "no group filter is configured"
-            )
-            rows.append((table, "skipped", reason))
+            rows.append((table, "skipped", unit.skipped()))
         elif report.status == "unavailable":
             rows.append((table, "unavailable", report.reason))
         else:
             rows.append((table, "complete", None))
     con.executemany(
         f"INSERT INTO raw.{EXTRACTION_STATUS} VALUES (?, ?, ?, ?, ?)",
-        [*kept, *((settings.tenant_id, extracted_at, *row) for row in rows)],
+        [*kept, *((tenant_id, extracted_at, *row) for row in rows)],
     )
     document_table(
         con, f"raw.{EXTRACTION_STATUS}", DESCRIPTIONS[EXTRACTION_STATUS], EXTRACTION_STATUS_DOCS
@@ -538,7 +349,7 @@ def create_empty_raw_layer(con: duckdb.DuckDBPyConnection, settings: ConnectorSe
     for landed in LANDED:
         load_landed_table(con, landed, (), settings.tenant_id, now)
     load_group_filters(con, settings.tenant_id, now, [])
-    load_extraction_status(con, settings, now, {})
+    load_extraction_status(con, settings.tenant_id, now, {})
 
 
 def sign_in_status(con: duckdb.DuckDBPyConnection) -> tuple[str, str | None]:
@@ -557,11 +368,10 @@ def sign_in_imported(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _warn_when_user_stale_filter_skipped(
-    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, settings: ConnectorSettings
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, days: int | None
 ) -> None:
-    """The user stale threshold needs sign-in activity (docs/options-and-mapping.md); say why it
-    will not be applied."""
-    days = settings.users.stale_threshold_days
+    """The user stale threshold (`days`) needs sign-in activity (docs/options-and-mapping.md);
+    say why it will not be applied."""
     if days is None or sign_in_imported(con):
         return
     status, reason = sign_in_status(con)

@@ -1,5 +1,5 @@
-"""The connector's collections extracted concurrently on one shared client, a report per raw
-table; sign-in activity fails soft.
+"""Collections read concurrently on one shared client, a report per raw table (requests, pages,
+retries, seconds); a collection may fail soft (sign-in activity).
 """
 
 from __future__ import annotations
@@ -54,6 +54,53 @@ class CollectionReport:
     extracted: Extracted | None = None
 
 
+# A read: given the run's cancellation event, the table's rows written to files.
+Read = Callable[[threading.Event], Extracted]
+# Errors that make a collection "unavailable" instead of failing the run (sign-in activity).
+SOFT_ERRORS: tuple[type[GraphError], ...] = (GraphPremiumRequiredError, GraphPermissionError)
+
+
+def read_concurrently(
+    client: GraphClient,
+    reads: Mapping[str, Read],
+    *,
+    soft: AbstractSet[str] = frozenset(),
+    max_workers: int = 5,
+) -> dict[str, CollectionReport]:
+    """Run `reads` (one per raw table) in a pool of `max_workers` threads sharing `client`; a
+    report per table, in the order of `reads`. A table in `soft` that Graph refuses for want of a
+    licence or permission is reported "unavailable" (logged as a warning); any other failure
+    stops the other reads at their next page and is raised."""
+    cancel = threading.Event()
+    reports: dict[str, CollectionReport] = {}
+    lock = threading.Lock()
+
+    def run(table: str, read: Read) -> None:
+        before = client.stats.get(table, RequestStats())
+        started = time.monotonic()
+        try:
+            extracted: Extracted | None = read(cancel)
+            error: GraphError | None = None
+        except SOFT_ERRORS as refused:
+            if table not in soft:
+                raise
+            extracted, error = None, refused
+            logger.warning("%s is unavailable: %s", table, refused)
+        report = collection_report(
+            table,
+            extracted,
+            error,
+            client.stats.get(table, RequestStats()),
+            before,
+            time.monotonic() - started,
+        )
+        with lock:
+            reports[table] = report
+
+    run_all([functools.partial(run, t, read) for t, read in reads.items()], max_workers, cancel)
+    return {table: reports[table] for table in reads}
+
+
 def extract_all(
     client: GraphClient,
     workdir: Path,
@@ -67,36 +114,39 @@ def extract_all(
     sign_in_since: datetime | None = None,
     sign_in_slot: Callable[[], AbstractContextManager[None]] | None = None,
 ) -> dict[str, CollectionReport]:
-    """Extract the independent collections concurrently, sharing `client`; a report per table.
+    """The connector's collections read concurrently on `client`, a report per table (what
+    `benchmarks/extract_raw.py` and the tests read; the connector's job reads through its sync
+    units, connector/units.py, the same way).
 
     Users, devices, groups, subscribed SKUs, sign-in activity (when asked) and the members of
-    `group_ids` (when any) run in a pool of `max_workers` threads. Sign-in activity fails soft: a
-    tenant without P1/P2, or an app without AuditLog.Read.All, gives an "unavailable" report.
-    Any other failure stops the other collections at their next page and is raised. `tables`
-    limits the extraction to those raw tables (default: all of them). Sign-in activity is paced
-    at `sign_in_per_minute` requests (Graph's limit for it is 10 a minute per app and tenant).
-
-    Incremental sync: a table in `delta_links` is read by `extract_tracked` (its round, or a full
-    listing when its link is None); sign-in activity only since `sign_in_since`, when given.
-    `sign_in_slot`, when given, is held for the whole sign-in pass (Graph's limit for it holds
-    per app across tenants: one pass per app registration at a time).
+    `group_ids` (when any). Sign-in activity fails soft: a tenant without P1/P2, or an app
+    without AuditLog.Read.All, gives an "unavailable" report. `tables` limits the extraction to
+    those raw tables (default: all of them). Sign-in activity is paced at `sign_in_per_minute`
+    requests, only since `sign_in_since` when given, holding `sign_in_slot` when given. A table
+    in `delta_links` is read by `extract_tracked` (its round, or a full listing when its link is
+    None).
     """
-    cancel = threading.Event()
-    tasks: dict[str, Callable[[], Extracted]] = {}
-    for c in (USERS, DEVICES, GROUPS, SUBSCRIBED_SKUS):
-        if tables is not None and c.table not in tables:
+    listings = (USERS, DEVICES, GROUPS, SUBSCRIBED_SKUS)
+    every = {c.table for c in (*listings, SIGN_IN_ACTIVITY, GROUP_MEMBERS)}
+    chosen = every if tables is None else tables
+    reads: dict[str, Read] = {}
+    for c in listings:
+        if c.table not in chosen:
             continue
         if delta_links is not None and c.table in delta_links:
-            tasks[c.table] = functools.partial(
-                extract_tracked, client, c, workdir, delta_links[c.table], cancel=cancel
+            link = delta_links[c.table]
+            reads[c.table] = functools.partial(
+                lambda c, link, cancel: extract_tracked(client, c, workdir, link, cancel=cancel),
+                c,
+                link,
             )
         else:
-            tasks[c.table] = functools.partial(
-                extract_partitioned, client, c, workdir, cancel=cancel
+            reads[c.table] = functools.partial(
+                lambda c, cancel: extract_partitioned(client, c, workdir, cancel=cancel), c
             )
-    if sign_in_activity and (tables is None or SIGN_IN_ACTIVITY.table in tables):
+    if sign_in_activity and SIGN_IN_ACTIVITY.table in chosen:
 
-        def sign_in() -> Extracted:
+        def sign_in(cancel: threading.Event) -> Extracted:
             with sign_in_slot() if sign_in_slot is not None else contextlib.nullcontext():
                 return extract_sign_in_activity(
                     client,
@@ -106,40 +156,12 @@ def extract_all(
                     since=sign_in_since,
                 )
 
-        tasks[SIGN_IN_ACTIVITY.table] = sign_in
-    if group_ids and (tables is None or GROUP_MEMBERS.table in tables):
-        tasks[GROUP_MEMBERS.table] = lambda: extract_group_members(
+        reads[SIGN_IN_ACTIVITY.table] = sign_in
+    if group_ids and GROUP_MEMBERS.table in chosen:
+        reads[GROUP_MEMBERS.table] = lambda cancel: extract_group_members(
             client, group_ids, workdir, max_workers=max_workers, cancel=cancel
         )
-    reports: dict[str, CollectionReport] = {}
-    reports_lock = threading.Lock()
-
-    def run(table: str, task: Callable[[], Extracted]) -> None:
-        before = client.stats.get(table, RequestStats())
-        started = time.monotonic()
-        try:
-            extracted: Extracted | None = task()
-            error: GraphError | None = None
-        except (GraphPremiumRequiredError, GraphPermissionError) as soft:
-            if table != SIGN_IN_ACTIVITY.table:
-                raise
-            extracted, error = None, soft
-            logger.warning("Sign-in activity is unavailable: %s", soft)
-        report = collection_report(
-            table,
-            extracted,
-            error,
-            client.stats.get(table, RequestStats()),
-            before,
-            time.monotonic() - started,
-        )
-        with reports_lock:
-            reports[table] = report
-
-    run_all(
-        [functools.partial(run, table, task) for table, task in tasks.items()], max_workers, cancel
-    )
-    return {table: reports[table] for table in tasks}
+    return read_concurrently(client, reads, soft={SIGN_IN_ACTIVITY.table}, max_workers=max_workers)
 
 
 def collection_report(

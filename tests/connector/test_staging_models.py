@@ -162,7 +162,7 @@ def test_models_are_discovered_from_files_with_refs_groups_and_descriptions() ->
         "raw.group_filters",
         "raw.group_members",
     }
-    assert filtered.parameters == ("user_stale_days", "sign_in_imported", "now")
+    assert filtered.parameters == ("sign_in_imported", "user_stale_days", "now")
     assert filtered.description.startswith(
         "Users the connector imports (docs/options-and-mapping.md)"
     )

@@ -18,15 +18,12 @@ import duckdb
 from entra_pipeline.connector.mapping import MAPPED_TABLES, MappingInvalid, validated_mapping
 from entra_pipeline.connector.models import connector_models, connector_parameters
 from entra_pipeline.connector.raw import create_empty_raw_layer
+from entra_pipeline.connector.units import UNITS
 from entra_pipeline.connector_folder import is_fleet, load_fleet
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import (
-    DEVICES,
     GROUP_MEMBERS,
     GROUPS,
-    SIGN_IN_ACTIVITY,
-    SUBSCRIBED_SKUS,
-    USERS,
     Collection,
 )
 from entra_pipeline.graph.errors import (
@@ -62,11 +59,6 @@ CUSTOM_ATTRIBUTE_NOTE = (
 )
 # A member probe of the MDM user source: any group the tenant has will do.
 ANY_GROUP = "*"
-P1_NOTE = (
-    "Sign-in activity needs both AuditLog.Read.All and a Microsoft Entra ID P1 or P2 licence in "
-    "the tenant. Until it has both, the sync runs without it: the sign-in columns stay null, the "
-    "user stale threshold is skipped, and a sign_in_activity_unavailable warning is written."
-)
 
 Status = Literal["ok", "warning", "missing", "failed", "not probed"]
 PROBLEMS: frozenset[Status] = frozenset({"missing", "failed"})
@@ -258,28 +250,19 @@ def first_row(collection: Collection) -> dict[str, str | int]:
 
 
 def planned_probes(settings: ConnectorSettings) -> list[Probe]:
-    """Every Graph call the enabled options need, in the order a sync makes them."""
-    probes = [Probe("users", USERS.path, first_row(USERS), USERS.permission)]
-    if settings.users.import_sign_in_activity:
-        probes.append(
-            Probe(
-                "users.import_sign_in_activity",
-                SIGN_IN_ACTIVITY.path,
-                first_row(SIGN_IN_ACTIVITY),
-                f"{SIGN_IN_ACTIVITY.permission} + Entra ID P1",
-                required=False,
-                note=P1_NOTE,
-            )
-        )
-    probes += [
-        Probe("devices", DEVICES.path, first_row(DEVICES), DEVICES.permission),
-        Probe("groups (raw.groups)", GROUPS.path, first_row(GROUPS), GROUPS.permission),
+    """Every Graph call the enabled options need, in the order a sync makes them: one per
+    connector sync unit (connector/units.py), then the group filters and the user source."""
+    probes = [
         Probe(
-            "licence names",
-            SUBSCRIBED_SKUS.path,
-            first_row(SUBSCRIBED_SKUS),
-            SUBSCRIBED_SKUS.permission,
-        ),
+            call.option,
+            unit.collection.path,
+            first_row(unit.collection),
+            call.permission,
+            required=call.required,
+            note=call.note,
+        )
+        for unit in UNITS
+        if (call := unit.checked_call(settings)) is not None
     ]
     probes += _group_filter_probes(settings)
     if settings.user_source.enabled:

@@ -41,10 +41,16 @@ from entra_pipeline.graph.listing import Extracted, extract_partitioned
 from entra_pipeline.graph.sign_in import extract_sign_in_activity
 from entra_pipeline.graph.tracked import extract_tracked
 from entra_pipeline.incremental import MembersPlan, apply_members, apply_round, plan_members
+from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.loading import load_landed_table
 from entra_pipeline.warehouse.resource import Warehouse
 
 Reports = Mapping[str, CollectionReport]
+P1_NOTE = (
+    "Sign-in activity needs both AuditLog.Read.All and a Microsoft Entra ID P1 or P2 licence in "
+    "the tenant. Until it has both, the sync runs without it: the sign-in columns stay null, the "
+    "user stale threshold is skipped, and a sign_in_activity_unavailable warning is written."
+)
 # What ops.delta_state keeps of a collection after a run: its next link, read in full or not.
 State = tuple[str | None, bool]
 
@@ -76,6 +82,17 @@ class RawRun:
             and self.plan.links.get(GROUPS.table) is not None
             and GROUP_MEMBERS.table in self.asked
         )
+
+
+@dataclass(frozen=True)
+class CheckedCall:
+    """How `entra-pipeline check` reports the unit's Graph call: the option or table that needs
+    it, the permission it names, whether a sync can run without it, and what to say when not ok."""
+
+    option: str
+    permission: str
+    required: bool = True
+    note: str = ""
 
 
 class Unit(Protocol):
@@ -116,6 +133,11 @@ class Unit(Protocol):
         """Why it was not read, when `read` gave None."""
         ...
 
+    def checked_call(self, settings: ConnectorSettings) -> CheckedCall | None:
+        """What `check` probes for it with these settings (its first page, one row), or None
+        (not read with these settings, or probed otherwise)."""
+        ...
+
 
 def _files(report: CollectionReport | None) -> Sequence[Path]:
     return report.files if report is not None else ()
@@ -124,9 +146,11 @@ def _files(report: CollectionReport | None) -> Sequence[Path]:
 @dataclass(frozen=True)
 class Listing:
     """A collection listed (in key ranges when large), or read by its delta round when the sync
-    plan has a link for it (users, devices and groups: graph/delta.py's TRACKED)."""
+    plan has a link for it (users, devices and groups: graph/delta.py's TRACKED). `option` is
+    what `check` calls it."""
 
     collection: Collection
+    option: str
     soft: bool = False
 
     def waits_for(self, run: RawRun) -> str | None:
@@ -181,6 +205,9 @@ class Listing:
     def skipped(self) -> str:
         return "not needed by the options"
 
+    def checked_call(self, settings: ConnectorSettings) -> CheckedCall | None:
+        return CheckedCall(self.option, self.collection.permission)
+
 
 @dataclass(frozen=True)
 class SignInActivity:
@@ -232,6 +259,16 @@ class SignInActivity:
 
     def skipped(self) -> str:
         return "users.import_sign_in_activity is false"
+
+    def checked_call(self, settings: ConnectorSettings) -> CheckedCall | None:
+        if not settings.users.import_sign_in_activity:
+            return None
+        return CheckedCall(
+            "users.import_sign_in_activity",
+            f"{self.collection.permission} + Entra ID P1",
+            required=False,
+            note=P1_NOTE,
+        )
 
 
 @dataclass(frozen=True)
@@ -299,6 +336,9 @@ class GroupMembers:
     def skipped(self) -> str:
         return "no group filter is configured"
 
+    def checked_call(self, settings: ConnectorSettings) -> CheckedCall | None:
+        return None  # probed per configured group, with the group's resolution (preflight.py)
+
 
 def _round(report: CollectionReport | None) -> DeltaRound | None:
     return report.extracted.delta if report is not None and report.extracted else None
@@ -309,13 +349,13 @@ def _removed_ids(path: Path) -> list[str]:
         return [row["id"] for line in lines if (row := json.loads(line)).get("_removed")]
 
 
-# Every raw table the connector reads, in the order they land.
+# Every raw table the connector reads, in the order they land (and `check` probes them).
 UNITS: tuple[Unit, ...] = (
-    Listing(USERS),
+    Listing(USERS, "users"),
     SignInActivity(),
-    Listing(DEVICES),
-    Listing(GROUPS),
-    Listing(SUBSCRIBED_SKUS),
+    Listing(DEVICES, "devices"),
+    Listing(GROUPS, "groups (raw.groups)"),
+    Listing(SUBSCRIBED_SKUS, "licence names"),
     GroupMembers(),
 )
 

@@ -29,13 +29,7 @@ from entra_pipeline.connector.incremental import (
     snapshot_upns,
 )
 from entra_pipeline.connector.sign_in_pool import sign_in_slot
-from entra_pipeline.connector.units import (
-    UNITS,
-    RawRun,
-    land_units,
-    next_state,
-    read_units,
-)
+from entra_pipeline.connector.units import UNITS, RawRun, asked_units
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import DEVICES, GROUP_MEMBERS, GROUPS, SIGN_IN_ACTIVITY, USERS
 from entra_pipeline.graph.delta import DeltaResyncRequired
@@ -51,6 +45,7 @@ from entra_pipeline.incremental import (
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.sync.session import recorded_graph_client
+from entra_pipeline.sync.units import land_units, next_states, read_units
 from entra_pipeline.warehouse.docs import document_table
 from entra_pipeline.warehouse.loading import PROVENANCE_DOCS, load_landed_table
 from entra_pipeline.warehouse.resource import Warehouse
@@ -139,7 +134,7 @@ def raw_entra(
                 log=context.log,
             )
             context.log.info(f"Extracting from {settings.graph_url} {_describe_run(run)}")
-            reports = read_units(run)
+            reports = read_units(client, run, asked_units(run))
         _notify_soft_failures(warehouse, reports)
         notify_resyncs(warehouse, _resyncs(reports), plan.reasons)
         with warehouse.transaction() as con:
@@ -173,14 +168,14 @@ def _land(
     table, each marked built."""
     start_removed_objects(con)
     snapshot_upns(con)
-    rows = land_units(con, run, reports)
+    rows = land_units(con, run, asked_units(run), reports)
     if run.plan.links is not None:
         refresh_references(
             con,
             users_listed=_listed_in_full(reports, USERS.table),
             devices_listed=_listed_in_full(reports, DEVICES.table),
         )
-        state = next_state(run, reports)
+        state = next_states(run, UNITS, reports)
         if state:
             run.warehouse.mark_built(
                 DELTA_STATE, write_state(con, run.tenant_id, run.warehouse.run.started_at, state)

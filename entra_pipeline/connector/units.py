@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,24 +35,22 @@ from entra_pipeline.graph.collections import (
     Collection,
 )
 from entra_pipeline.graph.delta import TRACKED, DeltaRound
-from entra_pipeline.graph.extract import CollectionReport, Read, read_concurrently
+from entra_pipeline.graph.extract import CollectionReport, Read
 from entra_pipeline.graph.group_members import extract_group_members
 from entra_pipeline.graph.listing import Extracted, extract_partitioned
 from entra_pipeline.graph.sign_in import extract_sign_in_activity
 from entra_pipeline.graph.tracked import extract_tracked
 from entra_pipeline.incremental import MembersPlan, apply_members, apply_round, plan_members
 from entra_pipeline.settings import ConnectorSettings
+from entra_pipeline.sync.units import Reports, State, SyncUnit
 from entra_pipeline.warehouse.loading import load_landed_table
 from entra_pipeline.warehouse.resource import Warehouse
 
-Reports = Mapping[str, CollectionReport]
 P1_NOTE = (
     "Sign-in activity needs both AuditLog.Read.All and a Microsoft Entra ID P1 or P2 licence in "
     "the tenant. Until it has both, the sync runs without it: the sign-in columns stay null, the "
     "user stale threshold is skipped, and a sign_in_activity_unavailable warning is written."
 )
-# What ops.delta_state keeps of a collection after a run: its next link, read in full or not.
-State = tuple[str | None, bool]
 
 
 @dataclass
@@ -95,39 +93,9 @@ class CheckedCall:
     note: str = ""
 
 
-class Unit(Protocol):
-    """One raw table read from Graph and landed."""
-
-    @property
-    def collection(self) -> Collection:
-        """Its registry entry: the Graph call, the raw table, its columns."""
-        ...
-
-    @property
-    def soft(self) -> bool:
-        """Graph refusing it for want of a licence or permission leaves it unavailable, and the
-        run goes on."""
-        ...
-
-    def waits_for(self, run: RawRun) -> str | None:
-        """The table whose report its read needs this run (read after that one), or None."""
-        ...
-
-    def read(self, run: RawRun, reports: Reports) -> Read | None:
-        """How the collection is read this run; None: not read (see `skipped`)."""
-        ...
-
-    def land(self, con: duckdb.DuckDBPyConnection, run: RawRun, reports: Reports) -> int:
-        """Land what was read in `raw.<table>` (inside the run's transaction); its rows."""
-        ...
-
-    def next_state(self, run: RawRun, report: CollectionReport | None) -> State | None:
-        """What ops.delta_state keeps of it after this run, or None."""
-        ...
-
-    def sync_metadata(self, run: RawRun, report: CollectionReport | None) -> dict[str, Any]:
-        """How it was read, for Dagster (sync_mode, delta figures)."""
-        ...
+class Unit(SyncUnit[RawRun], Protocol):
+    """One raw table the connector reads from Graph and lands (sync/units.py), and what it
+    tells `check` and `raw.extraction_status`."""
 
     def skipped(self) -> str:
         """Why it was not read, when `read` gave None."""
@@ -153,8 +121,8 @@ class Listing:
     option: str
     soft: bool = False
 
-    def waits_for(self, run: RawRun) -> str | None:
-        return None
+    def waits_for(self, run: RawRun) -> tuple[str, ...]:
+        return ()
 
     def read(self, run: RawRun, reports: Reports) -> Read | None:
         table, links = self.collection.table, run.plan.links
@@ -184,11 +152,11 @@ class Listing:
             con, self.collection, _files(report), run.tenant_id, run.extracted_at
         )
 
-    def next_state(self, run: RawRun, report: CollectionReport | None) -> State | None:
+    def next_state(self, run: RawRun, report: CollectionReport | None) -> dict[str, State]:
         extracted = report.extracted if report is not None else None
         if self.collection.table not in TRACKED or extracted is None or not extracted.next_link:
-            return None
-        return extracted.next_link, extracted.delta is None
+            return {}
+        return {self.collection.table: (extracted.next_link, extracted.delta is None)}
 
     def sync_metadata(self, run: RawRun, report: CollectionReport | None) -> dict[str, Any]:
         if run.plan.links is None or report is None:
@@ -218,8 +186,8 @@ class SignInActivity:
     collection: Collection = SIGN_IN_ACTIVITY
     soft: bool = True
 
-    def waits_for(self, run: RawRun) -> str | None:
-        return None
+    def waits_for(self, run: RawRun) -> tuple[str, ...]:
+        return ()
 
     def read(self, run: RawRun, reports: Reports) -> Read | None:
         if not run.import_sign_in:
@@ -245,10 +213,10 @@ class SignInActivity:
             con, self.collection, _files(report), run.tenant_id, run.extracted_at
         )
 
-    def next_state(self, run: RawRun, report: CollectionReport | None) -> State | None:
+    def next_state(self, run: RawRun, report: CollectionReport | None) -> dict[str, State]:
         if report is None or report.status != "ok":
-            return None
-        return None, run.plan.sign_in_since is None
+            return {}
+        return {self.collection.table: (None, run.plan.sign_in_since is None)}
 
     def sync_metadata(self, run: RawRun, report: CollectionReport | None) -> dict[str, Any]:
         if run.plan.links is None or report is None:
@@ -280,8 +248,8 @@ class GroupMembers:
     collection: Collection = GROUP_MEMBERS
     soft: bool = False
 
-    def waits_for(self, run: RawRun) -> str | None:
-        return GROUPS.table if run.members_by_delta else None
+    def waits_for(self, run: RawRun) -> tuple[str, ...]:
+        return (GROUPS.table,) if run.members_by_delta else ()
 
     def read(self, run: RawRun, reports: Reports) -> Read | None:
         if not run.group_ids:
@@ -327,8 +295,8 @@ class GroupMembers:
             con, self.collection, _files(report), run.tenant_id, run.extracted_at
         )
 
-    def next_state(self, run: RawRun, report: CollectionReport | None) -> State | None:
-        return None  # the groups' round carries it
+    def next_state(self, run: RawRun, report: CollectionReport | None) -> dict[str, State]:
+        return {}  # the groups' round carries it
 
     def sync_metadata(self, run: RawRun, report: CollectionReport | None) -> dict[str, Any]:
         return {}
@@ -360,39 +328,6 @@ UNITS: tuple[Unit, ...] = (
 )
 
 
-def read_units(run: RawRun, units: Sequence[Unit] = UNITS) -> dict[str, CollectionReport]:
-    """Read every unit the run asks for on its one client: those that wait for no other
-    concurrently, then those that wait for another's report; a report per table read."""
-    asked = [u for u in units if u.collection.table in run.asked]
-    soft = {u.collection.table for u in asked if u.soft}
-    reports: dict[str, CollectionReport] = {}
-    for waiting in (False, True):
-        reads = {
-            u.collection.table: read
-            for u in asked
-            if (u.waits_for(run) is not None) is waiting
-            and (read := u.read(run, reports)) is not None
-        }
-        reports |= read_concurrently(run.client, reads, soft=soft)
-    return reports
-
-
-def land_units(
-    con: duckdb.DuckDBPyConnection, run: RawRun, reports: Reports, units: Sequence[Unit] = UNITS
-) -> dict[str, int]:
-    """Land every unit the run asks for (read or not: an unread one lands empty, typed); rows
-    per table."""
-    return {
-        u.collection.table: u.land(con, run, reports)
-        for u in units
-        if u.collection.table in run.asked
-    }
-
-
-def next_state(run: RawRun, reports: Reports, units: Sequence[Unit] = UNITS) -> dict[str, State]:
-    """What ops.delta_state records after this run, per unit that leaves a state."""
-    return {
-        u.collection.table: state
-        for u in units
-        if (state := u.next_state(run, reports.get(u.collection.table))) is not None
-    }
+def asked_units(run: RawRun, units: Sequence[Unit] = UNITS) -> list[Unit]:
+    """The units whose tables the run writes."""
+    return [unit for unit in units if unit.collection.table in run.asked]

@@ -60,6 +60,33 @@ Read = Callable[[threading.Event], Extracted]
 SOFT_ERRORS: tuple[type[GraphError], ...] = (GraphPremiumRequiredError, GraphPermissionError)
 
 
+def read_one(
+    client: GraphClient, table: str, read: Read, cancel: threading.Event, *, soft: bool = False
+) -> CollectionReport:
+    """Run one table's `read` on `client` and report it: rows, pages, requests, retries and
+    seconds (the client's counters under the table's label). With `soft`, Graph refusing it for
+    want of a licence or permission reports it "unavailable" (logged as a warning) instead of
+    raising."""
+    before = client.stats.get(table, RequestStats())
+    started = time.monotonic()
+    try:
+        extracted: Extracted | None = read(cancel)
+        error: GraphError | None = None
+    except SOFT_ERRORS as refused:
+        if not soft:
+            raise
+        extracted, error = None, refused
+        logger.warning("%s is unavailable: %s", table, refused)
+    return collection_report(
+        table,
+        extracted,
+        error,
+        client.stats.get(table, RequestStats()),
+        before,
+        time.monotonic() - started,
+    )
+
+
 def read_concurrently(
     client: GraphClient,
     reads: Mapping[str, Read],
@@ -68,32 +95,14 @@ def read_concurrently(
     max_workers: int = 5,
 ) -> dict[str, CollectionReport]:
     """Run `reads` (one per raw table) in a pool of `max_workers` threads sharing `client`; a
-    report per table, in the order of `reads`. A table in `soft` that Graph refuses for want of a
-    licence or permission is reported "unavailable" (logged as a warning); any other failure
-    stops the other reads at their next page and is raised."""
+    report per table, in the order of `reads`. Tables in `soft` may be unavailable
+    (`read_one`); any other failure stops the other reads at their next page and is raised."""
     cancel = threading.Event()
     reports: dict[str, CollectionReport] = {}
     lock = threading.Lock()
 
     def run(table: str, read: Read) -> None:
-        before = client.stats.get(table, RequestStats())
-        started = time.monotonic()
-        try:
-            extracted: Extracted | None = read(cancel)
-            error: GraphError | None = None
-        except SOFT_ERRORS as refused:
-            if table not in soft:
-                raise
-            extracted, error = None, refused
-            logger.warning("%s is unavailable: %s", table, refused)
-        report = collection_report(
-            table,
-            extracted,
-            error,
-            client.stats.get(table, RequestStats()),
-            before,
-            time.monotonic() - started,
-        )
+        report = read_one(client, table, read, cancel, soft=table in soft)
         with lock:
             reports[table] = report
 

@@ -19,13 +19,13 @@ from entra_pipeline.connector.units import (
     CheckedCall,
     Listing,
     RawRun,
-    land_units,
-    read_units,
+    asked_units,
 )
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import Collection
 from entra_pipeline.settings import ConnectorSettings, parse_settings
+from entra_pipeline.sync.units import land_units, read_units
 from tests.graph.graph_fixtures import FAST_RETRY, provider_for
 
 EXTRACTED_AT = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
@@ -64,14 +64,14 @@ def test_a_new_collection_is_read_and_landed_by_one_listing_unit(
         emulator.graph_url, tokens, ca_bundle=emulator.ca_bundle, retry=FAST_RETRY
     ) as client:
         run = _run(client, tmp_path / "work", {"group_names", "users"}, emulator.tenant_id)
-        reports = read_units(run, units)
+        reports = read_units(client, run, asked_units(run, units))
     tokens.close()
     assert list(reports) == ["users", "group_names"]  # the units asked for, nothing else
     assert reports["group_names"].status == "ok"
     assert reports["group_names"].requests == reports["group_names"].pages == 1
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         con.execute("CREATE SCHEMA raw")
-        rows = land_units(con, run, reports, units)
+        rows = land_units(con, run, asked_units(run, units), reports)
         landed = con.execute(
             "SELECT id, displayName, tenant_id, extracted_at FROM raw.group_names ORDER BY id"
         ).fetchall()

@@ -10,23 +10,26 @@ extract is kept and brought up to date from delta rounds (user_source/incrementa
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at definition.
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
 from dagster import AssetExecutionContext
 
-from entra_pipeline.graph.client import GraphClient
-from entra_pipeline.graph.collections import GROUP_MEMBERS, GROUPS, Collection
-from entra_pipeline.graph.group_members import extract_group_members
-from entra_pipeline.graph.listing import Extracted, extract_collection, extract_partitioned
-from entra_pipeline.incremental import DELTA_STATE, FULL_SYNC_TAG, notify_resyncs
+from entra_pipeline.graph.collections import Collection
+from entra_pipeline.graph.delta import DeltaResyncRequired
+from entra_pipeline.incremental import (
+    DELTA_STATE,
+    FULL_SYNC_TAG,
+    notify_resyncs,
+    start_removed_objects,
+    write_state,
+)
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings, UserSourceOptions
 from entra_pipeline.sync.session import recorded_graph_client
+from entra_pipeline.sync.units import Reports, SyncUnit, land_units, next_states, read_units
 from entra_pipeline.user_source.attributes import (
     CustomAttribute,
     attribute_coverage,
@@ -37,15 +40,13 @@ from entra_pipeline.user_source.attributes import (
 )
 from entra_pipeline.user_source.incremental import (
     EXTRACT_SCHEMA,
-    DirectoryExtract,
     DirectoryPlan,
-    extract_directory_delta,
-    load_directory,
-    object_ids,
     plan_directory,
+    queries,
+    state_key,
 )
 from entra_pipeline.user_source.tables import MDM_GROUP, USER_SOURCE_MEMORY_LIMIT, mdm_key
-from entra_pipeline.warehouse.loading import load_landed_table
+from entra_pipeline.user_source.units import DirectoryRun, directory_units
 from entra_pipeline.warehouse.models import Model, build_models, discover_models
 from entra_pipeline.warehouse.resource import Warehouse
 from entra_pipeline.warehouse.validation import IdentityColumns, check_identity_table
@@ -98,66 +99,37 @@ def mdm_directory(
     started = time.monotonic()
     attributes = [custom_attribute(name) for name in options.custom_attributes]
     users = directory_users(attributes)
-    synced_at = warehouse.run.started_at
+    units = directory_units(users)
     with warehouse.reader() as con:
         plan = plan_directory(
             con,
             settings,
             users,
-            synced_at,
+            warehouse.run.started_at,
             full_requested=context.run.tags.get(FULL_SYNC_TAG, "").lower() == "true",
         )
-    delta: DirectoryExtract | None = None
     with warehouse.scratch_folder("mdm-extract-") as workdir:
         with recorded_graph_client(connector, warehouse) as client:
-            if plan.links is None:
-                extracted = extract_directory(client, users, workdir)
-            else:
+            run = DirectoryRun(
+                client, workdir, warehouse, settings.tenant_id, warehouse.run.started_at, plan
+            )
+            if plan.links is not None:
                 context.log.info(f"User source {options.name!r}: {_describe_plan(plan)}")
-                with warehouse.reader() as published:
-                    delta = extract_directory_delta(client, users, workdir, plan, published)
+            reports = read_units(client, run, units)
             total = client.total_stats()
-        if delta is not None:
-            notify_resyncs(warehouse, delta.resyncs, plan.reasons)
+        if plan.links is not None:
+            notify_resyncs(warehouse, _resyncs(reports), plan.reasons)
         with warehouse.transaction(USER_SOURCE_MEMORY_LIMIT) as con:
-            if delta is None:
-                for landed in (users, GROUPS, GROUP_MEMBERS):
-                    load_landed_table(
-                        con,
-                        landed,
-                        extracted[landed.table].files,
-                        settings.tenant_id,
-                        synced_at,
-                        schema=EXTRACT_SCHEMA,
-                    )
-            else:
-                load_directory(con, delta, users, settings.tenant_id, synced_at, synced_at)
-                warehouse.mark_built(
-                    DELTA_STATE, con.execute(f"SELECT count(*) FROM {DELTA_STATE}").fetchall()[0][0]
-                )
-            rows = build_models(
-                con,
-                DIRECTORY_MODELS,
-                user_source_parameters(settings, attributes, synced_at),
-                warehouse.replace_table,
-            )
-            coverage = attribute_coverage(con, options.custom_attributes)
-            notify_attribute_coverage(warehouse, coverage)
-            metadata = {
-                table: warehouse.table_metadata(con, table, count) for table, count in rows.items()
-            }
-            metadata["mdm.users"].update(_users_metadata(con, options))
-            metadata["mdm.user_attributes"]["missing_values"] = dg.MetadataValue.json(
-                {c.attribute: c.missing for c in coverage}
-            )
-        if delta is None:
+            _land(con, run, units, reports, users)
+            rows, metadata = _build(con, warehouse, settings, attributes, run.synced_at)
+        if plan.links is None:
             # sync.mode full: nothing is kept between runs. Not in the transaction above: DuckDB
             # refuses to drop tables a statement of the same transaction read.
             with warehouse.transaction(USER_SOURCE_MEMORY_LIMIT) as con:
                 con.execute(f"DROP SCHEMA IF EXISTS {EXTRACT_SCHEMA} CASCADE")
     # One step builds the four directory tables from one extraction: its figures are each one's.
     step = {
-        **_sync_metadata(delta),
+        **_sync_metadata(run, units, reports),
         "graph_requests": total.requests,
         "graph_retries": total.retries,
         "duration_seconds": round(time.monotonic() - started, 3),
@@ -170,23 +142,61 @@ def mdm_directory(
         yield dg.MaterializeResult(asset_key=model.key, metadata={**metadata[model.table], **step})
 
 
-def extract_directory(
-    client: GraphClient, users: Collection, workdir: Path
-) -> dict[str, Extracted]:
-    """Every user (in key ranges, as the connector lists them), and meanwhile every group then
-    the transitive members of each group, as NDJSON files (the two run at once: neither needs
-    the other)."""
+def _land(
+    con: duckdb.DuckDBPyConnection,
+    run: DirectoryRun,
+    units: Sequence[SyncUnit[DirectoryRun]],
+    reports: Reports,
+    users: Collection,
+) -> None:
+    """`mdm_extract.*` after this run's listings or rounds, and (on deltas) the next links in
+    `ops.delta_state`, each with the `$select` its delta query sends (`users`: with this run's
+    custom attributes)."""
+    if run.plan.links is not None:
+        start_removed_objects(con)
+    land_units(con, run, units, reports)
+    state = next_states(run, units, reports)
+    if run.plan.links is not None and state:
+        selected = {key: query.select for key, (query, _) in queries(users).items()}
+        write_state(con, run.tenant_id, run.synced_at, state, selected=selected)
+    if run.plan.links is not None:
+        [(count,)] = con.execute(f"SELECT count(*) FROM {DELTA_STATE}").fetchall()
+        run.warehouse.mark_built(DELTA_STATE, count)
 
-    def groups_and_members() -> tuple[Extracted, Extracted]:
-        groups = extract_collection(client, GROUPS, workdir)
-        members = extract_group_members(client, list(object_ids(groups.files)), workdir)
-        return groups, members
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="graph-directory") as pool:
-        listed = pool.submit(groups_and_members)
-        extracted_users = extract_partitioned(client, users, workdir)
-        groups, members = listed.result()
-    return {users.table: extracted_users, GROUPS.table: groups, GROUP_MEMBERS.table: members}
+def _build(
+    con: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    settings: ConnectorSettings,
+    attributes: Sequence[CustomAttribute],
+    synced_at: datetime,
+) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """The `mdm.*` models built from the extract, the attribute coverage notified; rows and
+    Dagster metadata per table."""
+    options = settings.user_source
+    rows = build_models(
+        con,
+        DIRECTORY_MODELS,
+        user_source_parameters(settings, attributes, synced_at),
+        warehouse.replace_table,
+    )
+    coverage = attribute_coverage(con, options.custom_attributes)
+    notify_attribute_coverage(warehouse, coverage)
+    metadata = {table: warehouse.table_metadata(con, table, count) for table, count in rows.items()}
+    metadata["mdm.users"].update(_users_metadata(con, options))
+    metadata["mdm.user_attributes"]["missing_values"] = dg.MetadataValue.json(
+        {c.attribute: c.missing for c in coverage}
+    )
+    return rows, metadata
+
+
+def _resyncs(reports: Reports) -> dict[str, DeltaResyncRequired]:
+    """Per state key whose delta link Graph refused, why (it was read in full instead)."""
+    return {
+        state_key(table): report.extracted.resync
+        for table, report in reports.items()
+        if report.extracted is not None and report.extracted.resync is not None
+    }
 
 
 def _describe_plan(plan: DirectoryPlan) -> str:
@@ -197,20 +207,14 @@ def _describe_plan(plan: DirectoryPlan) -> str:
     )
 
 
-def _sync_metadata(delta: DirectoryExtract | None) -> dict[str, Any]:
-    if delta is None:
+def _sync_metadata(
+    run: DirectoryRun, units: Sequence[SyncUnit[DirectoryRun]], reports: Reports
+) -> dict[str, Any]:
+    if run.plan.links is None:
         return {"sync_mode": "full"}
     figures: dict[str, Any] = {}
-    for name, extracted in (("users", delta.users), ("groups", delta.groups)):
-        if extracted.delta is None:
-            figures[f"{name}_sync_mode"] = "full"
-        else:
-            figures[f"{name}_sync_mode"] = "delta"
-            figures[f"{name}_delta_changed"] = extracted.delta.changed
-            figures[f"{name}_delta_removed"] = extracted.delta.removed
-    if delta.members_plan is not None:
-        figures["groups_members_listed_again"] = len(delta.members_plan.relist)
-    figures["devices_removed"] = len(delta.removed_devices)
+    for unit in units:
+        figures.update(unit.sync_metadata(run, reports.get(unit.collection.table)))
     return figures
 
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,21 +41,14 @@ from entra_pipeline.graph.delta import (
     read_round,
 )
 from entra_pipeline.graph.errors import GraphPermissionError
-from entra_pipeline.graph.group_members import extract_group_members
 from entra_pipeline.graph.listing import Extracted
-from entra_pipeline.graph.tracked import extract_tracked
 from entra_pipeline.incremental import (
     MembersPlan,
-    apply_members,
-    apply_round,
     plan_links,
     plan_members,
     read_state,
-    start_removed_objects,
-    write_state,
 )
 from entra_pipeline.settings import ConnectorSettings
-from entra_pipeline.warehouse.loading import load_landed_table
 from entra_pipeline.warehouse.sql import quoted, table_exists
 
 logger = logging.getLogger(__name__)
@@ -122,83 +113,7 @@ def plan_directory(
     return DirectoryPlan(links=links, reasons=reasons)
 
 
-@dataclass(frozen=True)
-class DirectoryExtract:
-    """What one run read: per table its listing or round, and the links to store."""
-
-    users: Extracted
-    groups: Extracted
-    members: Extracted
-    members_plan: MembersPlan | None  # None: every group's members were listed
-    removed_devices: tuple[str, ...]
-    links: dict[str, tuple[str | None, bool]]  # state key -> (next link, read in full)
-    resyncs: dict[str, DeltaResyncRequired]  # state key -> Graph's refusal of its link
-
-
-def extract_directory_delta(
-    client: GraphClient,
-    users: Collection,
-    workdir: Path,
-    plan: DirectoryPlan,
-    published: duckdb.DuckDBPyConnection,
-    *,
-    cancel: threading.Event | None = None,
-) -> DirectoryExtract:
-    """Users, and meanwhile groups then their members, each by delta round or in full. `published`
-    reads the tables as the previous run left them; only the members thread uses it."""
-    assert plan.links is not None
-    links = plan.links
-    users_key = state_key(users.table)
-
-    def groups_and_members() -> tuple[
-        Extracted, Extracted, MembersPlan | None, tuple[str, ...], str | None
-    ]:
-        groups = extract_tracked(
-            client, GROUPS, workdir, links[GROUPS_KEY], cancel=cancel, tracked=TRACKED["groups"]
-        )
-        removed_devices, device_link = _device_removals(client, links[DEVICES_KEY], workdir)
-        if groups.delta is None:  # listed in full: so are all their members
-            ids = list(object_ids(groups.files))
-            members = extract_group_members(client, ids, workdir)
-            return groups, members, None, removed_devices or (), device_link
-        members_plan = _plan_members(published, groups, removed_devices is None)
-        members = (
-            extract_group_members(client, list(members_plan.relist), workdir)
-            if members_plan.relist
-            else Extracted(GROUP_MEMBERS.table, (), 0)
-        )
-        logger.info(
-            "%s: %d groups listed again, %d updated from members@delta, %d unchanged",
-            GROUP_MEMBERS.table,
-            len(members_plan.relist),
-            len(members_plan.direct),
-            len(members_plan.kept),
-        )
-        return groups, members, members_plan, removed_devices or (), device_link
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-directory") as pool:
-        listed = pool.submit(groups_and_members)
-        extracted_users = extract_tracked(
-            client, users, workdir, links[users_key], cancel=cancel, tracked=Tracked(users)
-        )
-        groups, members, members_plan, removed_devices, device_link = listed.result()
-    state: dict[str, tuple[str | None, bool]] = {}
-    for key, extracted in ((users_key, extracted_users), (GROUPS_KEY, groups)):
-        if extracted.next_link:
-            state[key] = (extracted.next_link, extracted.delta is None)
-    if device_link:
-        state[DEVICES_KEY] = (device_link, links[DEVICES_KEY] is None)
-    resyncs = {
-        key: extracted.resync
-        for key, extracted in ((users_key, extracted_users), (GROUPS_KEY, groups))
-        if extracted.resync is not None
-    }
-    return DirectoryExtract(
-        extracted_users, groups, members, members_plan, removed_devices, state, resyncs
-    )
-
-
-def _device_removals(
+def device_removals(
     client: GraphClient, link: str | None, workdir: Path
 ) -> tuple[tuple[str, ...] | None, str | None]:
     """(The devices removed since `link`, None when not known; the link to store next, None
@@ -224,10 +139,11 @@ def _device_removals(
         return None, None
 
 
-def _plan_members(
+def plan_directory_members(
     published: duckdb.DuckDBPyConnection, groups: Extracted, devices_unknown: bool
 ) -> MembersPlan:
-    """Which groups' members are listed again after the groups round (see the module docstring)."""
+    """Which groups' members are listed again after the groups round (see the module docstring);
+    `published` reads the extract as the previous run left it."""
     assert groups.delta is not None
     schema = quoted(EXTRACT_SCHEMA)
     last = _last_entries(groups.delta.changes)
@@ -256,68 +172,6 @@ def _plan_members(
         direct=tuple(g for g in plan.direct if g not in relist),
         kept=tuple(g for g in plan.kept if g not in relist),
     )
-
-
-def load_directory(
-    con: duckdb.DuckDBPyConnection,
-    extract: DirectoryExtract,
-    users: Collection,
-    tenant_id: str,
-    synced_at: datetime,
-    started_at: datetime,
-) -> dict[str, int]:
-    """`mdm_extract.*` after this run's rounds and listings, in the caller's transaction, and the
-    next links in `ops.delta_state`; rows per state table."""
-    start_removed_objects(con)
-    rows: dict[str, int] = {}
-    for collection, extracted in ((users, extract.users), (GROUPS, extract.groups)):
-        if extracted.delta is not None:
-            rows[collection.table], _ = apply_round(
-                con,
-                collection,
-                extracted.delta.changes,
-                tenant_id,
-                synced_at,
-                schema=EXTRACT_SCHEMA,
-            )
-        else:
-            rows[collection.table] = load_landed_table(
-                con, collection, extracted.files, tenant_id, synced_at, schema=EXTRACT_SCHEMA
-            )
-    if extract.removed_devices:
-        con.executemany(
-            "INSERT INTO removed_objects VALUES (?, 'devices')",
-            [(d,) for d in extract.removed_devices],
-        )
-    schema = quoted(EXTRACT_SCHEMA)
-    if extract.members_plan is None:
-        rows[GROUP_MEMBERS.table] = load_landed_table(
-            con, GROUP_MEMBERS, extract.members.files, tenant_id, synced_at, schema=EXTRACT_SCHEMA
-        )
-    else:
-        assert extract.groups.delta is not None
-        group_ids = [row[0] for row in con.execute(f"SELECT id FROM {schema}.groups").fetchall()]
-        rows[GROUP_MEMBERS.table] = apply_members(
-            con,
-            extract.members_plan,
-            group_ids,
-            extract.groups.delta.members,
-            extract.members.files,
-            tenant_id,
-            synced_at,
-            schema=EXTRACT_SCHEMA,
-        )
-        # Users listed in full say nothing of who was deleted; every user is in directory_users.
-        con.execute(
-            f"DELETE FROM {schema}.group_members WHERE member_type = 'user' AND member_id NOT IN "
-            f"(SELECT id FROM {schema}.{quoted(users.table)})"
-        )
-        [(count,)] = con.execute(f"SELECT count(*) FROM {schema}.group_members").fetchall()
-        rows[GROUP_MEMBERS.table] = int(count)
-    if extract.links:
-        selected = {key: query.select for key, (query, _) in queries(users).items()}
-        write_state(con, tenant_id, started_at, extract.links, selected=selected)
-    return rows
 
 
 def _last_entries(path: Path) -> dict[str, bool]:

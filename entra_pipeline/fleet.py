@@ -12,6 +12,7 @@ connector by its own file and schedule.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
@@ -50,7 +51,8 @@ PARTITION_TAG = "dagster/partition"
 
 def connector_of(folder: Path, context: dg.InitResourceContext) -> ConnectorFile:
     """The connector of the run being initialised: its partition key, in the folder as it is
-    now (a file added since the code location loaded counts)."""
+    now (a file added since the code location loaded counts). The folder is read and validated
+    once per run: both resources of the run take their connector from that one read."""
     run = context.run
     slug = run.tags.get(PARTITION_TAG) if run is not None else None
     if not slug:
@@ -58,6 +60,12 @@ def connector_of(folder: Path, context: dg.InitResourceContext) -> ConnectorFile
             f"{folder} is a folder of connectors: a run is one connector's, so give it a "
             f"partition (one of the {CONNECTORS_PARTITIONS} partitions, e.g. from the launchpad)"
         )
+    assert run is not None
+    return _connector_of_run(folder, slug, run.run_id)
+
+
+@functools.lru_cache(maxsize=16)
+def _connector_of_run(folder: Path, slug: str, run_id: str) -> ConnectorFile:
     fleet = load_fleet(folder)
     found = fleet.connectors.get(slug)
     if found is None:
@@ -87,7 +95,9 @@ def fleet_resources(
     @dg.resource(description="The run's connector's configuration and Graph client.")
     def connector(context: dg.InitResourceContext) -> ConnectorResource:
         file = connector_of(folder, context)
-        return ConnectorResource(config_path=str(file.path), **dict(connector_options or {}))
+        return ConnectorResource(
+            config_path=str(file.path), **dict(connector_options or {})
+        ).with_settings(file.settings)
 
     return {"warehouse": warehouse, "connector": connector}
 

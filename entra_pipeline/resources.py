@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from functools import cached_property
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from entra_pipeline.graph.auth import TokenProvider
 from entra_pipeline.graph.client import GraphClient, RetryPolicy
@@ -27,9 +27,20 @@ class ConnectorResource(dg.ConfigurableResource):
     # (every wait the client makes, Retry-After and pacing included, is scaled by it).
     graph_time_scale: float = 1.0
 
-    @cached_property
+    _parsed: ConnectorSettings | None = PrivateAttr(default=None)
+
+    def with_settings(self, settings: ConnectorSettings) -> ConnectorResource:
+        """This resource with `settings` already parsed from its config (a folder's connector,
+        read once for the run), so that the run does not read the file again."""
+        self._parsed = settings
+        return self
+
+    @property
     def settings(self) -> ConnectorSettings:
-        return load_settings(self.config_path)
+        """The run's connector settings: parsed once per run (per resource instance)."""
+        if self._parsed is None:
+            self._parsed = load_settings(self.config_path)
+        return self._parsed
 
     @contextlib.contextmanager
     def graph_client(self) -> Iterator[GraphClient]:

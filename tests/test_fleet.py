@@ -20,7 +20,7 @@ import duckdb
 import pytest
 import yaml
 
-from entra_pipeline.connector_folder import connector_slug, load_fleet
+from entra_pipeline.connector_folder import Fleet, connector_slug, load_fleet
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.fleet import CONNECTORS_SENSOR, fleet_definitions
 from entra_pipeline.names import CONNECTOR_JOB, CONNECTORS_PARTITIONS, USER_SOURCE_JOB
@@ -72,6 +72,10 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Folder]:
         yield made
 
 
+def _refused_reparse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a run re-read its connector's config after the folder was read")
+
+
 def _sensor(folder: Folder, instance: dg.DagsterInstance, cursor: str | None = None) -> Any:
     definitions = fleet_definitions(folder.path)
     sensor = definitions.resolve_sensor_def(CONNECTORS_SENSOR)
@@ -79,7 +83,17 @@ def _sensor(folder: Folder, instance: dg.DagsterInstance, cursor: str | None = N
     return sensor(context)
 
 
-def test_each_file_is_a_partition_and_a_run_is_one_connectors(folder: Folder) -> None:
+def test_each_file_is_a_partition_and_a_run_is_one_connectors(
+    folder: Folder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[Path] = []
+
+    def counted(path: Path) -> Fleet:
+        reads.append(path)
+        return load_fleet(path)
+
+    monkeypatch.setattr("entra_pipeline.fleet.load_fleet", counted)
+    monkeypatch.setattr("entra_pipeline.resources.load_settings", _refused_reparse)
     instance = dg.DagsterInstance.ephemeral()
     result = _sensor(folder, instance)
     [added] = result.dynamic_partitions_requests
@@ -89,7 +103,9 @@ def test_each_file_is_a_partition_and_a_run_is_one_connectors(folder: Folder) ->
     job = fleet_definitions(folder.path, connector_options=FAST).resolve_job_def(CONNECTOR_JOB)
     assert job.partitions_def is not None
     for slug in ("tenant-0", "tenant-1"):
+        before = len(reads)
         assert job.execute_in_process(instance=instance, partition_key=slug).success
+        assert len(reads) == before + 1  # the folder is read and validated once per run
     for n, emu in enumerate(folder.emulators):
         with duckdb.connect(str(folder.db(n)), read_only=True) as con:
             assert con.execute("SELECT DISTINCT tenant_id FROM raw.users").fetchall() == [

@@ -25,7 +25,8 @@ import duckdb
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import SmtpSettings
 from entra_pipeline.warehouse.files import PRIVATE_FILE, exclusive_lock, make_private
-from entra_pipeline.warehouse.sql import literal, quoted
+from entra_pipeline.warehouse.models import define_macro
+from entra_pipeline.warehouse.statements import statement
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ def _fsync_directory(directory: Path) -> None:
 
 # The ledger's events of one tenant in a run's DuckDB connection (temporary: never published),
 # the fold of them (one row per invitation) and the run's working sets.
+# Named by dbt_like_sql/statements/invitation_events.sql and invitation_state.sql.
 EVENTS_TABLE = "invitation_events"
 STATE_VIEW = "invitation_state"
 RECIPIENTS_VIEW = "invitation_recipients"
@@ -176,47 +178,6 @@ NEW_TABLE = "invitation_new"
 QUEUE_TABLE = "invitation_queue"
 # Events read, recorded or inserted at a time: memory stays flat whatever the ledger's length.
 BATCH_SIZE = 20_000
-_EVENT_FIELDS = (
-    "event",
-    "tenant_id",
-    "user_id",
-    "run_id",
-    "at",
-    "userPrincipalName",
-    "email",
-    "note",
-    "error",
-)
-# The lines of a batch ($text), numbered from $first as in the file (blank ones too).
-_LINES_SQL = """
-SELECT $first + i - 1 AS seq, line
-FROM (
-    SELECT unnest(l) AS line, generate_subscripts(l, 1) AS i
-    FROM (SELECT string_split(rtrim($text, chr(10)), chr(10)) AS l)
-)
-WHERE trim(line) <> ''
-"""
-# json_type fails on a line that is not JSON: CASE evaluates it only on the valid ones.
-_IS_OBJECT = "CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END"
-_TORN_SQL = f"""
-SELECT seq FROM ({_LINES_SQL})
-WHERE NOT {_IS_OBJECT}
-ORDER BY seq
-"""
-_EVENT_STRUCT = "{" + ", ".join(f'"{f}": "VARCHAR"' for f in (*_EVENT_FIELDS, "tenant_guid")) + "}"
-# Events written before the ledger carried GUIDs have only the configured text (a domain, or a
-# GUID in any case); they count by the user's object id alone, which no other tenant's user has.
-_INSERT_SQL = f"""
-INSERT INTO {EVENTS_TABLE} BY NAME
-SELECT seq, {", ".join(f"e.{quoted(f)} AS {quoted(f)}" for f in _EVENT_FIELDS if f != "at")},
-    CAST(e."at" AS TIMESTAMPTZ) AS "at"
-FROM (
-    SELECT seq, json_transform(line, '{_EVENT_STRUCT}') AS e
-    FROM ({_LINES_SQL})
-    WHERE {_IS_OBJECT}
-)
-WHERE coalesce(e.tenant_guid, $guid) = $guid
-"""
 
 
 class Journal:
@@ -228,7 +189,7 @@ class Journal:
     objects, so a ledger of millions of users costs DuckDB's buffer, not one object each.
 
     Lines reach the table as text, BATCH_SIZE at a time in one string, and DuckDB parses them
-    (`_INSERT_SQL`): a frame built per batch from Python objects (polars, pyarrow) left some
+    (dbt_like_sql/statements/invitation_insert.sql): a frame built per batch from Python objects (polars, pyarrow) left some
     megabytes behind each time, hundreds of MiB over a ledger of millions of events.
     """
 
@@ -238,11 +199,10 @@ class Journal:
         self.ledger, self.con, self.tenant = ledger, con, tenant
         self._buffer: list[str] = []
         self._first = self._next = 1
-        columns = ", ".join(f"{quoted(f)} VARCHAR" for f in _EVENT_FIELDS if f != "at")
-        con.execute(
-            f'CREATE OR REPLACE TEMP TABLE {EVENTS_TABLE} (seq BIGINT, "at" TIMESTAMPTZ, {columns})'
-        )
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {STATE_VIEW} AS {_FOLD_SQL}")
+        for macro in ("invitation_lines", "is_json_object"):
+            define_macro(con, macro)
+        con.execute(statement("invitation_events"))
+        con.execute(statement("invitation_state", outcome_unknown=OUTCOME_UNKNOWN))
         for line in ledger.lines():
             self._append(line)
         self.flush()
@@ -267,11 +227,11 @@ class Journal:
         text, first = "".join(self._buffer), self._first
         self._buffer, self._first = [], self._next
         params = {"text": text, "first": first}
-        for (number,) in self.con.execute(_TORN_SQL, params).fetchall():
+        for (number,) in self.con.execute(statement("invitation_torn_lines"), params).fetchall():
             # Only a crash mid-write leaves a broken line, and it was never followed by an
             # e-mail: every `sending` line is on disk before its e-mail goes out.
             log.warning("%s line %d is incomplete and was skipped", self.ledger.path, number)
-        self.con.execute(_INSERT_SQL, {**params, "guid": self.tenant.guid})
+        self.con.execute(statement("invitation_insert"), {**params, "guid": self.tenant.guid})
 
     def batches(
         self, table: str, columns: str, key: Sequence[str], *, after: tuple[Any, ...] | None = None
@@ -302,54 +262,6 @@ class Journal:
     def count(self, table: str) -> int:
         row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
         return int(row[0]) if row else 0
-
-
-_SETS_STATUS = "e.event IN ('sending', 'sent', 'failed')"
-_SETS_NOTE = "e.event IN ('deferred', 'sending')"
-# `recorded` starts an invitation (a second one is ignored); `deferred` sets its note; `sending`
-# its address and attempt, failed with the outcome unknown until `sent` or `failed` follows (the
-# e-mail may or may not have gone out), no note; `sent` and `failed` its status and completion.
-# arg_max_null: the last event's value even when it is null (arg_max skips null values).
-_FOLD_SQL = f"""
-WITH first AS (
-    SELECT * FROM {EVENTS_TABLE} WHERE event = 'recorded'
-    QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY seq) = 1
-),
-later AS (
-    SELECT
-        e.user_id,
-        arg_max_null(e.email, e.seq) FILTER (WHERE e.event = 'sending') AS email,
-        arg_max_null(e."at", e.seq) FILTER (WHERE e.event = 'sending') AS attempted_at,
-        arg_max_null(CASE e.event WHEN 'sent' THEN 'sent' ELSE 'failed' END, e.seq)
-            FILTER (WHERE {_SETS_STATUS}) AS status,
-        arg_max_null(
-            CASE e.event WHEN 'sending' THEN {literal(OUTCOME_UNKNOWN)} WHEN 'failed' THEN e.error END,
-            e.seq
-        ) FILTER (WHERE {_SETS_STATUS}) AS error,
-        arg_max_null(e."at", e.seq) FILTER (WHERE e.event IN ('sent', 'failed')) AS completed_at,
-        count(*) FILTER (WHERE {_SETS_NOTE}) AS notes,
-        arg_max_null(CASE e.event WHEN 'deferred' THEN e.note END, e.seq)
-            FILTER (WHERE {_SETS_NOTE}) AS note
-    FROM {EVENTS_TABLE} AS e
-    INNER JOIN first AS f ON e.user_id = f.user_id AND e.seq > f.seq
-    GROUP BY e.user_id
-)
-SELECT
-    f.tenant_id,
-    f.user_id,
-    f.userPrincipalName,
-    coalesce(l.email, f.email) AS email,
-    coalesce(l.status, 'pending') AS status,
-    f."at" AS recorded_at,
-    f.run_id AS recorded_run_id,
-    l.attempted_at,
-    l.completed_at,
-    l.error,
-    CASE WHEN coalesce(l.notes, 0) > 0 THEN l.note ELSE f.note END AS note,
-    f.seq AS recorded_seq
-FROM first AS f
-LEFT JOIN later AS l ON f.user_id = l.user_id
-"""
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,13 @@ from extract_raw import (  # the sibling benchmark: same emulator subprocess, CP
 from sync_job import RssSampler, write_config
 
 import entra_pipeline.graph.client as graph_client
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator.costs import CostModel, request_cost
 from entra_pipeline.graph.collections import DEVICES, SIGN_IN_ACTIVITY, USERS
 from entra_pipeline.graph.throttle import PACE_MARGIN
 from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 EXPAND_PAGE = 100  # objects a page with $expand

@@ -30,12 +30,12 @@ from graph_time import GraphClock, _materializations
 from sync_job import write_config
 
 import entra_pipeline.graph.client as graph_client
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator.costs import CostModel
 from entra_pipeline.graph.collections import SIGN_IN_ACTIVITY
 from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import load_settings
 
 TABLES = ("users", "devices", "groups", "subscribed_skus", "group_members", "sign_in_activity")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -19,9 +19,9 @@ import duckdb
 import yaml
 from extract_raw import start_emulator  # the sibling benchmark: same emulator subprocess
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.names import CONNECTOR_JOB
-from entra_pipeline.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from entra_pipeline.settings import ConfigError, ConnectorSettings, config_path, load_settings
+from entra_pipeline.config_file import config_path, load_settings
+from entra_pipeline.settings import ConfigError, ConnectorSettings
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from entra_pipeline.config_file import config_path as config_file
+from entra_pipeline.config_file import configured_duckdb_path, load_settings
 from entra_pipeline.connector.definitions import connector_definitions
 from entra_pipeline.connector_folder import is_fleet
 from entra_pipeline.operations.freshness import FRESHNESS_CHECKS, freshness_definitions
@@ -26,10 +28,7 @@ from entra_pipeline.settings import (
     ConnectorSettings,
     ScheduleOptions,
     UserSourceOptions,
-    configured_duckdb_path,
-    load_settings,
 )
-from entra_pipeline.settings import config_path as config_file
 from entra_pipeline.user_source.definitions import user_source_definitions
 from entra_pipeline.warehouse.resource import Warehouse
 

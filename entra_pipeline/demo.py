@@ -19,12 +19,12 @@ import duckdb
 import yaml
 from rich.console import Console
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.emulator.churn import churn
 from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.secrets import redact
-from entra_pipeline.settings import load_settings
 from entra_pipeline.warehouse.files import private_directories
 from entra_pipeline.warehouse.sql import table_exists
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 import duckdb
 
+from entra_pipeline.config_file import config_path
 from entra_pipeline.connector.mapping import MAPPED_TABLES, MappingInvalid, validated_mapping
 from entra_pipeline.connector.models import connector_models, connector_parameters
 from entra_pipeline.connector.raw import create_empty_raw_layer
@@ -38,7 +39,7 @@ from entra_pipeline.graph.errors import (
 from entra_pipeline.graph.groups import odata_string, resolve_groups
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.secrets import redact
-from entra_pipeline.settings import ConfigError, ConnectorSettings, config_path
+from entra_pipeline.settings import ConfigError, ConnectorSettings
 from entra_pipeline.user_source.attributes import custom_attribute, directory_users
 from entra_pipeline.vocabulary import is_guid
 from entra_pipeline.warehouse.docs import table_columns

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 import dagster as dg
 from pydantic import PrivateAttr
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.graph.auth import TokenProvider
 from entra_pipeline.graph.client import GraphClient, RetryPolicy
 from entra_pipeline.graph.throttle import ThrottleGate
-from entra_pipeline.settings import ConnectorSettings, load_settings
+from entra_pipeline.settings import ConnectorSettings
 
 
 class ConnectorResource(dg.ConfigurableResource):

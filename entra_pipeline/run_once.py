@@ -13,13 +13,14 @@ import os
 
 import dagster as dg
 
+from entra_pipeline.config_file import config_path, load_settings
 from entra_pipeline.connector_folder import is_fleet, load_fleet
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.incremental import FULL_SYNC_TAG
 from entra_pipeline.names import CONNECTOR_JOB, CONNECTORS_PARTITIONS
 from entra_pipeline.run_tags import run_tags
 from entra_pipeline.secrets import redact
-from entra_pipeline.settings import ConfigError, config_path, load_settings
+from entra_pipeline.settings import ConfigError
 
 
 def run_sync(args: argparse.Namespace) -> int:

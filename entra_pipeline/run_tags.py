@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from entra_pipeline.config_file import config_path
 from entra_pipeline.names import APP_TAG, CONNECTOR_TAG, TENANT_TAG, WAREHOUSE_TAG
-from entra_pipeline.settings import ConnectorSettings, config_path
+from entra_pipeline.settings import ConnectorSettings
 
 
 def run_tags(settings: ConnectorSettings | None, path: str | None) -> dict[str, str]:

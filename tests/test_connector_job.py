@@ -21,11 +21,11 @@ import duckdb
 import pytest
 import yaml
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions, load_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import load_settings
 from tests.support import CONNECTOR_PERMISSIONS, unused_port
 
 NEVER = {"", "0001-01-01T00:00:00Z"}

@@ -13,8 +13,8 @@ from typing import Any
 
 import dagster as dg
 
+from entra_pipeline.config_file import parse_settings
 from entra_pipeline.definitions import build_definitions
-from entra_pipeline.settings import parse_settings
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
 

@@ -16,12 +16,12 @@ import dagster as dg
 import duckdb
 import pytest
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import EmulatorConfig, running_emulator
 from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.publication import PUBLICATION_GROUP, SUMMARY_SCHEMA
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import load_settings
 from tests.user_source.mdm_fixtures import SECRET_VARIABLE, UserSource
 
 MAPPING = Path(__file__).resolve().parents[1] / "mappings" / "entra_id.csv"

@@ -20,11 +20,12 @@ import duckdb
 import pytest
 import yaml
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import ConfigError, load_settings
+from entra_pipeline.settings import ConfigError
 from entra_pipeline.warehouse.lake import LakeTarget, install_extensions, lake_connection, reading
 from tests.postgres import Postgres, running_postgres
 from tests.support import spill

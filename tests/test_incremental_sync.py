@@ -26,6 +26,7 @@ import duckdb
 import pytest
 import yaml
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.emulator.handlers import ALL_PERMISSIONS, READ_DEVICES
@@ -33,7 +34,6 @@ from entra_pipeline.emulator.tenant import Tenant
 from entra_pipeline.incremental import FULL_SYNC_TAG
 from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import load_settings
 
 MAPPING = Path(__file__).resolve().parents[1] / "mappings" / "entra_id.csv"
 OPTIONS = {

@@ -21,6 +21,7 @@ LAYERS = {
     "credentials": 0,
     "settings": 1,
     "connector_folder": 1,
+    "config_file": 1,
     "run_tags": 1,
     "graph": 2,
     "warehouse": 2,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from entra_pipeline.settings import ConfigError, load_settings, parse_settings
+from entra_pipeline.config_file import load_settings, parse_settings
+from entra_pipeline.settings import ConfigError
 
 TENANT = "8f0c1a52-3c1e-4d7a-9a57-2f1f8f9b0c11"
 CLIENT = "11111111-2222-3333-4444-555555555555"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 
+from entra_pipeline.config_file import parse_settings
 from entra_pipeline.connector.incremental import SyncPlan
 from entra_pipeline.connector.units import (
     P1_NOTE,
@@ -24,7 +25,7 @@ from entra_pipeline.connector.units import (
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import Collection
-from entra_pipeline.settings import ConnectorSettings, parse_settings
+from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.sync.units import land_units, read_units
 from tests.graph.graph_fixtures import FAST_RETRY, provider_for
 

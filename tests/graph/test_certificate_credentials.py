@@ -26,13 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
+from entra_pipeline.config_file import load_settings, parse_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.graph.auth import TokenProvider
 from entra_pipeline.graph.errors import InvalidClientCertificateError
 from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import ConfigError, load_settings, parse_settings
+from entra_pipeline.settings import ConfigError
 
 PASSPHRASE = "correct horse battery staple 7"
 TENANT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

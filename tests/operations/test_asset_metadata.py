@@ -10,13 +10,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.collections import ALL as GRAPH_COLLECTIONS
 from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.names import USER_SOURCE_JOB as MDM_JOB
 from entra_pipeline.operations.freshness import FRESHNESS_JOB, FRESHNESS_SCHEDULE
-from entra_pipeline.settings import load_settings
 from entra_pipeline.user_source.directory import DIRECTORY_TABLES
 
 LAYERS = {"raw", "staging", "filtered", "mapping", "neurons", "history", "mdm", "publication"}

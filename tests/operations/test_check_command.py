@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.preflight import (
     EXIT_CANNOT_SYNC,
@@ -22,7 +23,6 @@ from entra_pipeline.preflight import (
     filtered_columns,
     render,
 )
-from entra_pipeline.settings import load_settings
 from tests.operations.operate_fixtures import (
     CONNECTOR_PERMISSIONS,
     REPO,

@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.names import CONNECTOR_JOB
@@ -22,7 +23,6 @@ from entra_pipeline.operations.freshness import (
     FreshnessTarget,
     freshness_result,
 )
-from entra_pipeline.settings import load_settings
 from entra_pipeline.warehouse.ops_tables import create_ops_tables
 
 TENANT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

@@ -17,10 +17,10 @@ import dagster as dg
 import duckdb
 import pytest
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.names import CONNECTOR_JOB, WILL_RETRY_TAG
-from entra_pipeline.settings import load_settings
 
 SYNC = textwrap.dedent(
     """

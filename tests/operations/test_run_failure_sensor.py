@@ -12,11 +12,11 @@ import dagster as dg
 import duckdb
 import pytest
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.names import CONNECTOR_JOB
 from entra_pipeline.operations.sensors import CANCELED_RUNS_SENSOR, FAILED_RUNS_SENSOR
-from entra_pipeline.settings import load_settings
 from entra_pipeline.warehouse.resource import Warehouse
 from tests.operations.operate_fixtures import CONNECTOR_PERMISSIONS
 

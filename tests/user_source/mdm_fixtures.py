@@ -17,11 +17,11 @@ import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.names import USER_SOURCE_JOB as MDM_JOB
 from entra_pipeline.resources import ConnectorResource
-from entra_pipeline.settings import load_settings
 from tests.support import unused_port
 
 SECRET_VARIABLE = "TEST_MDM_ENTRA_SECRET"

@@ -16,10 +16,10 @@ import dagster as dg
 import pytest
 import yaml
 
+from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import EmulatorConfig, FileTenant, running_emulator
 from entra_pipeline.names import USER_SOURCE_JOB as MDM_JOB
-from entra_pipeline.settings import load_settings
 from entra_pipeline.user_source.attributes import ATTRIBUTES_CHECK
 from entra_pipeline.user_source.directory import MDM_USERS_CHECK
 from entra_pipeline.user_source.ledger import ledger_path

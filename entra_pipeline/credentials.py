@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -54,48 +55,77 @@ def load_certificate_credential(
 ) -> CertificateCredential:
     """Load and check a PEM key + PEM certificate, or one PKCS#12 (.pfx) file; a problem is a
     ValueError saying what to fix."""
-    secret = passphrase.encode() if passphrase else None
     if pfx_path is not None:
         if private_key_path is not None or certificate_path is not None:
             raise ValueError(
                 "give either pfx_path, or private_key_path with certificate_path, not both"
             )
-        data = _read(pfx_path, "pfx_path")
-        try:
-            key, certificate, _ = pkcs12.load_key_and_certificates(data, secret)
-        except ValueError as error:
-            raise ValueError(_decrypt_problem("pfx_path", pfx_path, passphrase, error)) from None
-        if key is None or certificate is None:
-            raise ValueError(
-                f"pfx_path {pfx_path!r} must hold both the private key and the certificate"
-            )
+        key, certificate = _load_pfx(pfx_path, passphrase)
         source, key_path = pfx_path, pfx_path
     elif private_key_path is not None and certificate_path is not None:
-        key_data = _read(private_key_path, "private_key_path")
-        try:
-            key = serialization.load_pem_private_key(key_data, secret)
-        except TypeError as error:  # encrypted without a passphrase, or a passphrase for none
-            raise ValueError(
-                _decrypt_problem("private_key_path", private_key_path, passphrase, error)
-            ) from None
-        except ValueError as error:
-            raise ValueError(
-                _decrypt_problem("private_key_path", private_key_path, passphrase, error)
-            ) from None
-        try:
-            certificate = x509.load_pem_x509_certificate(
-                _read(certificate_path, "certificate_path")
-            )
-        except ValueError:
-            raise ValueError(
-                f"certificate_path {certificate_path!r} is not a PEM certificate "
-                "(-----BEGIN CERTIFICATE-----)"
-            ) from None
+        key, certificate = _load_pem(private_key_path, certificate_path, passphrase)
         source, key_path = f"{certificate_path} with key {private_key_path}", private_key_path
     else:
         raise ValueError(
             "give private_key_path and certificate_path (PEM files), or pfx_path (a PKCS#12 file)"
         )
+    rsa_key = _check_pair(source, key, certificate, now or datetime.now(UTC))
+    mode = stat.S_IMODE(Path(key_path).stat().st_mode)
+    return CertificateCredential(
+        source=source,
+        private_key_pem=rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        sha1_thumbprint=certificate.fingerprint(hashes.SHA1()).hex().upper(),
+        sha256_thumbprint=certificate.fingerprint(hashes.SHA256()).hex().upper(),
+        not_after=certificate.not_valid_after_utc,
+        key_readable_by_others=bool(mode & (stat.S_IRWXG | stat.S_IRWXO)),
+    )
+
+
+def _load_pfx(pfx_path: str, passphrase: str | None) -> tuple[Any, x509.Certificate]:
+    secret = passphrase.encode() if passphrase else None
+    try:
+        key, certificate, _ = pkcs12.load_key_and_certificates(_read(pfx_path, "pfx_path"), secret)
+    except ValueError as error:
+        raise ValueError(_decrypt_problem("pfx_path", pfx_path, passphrase, error)) from None
+    if key is None or certificate is None:
+        raise ValueError(
+            f"pfx_path {pfx_path!r} must hold both the private key and the certificate"
+        )
+    return key, certificate
+
+
+def _load_pem(
+    private_key_path: str, certificate_path: str, passphrase: str | None
+) -> tuple[Any, x509.Certificate]:
+    key_data = _read(private_key_path, "private_key_path")
+    try:
+        key = serialization.load_pem_private_key(
+            key_data, passphrase.encode() if passphrase else None
+        )
+    except (TypeError, ValueError) as error:
+        # TypeError: encrypted without a passphrase, or a passphrase for a key without one.
+        raise ValueError(
+            _decrypt_problem("private_key_path", private_key_path, passphrase, error)
+        ) from None
+    try:
+        certificate = x509.load_pem_x509_certificate(_read(certificate_path, "certificate_path"))
+    except ValueError:
+        raise ValueError(
+            f"certificate_path {certificate_path!r} is not a PEM certificate "
+            "(-----BEGIN CERTIFICATE-----)"
+        ) from None
+    return key, certificate
+
+
+def _check_pair(
+    source: str, key: Any, certificate: x509.Certificate, moment: datetime
+) -> rsa.RSAPrivateKey:
+    """The key, checked: RSA, the certificate's own, the certificate valid at `moment`."""
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError(
             f"{source}: the key is not an RSA key; client assertions are signed with PS256/RS256, "
@@ -109,7 +139,6 @@ def load_certificate_credential(
             f"{source}: the private key does not belong to the certificate (their public keys "
             "differ); give the key the certificate was created with"
         )
-    moment = now or datetime.now(UTC)
     if certificate.not_valid_after_utc <= moment:
         raise ValueError(
             f"{source}: the certificate expired on {certificate.not_valid_after_utc:%Y-%m-%d}; "
@@ -121,20 +150,7 @@ def load_certificate_credential(
             f"{source}: the certificate is not valid before "
             f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (check this machine's clock)"
         )
-    mode = stat.S_IMODE(Path(key_path).stat().st_mode)
-    return CertificateCredential(
-        source=source,
-        private_key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
-        certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
-        sha1_thumbprint=certificate.fingerprint(hashes.SHA1()).hex().upper(),
-        sha256_thumbprint=certificate.fingerprint(hashes.SHA256()).hex().upper(),
-        not_after=certificate.not_valid_after_utc,
-        key_readable_by_others=bool(mode & (stat.S_IRWXG | stat.S_IRWXO)),
-    )
+    return key
 
 
 def _read(path: str, key: str) -> bytes:

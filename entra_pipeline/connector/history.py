@@ -153,8 +153,7 @@ def record_changes(
 ) -> dict[str, int]:
     """Append this run's changes to history.changes; the count per entity and change.
     `stale_days`: the stale threshold the filtered models applied, per entity (user, device)."""
-    base = [run_id, now, tenant_id]
-    head = "INSERT INTO history.changes SELECT ?::VARCHAR, ?::TIMESTAMPTZ, ?::VARCHAR"
+    change = _Change(con, [run_id, now, tenant_id])
     define_macro(con, "is_stale")
     for entity, label in (("user", "userPrincipalName"), ("device", "displayName")):
         filtered = "filtered_users" if entity == "user" else "filtered_devices"
@@ -169,17 +168,50 @@ def record_changes(
             + _objects("published", entity, exists=old_has),
             stale,
         )
+        change.objects(entity, label)
+    licences = (
+        "SELECT id, unnest(string_split(license_names, ',')) AS license FROM {}staging.users "
+        "WHERE license_names IS NOT NULL"
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE new_licences AS {licences.format('')}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE old_licences AS {licences.format('published.')}")
+    change.pairs("licence", "licences", "id", "license", "license")
+    if table_exists(con, "raw.group_members", "published"):
+        members = "SELECT group_id, member_id FROM {}raw.group_members"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE new_members AS {members.format('')}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE old_members AS {members.format('published.')}")
+        change.pairs("group_membership", "members", "member_id", "group_id", "group_id")
+    counts = con.execute(
+        "SELECT entity || ' ' || change, count(*) FROM history.changes WHERE run_id = ? "
+        "GROUP BY ALL ORDER BY 1",
+        [run_id],
+    ).fetchall()
+    return {key: int(count) for key, count in counts}
+
+
+class _Change:
+    """Rows of history.changes from the temporary new_* and old_* tables of one run."""
+
+    _HEAD = "INSERT INTO history.changes SELECT ?::VARCHAR, ?::TIMESTAMPTZ, ?::VARCHAR"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, run: list[object]) -> None:
+        self.con, self.run = con, run
+
+    def objects(self, entity: str, label: str) -> None:
+        """Users or devices (new_objects, old_objects): added and removed ones under `label`,
+        and each attribute that changed. Only rows whose text differs are unpivoted;
+        attributes both sides have are compared."""
+        head, con, what = self._HEAD, self.con, literal(entity)
         con.execute(
-            f"{head}, {literal(entity)}, n.id, 'added', {literal(label)}, NULL, "
+            f"{head}, {what}, n.id, 'added', {literal(label)}, NULL, "
             f"n.{label} FROM new_objects AS n ANTI JOIN old_objects AS o ON o.id = n.id",
-            base,
+            self.run,
         )
         con.execute(
-            f"{head}, {literal(entity)}, o.id, 'removed', {literal(label)}, o.{label}, NULL "
+            f"{head}, {what}, o.id, 'removed', {literal(label)}, o.{label}, NULL "
             "FROM old_objects AS o ANTI JOIN new_objects AS n ON n.id = o.id",
-            base,
+            self.run,
         )
-        # Only rows whose text differs are unpivoted; attributes both sides have are compared.
         con.execute(
             "CREATE OR REPLACE TEMP TABLE changed_ids AS SELECT n.id FROM new_objects AS n "
             "JOIN old_objects AS o ON o.id = n.id WHERE to_json(n)::VARCHAR <> to_json(o)::VARCHAR"
@@ -191,46 +223,21 @@ def record_changes(
                 "(value FOR attribute IN (COLUMNS(* EXCLUDE (id))))"
             )
         con.execute(
-            f"{head}, {literal(entity)}, n.id, 'updated', n.attribute, o.value, n.value "
+            f"{head}, {what}, n.id, 'updated', n.attribute, o.value, n.value "
             "FROM new_values AS n JOIN old_values AS o ON o.id = n.id AND "
             "o.attribute = n.attribute WHERE o.value IS DISTINCT FROM n.value",
-            base,
+            self.run,
         )
-    licences = (
-        "SELECT id, unnest(string_split(license_names, ',')) AS license FROM {}staging.users "
-        "WHERE license_names IS NOT NULL"
-    )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE new_licences AS {licences.format('')}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE old_licences AS {licences.format('published.')}")
-    con.execute(
-        f"{head}, 'licence', n.id, 'added', 'license', NULL, n.license FROM new_licences AS n "
-        "ANTI JOIN old_licences AS o ON o.id = n.id AND o.license = n.license",
-        base,
-    )
-    con.execute(
-        f"{head}, 'licence', o.id, 'removed', 'license', o.license, NULL FROM old_licences AS o "
-        "ANTI JOIN new_licences AS n ON n.id = o.id AND n.license = o.license",
-        base,
-    )
-    if table_exists(con, "raw.group_members", "published"):
-        members = "SELECT group_id, member_id FROM {}raw.group_members"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE new_members AS {members.format('')}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE old_members AS {members.format('published.')}")
-        con.execute(
-            f"{head}, 'group_membership', n.member_id, 'added', 'group_id', NULL, n.group_id "
-            "FROM new_members AS n ANTI JOIN old_members AS o ON o.group_id = n.group_id AND "
-            "o.member_id = n.member_id",
-            base,
-        )
-        con.execute(
-            f"{head}, 'group_membership', o.member_id, 'removed', 'group_id', o.group_id, NULL "
-            "FROM old_members AS o ANTI JOIN new_members AS n ON n.group_id = o.group_id AND "
-            "n.member_id = o.member_id",
-            base,
-        )
-    counts = con.execute(
-        "SELECT entity || ' ' || change, count(*) FROM history.changes WHERE run_id = ? "
-        "GROUP BY ALL ORDER BY 1",
-        [run_id],
-    ).fetchall()
-    return {key: int(count) for key, count in counts}
+
+    def pairs(self, entity: str, tables: str, key: str, value: str, attribute: str) -> None:
+        """Pairs (new_<tables>, old_<tables>: `key`, `value`) added and removed: a user's
+        licences, a member's groups."""
+        head, what = self._HEAD, literal(entity)
+        for change, one, other in (("added", "new", "old"), ("removed", "old", "new")):
+            old, new = ("NULL", f"a.{value}") if change == "added" else (f"a.{value}", "NULL")
+            self.con.execute(
+                f"{head}, {what}, a.{key}, '{change}', {literal(attribute)}, {old}, {new} "
+                f"FROM {one}_{tables} AS a ANTI JOIN {other}_{tables} AS b "
+                f"ON b.{key} = a.{key} AND b.{value} = a.{value}",
+                self.run,
+            )

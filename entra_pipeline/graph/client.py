@@ -6,7 +6,6 @@ turns Graph's error answers into the typed errors of `errors.py`, and counts wha
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import threading
@@ -14,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -30,7 +28,7 @@ from entra_pipeline.graph.errors import (
     ids,
 )
 from entra_pipeline.graph.pages import Row, check_progress, json_object, page_rows
-from entra_pipeline.graph.throttle import ThrottleGate
+from entra_pipeline.graph.throttle import ThrottleGate, retry_after_seconds
 from entra_pipeline.graph.tls import tls_not_trusted, tls_verify
 
 logger = logging.getLogger(__name__)
@@ -270,25 +268,32 @@ class GraphClient:
                     page_params = None
                 return
             except ExpiredPageTokenError as expired:
-                if restarts >= self.retry.max_restarts:
-                    raise GraphRequestError(
-                        f"Graph kept expiring the page token of GET {display_path(first_url)}: "
-                        f"restarted {restarts} times without finishing the listing; retry the "
-                        f"run when the directory is less busy ({ids(expired)})",
-                        **fields(expired),
-                    ) from expired
                 restarts += 1
-                self._count(label, restarts=1)
-                logger.warning(
-                    "Graph expired the page token of GET %s; restarting the listing from its "
-                    "first page (restart %d/%d, %s)",
-                    display_path(first_url),
-                    restarts,
-                    self.retry.max_restarts,
-                    ids(expired),
-                )
+                self._restart(label, first_url, restarts, expired)
                 if on_restart is not None:
                     on_restart()
+
+    def _restart(
+        self, label: str, first_url: str, restart: int, expired: ExpiredPageTokenError
+    ) -> None:
+        """Count and log restart number `restart` of a listing whose page token Graph expired,
+        or raise GraphRequestError when the retry policy allows no more."""
+        if restart > self.retry.max_restarts:
+            raise GraphRequestError(
+                f"Graph kept expiring the page token of GET {display_path(first_url)}: "
+                f"restarted {restart - 1} times without finishing the listing; retry the "
+                f"run when the directory is less busy ({ids(expired)})",
+                **fields(expired),
+            ) from expired
+        self._count(label, restarts=1)
+        logger.warning(
+            "Graph expired the page token of GET %s; restarting the listing from its "
+            "first page (restart %d/%d, %s)",
+            display_path(first_url),
+            restart,
+            self.retry.max_restarts,
+            ids(expired),
+        )
 
     def _absolute(self, path_or_url: str) -> str:
         if path_or_url.startswith(("https://", "http://")):
@@ -349,20 +354,11 @@ class GraphClient:
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError):
                 raise  # a malformed URL or request: ours to fix, not the network's
             except httpx.TransportError as exc:
-                if tls_not_trusted(exc):
-                    raise GraphUnreachableError(
-                        f"Microsoft Graph at {self.base_url} presented a TLS certificate this "
-                        f"machine does not trust ({exc}); set ca_bundle to the PEM of the CA "
-                        "(TLS-inspecting proxy, emulator)",
-                        method=method,
-                        url=described,
-                        client_request_id=client_request_id,
-                    ) from exc
-                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                delay = self.retry.backoff(retries) * self.gate.time_scale
-                last: GraphError = GraphUnreachableError(
-                    failure, method=method, url=described, client_request_id=client_request_id
+                last: GraphError = self._transport_failure(
+                    exc, method, described, client_request_id
                 )
+                failure = str(last)
+                delay = self.retry.backoff(retries) * self.gate.time_scale
             else:
                 self.gate.answered(label, response)
                 if response.is_success:
@@ -382,28 +378,61 @@ class GraphClient:
                     continue
                 delay = self._retry_delay(response, label, retries, last)
                 failure = f"{response.status_code} {last.code or response.reason_phrase}"
-            if retries >= self.retry.max_retries:
-                raise GraphUnreachableError(
-                    f"Microsoft Graph did not answer {method} {display_path(described)} after "
-                    f"{retries + 1} attempts (last: {failure}; {ids(last)}); check graph_url "
-                    "and the network or proxy, or retry later",
-                    **fields(last),
-                ) from last
             retries += 1
-            self._count(label, retries=1)
-            logger.warning(
-                "%s %s failed (%s; %s); retry %d/%d in %.2fs",
-                method,
-                display_path(url),
-                failure,
-                ids(last),
-                retries,
-                self.retry.max_retries,
-                delay,
-            )
+            self._before_retry(label, method, described, retries, failure, last, delay)
             slept_from = time.monotonic()
             self._sleep(delay)
             woke = slept_from + delay
+
+    def _before_retry(
+        self,
+        label: str,
+        method: str,
+        described: str,
+        retry: int,
+        failure: str,
+        last: GraphError,
+        delay: float,
+    ) -> None:
+        """Count and log retry number `retry` of a request, or raise GraphUnreachableError when
+        the retry policy allows no more."""
+        if retry > self.retry.max_retries:
+            raise GraphUnreachableError(
+                f"Microsoft Graph did not answer {method} {display_path(described)} after "
+                f"{retry} attempts (last: {failure}; {ids(last)}); check graph_url "
+                "and the network or proxy, or retry later",
+                **fields(last),
+            ) from last
+        self._count(label, retries=1)
+        logger.warning(
+            "%s %s failed (%s; %s); retry %d/%d in %.2fs",
+            method,
+            display_path(described),
+            failure,
+            ids(last),
+            retry,
+            self.retry.max_retries,
+            delay,
+        )
+
+    def _transport_failure(
+        self, exc: httpx.TransportError, method: str, described: str, client_request_id: str
+    ) -> GraphUnreachableError:
+        """A request that got no answer, as the error retried (raised at once when the
+        server's certificate is not trusted: no retry fixes that)."""
+        if tls_not_trusted(exc):
+            raise GraphUnreachableError(
+                f"Microsoft Graph at {self.base_url} presented a TLS certificate this "
+                f"machine does not trust ({exc}); set ca_bundle to the PEM of the CA "
+                "(TLS-inspecting proxy, emulator)",
+                method=method,
+                url=described,
+                client_request_id=client_request_id,
+            ) from exc
+        failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return GraphUnreachableError(
+            failure, method=method, url=described, client_request_id=client_request_id
+        )
 
     def _send(
         self,
@@ -435,7 +464,7 @@ class GraphClient:
             if status >= 500:
                 return self.retry.backoff(retries) * self.gate.time_scale
             raise error
-        retry_after = _retry_after(response)
+        retry_after = retry_after_seconds(response)
         wait = (
             min(retry_after, self.retry.retry_after_max)
             if retry_after is not None
@@ -457,18 +486,3 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 def _described(url: str, params: Mapping[str, str | int] | None) -> str:
     """The first request's URL with its query: what errors name and permissions are read from."""
     return str(httpx.URL(url, params=params)) if params else url
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds: Graph sends an integer; an HTTP date is accepted too."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

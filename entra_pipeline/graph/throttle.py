@@ -4,9 +4,11 @@ resource-unit bucket like Graph's, and pacing per label (the sign-in activity li
 
 from __future__ import annotations
 
+import email.utils
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import httpx
 
@@ -96,3 +98,18 @@ class ThrottleGate:
             self._level, self._updated = 0.0, min(self._updated, self._clock())
             self._paused_until = max(self._paused_until, self._clock() + wait)
         return wait
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Retry-After in seconds: Graph sends an integer; an HTTP date is accepted too."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -171,32 +171,14 @@ def plan_partitions(
     if total <= target:
         return Plan((Partition(None, total, advanced),), total, requests)
     try:
-        pending: list[tuple[str | None, str | None, int]] = [(None, None, total)]
+        pending: list[Range] = [(None, None, total)]
         done: list[Partition] = []
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="graph-plan") as pool:
             for round_number in range(1, max_rounds + 1):
-                samples = list(
-                    pool.map(lambda r: sample(client, collection, key, r[0], r[1]), pending)
-                )
-                requests += len(pending)
-                pieces: list[tuple[str | None, str | None]] = []
-                for (low, high, found), keys in zip(pending, samples, strict=True):
-                    # Two thirds of the target a piece: the counts are estimates from a sample.
-                    wanted = max(2, math.ceil(found * 3 / (2 * target)))
-                    bounds: list[str | None] = [low, *cut_points(keys, wanted, low, high), high]
-                    pieces += list(itertools.pairwise(bounds))
-                filters = [range_filter(key, low, high) for low, high in pieces]
-                counts = list(pool.map(lambda f: count(client, collection, f), filters))
-                requests += len(filters)
-                # A piece that is its whole range had no cut point inside: one value, unsplittable.
-                parents = {(low, high) for low, high, _ in pending}
-                pending = []
-                for (low, high), text, found in zip(pieces, filters, counts, strict=True):
-                    splittable = (low, high) not in parents
-                    if found > target and round_number < max_rounds and splittable:
-                        pending.append((low, high, found))
-                    elif found:
-                        done.append(Partition(text, found, advanced))
+                last = round_number == max_rounds
+                pending, split, sent = _split(pool, client, collection, key, pending, target, last)
+                done += split
+                requests += sent
                 if not pending:
                     break
             done += [
@@ -227,6 +209,42 @@ def plan_partitions(
         requests,
     )
     return plan
+
+
+Range = tuple[str | None, str | None, int]  # low and high key, and the objects counted in it
+
+
+def _split(
+    pool: ThreadPoolExecutor,
+    client: GraphClient,
+    collection: Collection,
+    key: str,
+    pending: list[Range],
+    target: int,
+    last: bool,
+) -> tuple[list[Range], list[Partition], int]:
+    """One round of splitting the `pending` ranges at quantiles of a sample of their keys:
+    (the pieces still too large, to split again unless this is the `last` round; the pieces
+    that are partitions; the requests it sent)."""
+    samples = list(pool.map(lambda r: sample(client, collection, key, r[0], r[1]), pending))
+    pieces: list[tuple[str | None, str | None]] = []
+    for (low, high, found), keys in zip(pending, samples, strict=True):
+        # Two thirds of the target a piece: the counts are estimates from a sample.
+        wanted = max(2, math.ceil(found * 3 / (2 * target)))
+        bounds: list[str | None] = [low, *cut_points(keys, wanted, low, high), high]
+        pieces += list(itertools.pairwise(bounds))
+    filters = [range_filter(key, low, high) for low, high in pieces]
+    counts = list(pool.map(lambda f: count(client, collection, f), filters))
+    # A piece that is its whole range had no cut point inside: one value, unsplittable.
+    parents = {(low, high) for low, high, _ in pending}
+    again: list[Range] = []
+    done: list[Partition] = []
+    for (low, high), text, found in zip(pieces, filters, counts, strict=True):
+        if found > target and not last and (low, high) not in parents:
+            again.append((low, high, found))
+        elif found:
+            done.append(Partition(text, found, collection.advanced_query))
+    return again, done, len(pending) + len(filters)
 
 
 def partition_params(collection: Collection, partition: Partition) -> dict[str, str | int]:

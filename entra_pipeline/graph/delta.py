@@ -126,20 +126,8 @@ def read_round(
     round instead (410, syncStateNotFound, resyncRequired)."""
     remember_link(link)
     workdir.mkdir(parents=True, exist_ok=True)
-    changes = NdjsonWriter(workdir / f"{tracked.table}.delta.ndjson")
-    members = (
-        NdjsonWriter(workdir / "group_member_changes.ndjson")
-        if tracked.relationship == "members"
-        else None
-    )
+    round_ = _RoundFiles(tracked, workdir)
     final: dict[str, Any] = {}
-    counts = {"removed": 0, "seq": 0}
-
-    def restart() -> None:  # an expired page token restarts the round from its link
-        changes.restart_listing()
-        if members is not None:
-            members.restart_listing()
-        counts.update(removed=0, seq=0)
 
     def on_page(body: dict[str, Any]) -> None:
         final.clear()
@@ -153,42 +141,70 @@ def read_round(
             link,
             None,
             label=tracked.table,
-            on_restart=restart,
+            on_restart=round_.restart,  # an expired page token restarts the round from its link
             check_row=check_row,
             on_page=on_page,
         )
         for rows in pages:
-            out: list[Row] = []
-            member_rows: list[Row] = []
-            for row in rows:
-                counts["seq"] += 1
-                entry = _change(tracked, row, counts["seq"])
-                if entry.get("_removed"):
-                    counts["removed"] += 1
-                out.append(entry)
-                if members is not None:
-                    member_rows.extend(_member_changes(row, counts["seq"]))
-            changes.write(out)
-            if members is not None:
-                members.write(member_rows)
+            round_.write(rows)
     except GraphRequestError as error:
         if error.status == 410 or (error.code or "").lower() in RESYNC_CODES:
             raise DeltaResyncRequired(tracked.table, error.status, error.code) from error
         raise
     finally:
-        changes.close()
-        if members is not None:
-            members.close()
+        round_.close()
     new_link = remember_link(client.own_link(final.get("link"), tracked.path))
+    members = round_.members
     return DeltaRound(
         table=tracked.table,
-        changes=changes.path,
+        changes=round_.changes.path,
         members=members.path if members is not None else None,
         link=new_link,
-        changed=changes.rows - counts["removed"],
-        removed=counts["removed"],
+        changed=round_.changes.rows - round_.removed,
+        removed=round_.removed,
         member_changes=members.rows if members is not None else 0,
     )
+
+
+class _RoundFiles:
+    """The files one delta round is written to: its changes, numbered in the order Graph gave
+    them, and (groups) its membership changes."""
+
+    def __init__(self, tracked: Tracked, workdir: Path) -> None:
+        self.tracked = tracked
+        self.changes = NdjsonWriter(workdir / f"{tracked.table}.delta.ndjson")
+        self.members = (
+            NdjsonWriter(workdir / "group_member_changes.ndjson")
+            if tracked.relationship == "members"
+            else None
+        )
+        self.removed = self.seq = 0
+
+    def restart(self) -> None:
+        self.changes.restart_listing()
+        if self.members is not None:
+            self.members.restart_listing()
+        self.removed = self.seq = 0
+
+    def write(self, rows: list[Row]) -> None:
+        out: list[Row] = []
+        member_rows: list[Row] = []
+        for row in rows:
+            self.seq += 1
+            entry = _change(self.tracked, row, self.seq)
+            if entry.get("_removed"):
+                self.removed += 1
+            out.append(entry)
+            if self.members is not None:
+                member_rows.extend(_member_changes(row, self.seq))
+        self.changes.write(out)
+        if self.members is not None:
+            self.members.write(member_rows)
+
+    def close(self) -> None:
+        self.changes.close()
+        if self.members is not None:
+            self.members.close()
 
 
 def _change(tracked: Tracked, row: Row, seq: int) -> Row:

@@ -354,34 +354,7 @@ def invite(
             f"CREATE OR REPLACE TEMP VIEW {RECIPIENTS_VIEW} AS "
             f"SELECT {', '.join(RECIPIENT_COLUMNS)} FROM ({query})"
         )
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {NEW_TABLE} AS "
-            "SELECT r.user_id, r.userPrincipalName, r.email, "
-            "coalesce(r.userPrincipalName, '') AS upn_key "
-            f"FROM {RECIPIENTS_VIEW} AS r ANTI JOIN "
-            f"(SELECT user_id FROM {EVENTS_TABLE} WHERE event = 'recorded') AS e USING (user_id)"
-        )
-        note = None if smtp else NOT_CONFIGURED
-        for batch in journal.batches(
-            NEW_TABLE, "user_id, userPrincipalName, email", ("upn_key", "user_id")
-        ):
-            journal.record(
-                [
-                    _event(
-                        "recorded",
-                        tenant,
-                        user_id,
-                        run_id,
-                        now(),
-                        userPrincipalName=upn,
-                        email=email,
-                        note=note,
-                    )
-                    for user_id, upn, email in batch
-                ]
-            )
-            report.recorded += len(batch)
-        journal.flush()
+        report.recorded = _record_new(journal, run_id, None if smtp else NOT_CONFIGURED, now)
         if smtp is not None:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {QUEUE_TABLE} AS "
@@ -392,6 +365,42 @@ def invite(
             _Delivery(journal, smtp, compose, run_id, now, report).send_queue()
             journal.flush()
         return report
+
+
+def _record_new(
+    journal: Journal, run_id: str, note: str | None, now: Callable[[], datetime]
+) -> int:
+    """A `recorded` event for each recipient never recorded before, by userPrincipalName then
+    id; how many."""
+    journal.con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {NEW_TABLE} AS "
+        "SELECT r.user_id, r.userPrincipalName, r.email, "
+        "coalesce(r.userPrincipalName, '') AS upn_key "
+        f"FROM {RECIPIENTS_VIEW} AS r ANTI JOIN "
+        f"(SELECT user_id FROM {EVENTS_TABLE} WHERE event = 'recorded') AS e USING (user_id)"
+    )
+    recorded = 0
+    for batch in journal.batches(
+        NEW_TABLE, "user_id, userPrincipalName, email", ("upn_key", "user_id")
+    ):
+        journal.record(
+            [
+                _event(
+                    "recorded",
+                    journal.tenant,
+                    user_id,
+                    run_id,
+                    now(),
+                    userPrincipalName=upn,
+                    email=email,
+                    note=note,
+                )
+                for user_id, upn, email in batch
+            ]
+        )
+        recorded += len(batch)
+    journal.flush()
+    return recorded
 
 
 @dataclass

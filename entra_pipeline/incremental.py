@@ -211,22 +211,7 @@ def apply_round(
         [str(changes)],
     )
     columns = ", ".join(f"d.{quoted(c)}" for c in carried)
-    if collection is USERS:
-        extra = (
-            ", CASE WHEN d._manager IS NULL THEN old.manager WHEN d._manager = '' THEN NULL "
-            f"ELSE json_object('@odata.type', {literal(USER_TYPE)}, 'id', d._manager) END "
-            "AS manager"
-        )
-        joins = f"LEFT JOIN {table} AS old ON old.id = d.id"
-    elif collection is DEVICES:
-        assert owners is not None
-        extra = ", o.registeredOwners::JSON AS registeredOwners"
-        joins = (
-            "LEFT JOIN read_json(?, format = 'newline_delimited', columns = "
-            "{'device_id': 'VARCHAR', 'registeredOwners': 'JSON'}) AS o ON o.device_id = d.id"
-        )
-    else:
-        extra, joins = "", ""
+    extra, joins = _references(collection, table, owners)
     params: list[Any] = [tenant_id, extracted_at]
     if collection is DEVICES:
         params.append(str(owners))
@@ -253,6 +238,26 @@ def apply_round(
         )
     [(rows,)] = con.execute(f"SELECT count(*) FROM {table}").fetchall()
     return int(rows), int(removed)
+
+
+def _references(collection: Collection, table: str, owners: Path | None) -> tuple[str, str]:
+    """(The columns, the joins) that carry what a delta row does not: a user's manager as the
+    round says it (kept when unchanged), a device's owners as read again (`owners`, bound as the
+    last parameter)."""
+    if collection is USERS:
+        extra = (
+            ", CASE WHEN d._manager IS NULL THEN old.manager WHEN d._manager = '' THEN NULL "
+            f"ELSE json_object('@odata.type', {literal(USER_TYPE)}, 'id', d._manager) END "
+            "AS manager"
+        )
+        return extra, f"LEFT JOIN {table} AS old ON old.id = d.id"
+    if collection is DEVICES:
+        assert owners is not None
+        return ", o.registeredOwners::JSON AS registeredOwners", (
+            "LEFT JOIN read_json(?, format = 'newline_delimited', columns = "
+            "{'device_id': 'VARCHAR', 'registeredOwners': 'JSON'}) AS o ON o.device_id = d.id"
+        )
+    return "", ""
 
 
 def start_removed_objects(con: duckdb.DuckDBPyConnection) -> None:

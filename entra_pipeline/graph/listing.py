@@ -183,22 +183,35 @@ def extract_partitioned(
             plan.covered,
             plan.total,
         )
-    cancel = cancel or threading.Event()
+    files, rows = _page_partitions(
+        client, collection, plan.partitions, workdir, cancel or threading.Event(), workers
+    )
+    return Extracted(collection.table, files, rows)
+
+
+def _page_partitions(
+    client: GraphClient,
+    collection: Collection,
+    partitions: Sequence[Partition],
+    workdir: Path,
+    cancel: threading.Event,
+    workers: int,
+) -> tuple[tuple[Path, ...], int]:
+    """Page `partitions` of `collection`, `workers` at a time, each into a file of its own:
+    (the files, the rows written)."""
     workdir.mkdir(parents=True, exist_ok=True)
     progress = Progress(client, collection.table)
     written = [0]
     lock = threading.Lock()
     files = [
-        workdir / f"{collection.table}.part{number:03d}.ndjson"
-        for number in range(len(plan.partitions))
+        workdir / f"{collection.table}.part{number:03d}.ndjson" for number in range(len(partitions))
     ]
 
     def page_partition(number: int) -> None:
-        partition = plan.partitions[number]
         writer = NdjsonWriter(files[number])
         try:
             pages = partition_pages(
-                client, collection, partition, writer, cancel, timestamp_check(collection)
+                client, collection, partitions[number], writer, cancel, timestamp_check(collection)
             )
             before = 0
             for rows in pages:
@@ -212,13 +225,9 @@ def extract_partitioned(
         finally:
             writer.close()
 
-    run_all(
-        [functools.partial(page_partition, n) for n in range(len(plan.partitions))],
-        workers,
-        cancel,
-    )
-    logger.info("%s (done, %d partitions)", progress.line(written[0]), len(plan.partitions))
-    return Extracted(collection.table, tuple(files), written[0])
+    run_all([functools.partial(page_partition, n) for n in range(len(partitions))], workers, cancel)
+    logger.info("%s (done, %d partitions)", progress.line(written[0]), len(partitions))
+    return tuple(files), written[0]
 
 
 def partition_pages(

@@ -88,22 +88,8 @@ def plan_group_members(
     typed = 0
     for member_type in MEMBER_TYPES:
         listing = group_member_listing(group_id, member_type)
-        try:
-            if listing.partition_key is None:
-                found = count(client, listing, None)
-                plan = Plan((Partition(None, found, advanced=True),), found, 1)
-            else:
-                plan = plan_partitions(
-                    client,
-                    listing,
-                    listing.partition_key,
-                    target=target,
-                    workers=workers,
-                    nullable=listing.partition_nullable,
-                )
-        except GraphRequestError as refused:
-            if refused.status != 400:
-                raise
+        plan = _plan_type(client, listing, target=target, workers=workers)
+        if plan is None:
             continue
         if shortfall(plan):
             logger.warning(
@@ -134,6 +120,29 @@ def plan_group_members(
         len(ranges),
     )
     return ranges
+
+
+def _plan_type(
+    client: GraphClient, listing: Collection, *, target: int, workers: int
+) -> Plan | None:
+    """The ranges of a group's members of one type (a cast listing); None when Graph refuses
+    the cast (400: a Microsoft 365 group cannot hold groups), which has no members then."""
+    try:
+        if listing.partition_key is None:
+            found = count(client, listing, None)
+            return Plan((Partition(None, found, advanced=True),), found, 1)
+        return plan_partitions(
+            client,
+            listing,
+            listing.partition_key,
+            target=target,
+            workers=workers,
+            nullable=listing.partition_nullable,
+        )
+    except GraphRequestError as refused:
+        if refused.status != 400:
+            raise
+        return None
 
 
 def extract_group_members(

@@ -9,6 +9,7 @@ import argparse
 import importlib.metadata
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def count(text: str) -> int:
@@ -53,18 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_emulator_arguments(emulator)
 
-    demo = commands.add_parser(
-        "demo", help="start the emulator with a synthetic tenant and run the full sync against it"
-    )
-    demo.add_argument("--users", type=count, default=500, help="synthetic users (default 500)")
-    demo.add_argument("--devices", type=count, default=800, help="synthetic devices (default 800)")
-    demo.add_argument(
-        "--db",
-        type=duckdb_file,
-        default="data/demo.duckdb",
-        help="DuckDB file to publish to (default data/demo.duckdb)",
-    )
-    demo.add_argument("--seed", type=int, default=42, help="tenant seed (default 42)")
+    _add_demo(commands)
 
     sync = commands.add_parser(
         "sync", help="run entra_id_sync once, in this process (incremental unless --full)"
@@ -95,6 +85,21 @@ def _build_parser() -> argparse.ArgumentParser:
         help="connector YAML (default: $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml)",
     )
     return parser
+
+
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="start the emulator with a synthetic tenant and run the full sync against it"
+    )
+    demo.add_argument("--users", type=count, default=500, help="synthetic users (default 500)")
+    demo.add_argument("--devices", type=count, default=800, help="synthetic devices (default 800)")
+    demo.add_argument(
+        "--db",
+        type=duckdb_file,
+        default="data/demo.duckdb",
+        help="DuckDB file to publish to (default data/demo.duckdb)",
+    )
+    demo.add_argument("--seed", type=int, default=42, help="tenant seed (default 42)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from entra_pipeline.graph.collections import (
     SIGN_IN_ACTIVITY,
     SUBSCRIBED_SKUS,
     USERS,
+    Collection,
 )
 from entra_pipeline.graph.errors import GraphError, GraphPermissionError, GraphPremiumRequiredError
 from entra_pipeline.graph.group_members import extract_group_members
@@ -139,20 +140,10 @@ def extract_all(
     every = {c.table for c in (*listings, SIGN_IN_ACTIVITY, GROUP_MEMBERS)}
     chosen = every if tables is None else tables
     reads: dict[str, Read] = {}
-    for c in listings:
-        if c.table not in chosen:
-            continue
-        if delta_links is not None and c.table in delta_links:
-            link = delta_links[c.table]
-            reads[c.table] = functools.partial(
-                lambda c, link, cancel: extract_tracked(client, c, workdir, link, cancel=cancel),
-                c,
-                link,
-            )
-        else:
-            reads[c.table] = functools.partial(
-                lambda c, cancel: extract_partitioned(client, c, workdir, cancel=cancel), c
-            )
+    for c in (c for c in listings if c.table in chosen):
+        tracked = delta_links is not None and c.table in delta_links
+        link = delta_links.get(c.table) if delta_links is not None else None
+        reads[c.table] = _listing(client, c, workdir, tracked, link)
     if sign_in_activity and SIGN_IN_ACTIVITY.table in chosen:
 
         def sign_in(cancel: threading.Event) -> Extracted:
@@ -171,6 +162,15 @@ def extract_all(
             client, group_ids, workdir, max_workers=max_workers, cancel=cancel
         )
     return read_concurrently(client, reads, soft={SIGN_IN_ACTIVITY.table}, max_workers=max_workers)
+
+
+def _listing(
+    client: GraphClient, collection: Collection, workdir: Path, tracked: bool, link: str | None
+) -> Read:
+    """A listing's read: by delta (its round, or in full taking a link first) or plain."""
+    if tracked:
+        return lambda cancel: extract_tracked(client, collection, workdir, link, cancel=cancel)
+    return lambda cancel: extract_partitioned(client, collection, workdir, cancel=cancel)
 
 
 def collection_report(

@@ -185,3 +185,25 @@ def test_no_circle_of_files_type_only_imports_included() -> None:
 
 def test_a_circle_of_three_files_is_found() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_module_over_500_lines_and_no_function_over_60_outside_the_emulator() -> None:
+    """A module a newcomer reads top to bottom, functions that fit a screen (the emulator,
+    Microsoft's side of the wire, is held to Graph's behaviour instead)."""
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if top(module_name(path)) == "emulator":
+            continue
+        text = path.read_text(encoding="utf-8")
+        if (lines := text.count("\n")) > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(PACKAGE)}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    assert too_long == []

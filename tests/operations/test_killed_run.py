@@ -28,7 +28,7 @@ SYNC = textwrap.dedent(
     import dagster as dg
     from entra_pipeline.definitions import build_definitions
     from entra_pipeline.names import CONNECTOR_JOB
-    from entra_pipeline.settings import load_settings
+    from entra_pipeline.config_file import load_settings
 
     config = sys.argv[1]
     definitions = build_definitions(load_settings(config), config)

@@ -27,7 +27,7 @@ from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import Collection
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.sync.units import land_units, read_units
-from tests.graph.graph_fixtures import FAST_RETRY, provider_for
+from tests.graph.graph_fixtures import client_for
 
 EXTRACTED_AT = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 # A collection the connector does not read: every group's id and name, for a report of groups.
@@ -60,13 +60,9 @@ def test_a_new_collection_is_read_and_landed_by_one_listing_unit(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     units = (*UNITS, Listing(GROUP_NAMES, "group names"))
-    tokens = provider_for(emulator)
-    with GraphClient(
-        emulator.graph_url, tokens, ca_bundle=emulator.ca_bundle, retry=FAST_RETRY
-    ) as client:
+    with client_for(emulator) as client:
         run = _run(client, tmp_path / "work", {"group_names", "users"}, emulator.tenant_id)
         reports = read_units(client, run, asked_units(run, units))
-    tokens.close()
     assert list(reports) == ["users", "group_names"]  # the units asked for, nothing else
     assert reports["group_names"].status == "ok"
     assert reports["group_names"].requests == reports["group_names"].pages == 1

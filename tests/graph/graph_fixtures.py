@@ -5,11 +5,13 @@ Retries sleep through a recorder (the delays are asserted, never waited), so fau
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.graph.auth import TokenProvider
-from entra_pipeline.graph.client import RetryPolicy
+from entra_pipeline.graph.client import GraphClient, RetryPolicy
 
 # Tiny backoff: a retried request waits at most a few milliseconds.
 FAST_RETRY = RetryPolicy(max_retries=4, backoff_base=0.001, backoff_max=0.004, max_restarts=2)
@@ -44,3 +46,14 @@ def token_requests(emu: Emulator) -> int:
 
 def graph_requests(emu: Emulator) -> list[Any]:
     return [r for r in emu.requests if r.path.startswith("/v1.0/")]
+
+
+@contextlib.contextmanager
+def client_for(emu: Emulator) -> Iterator[GraphClient]:
+    """A GraphClient on `emu` with the fast retry policy, its token provider closed after."""
+    tokens = provider_for(emu)
+    try:
+        with GraphClient(emu.graph_url, tokens, ca_bundle=emu.ca_bundle, retry=FAST_RETRY) as graph:
+            yield graph
+    finally:
+        tokens.close()

@@ -20,7 +20,7 @@ from entra_pipeline.graph.collections import DEVICES, USERS
 from entra_pipeline.graph.group_members import extract_group_members
 from entra_pipeline.graph.listing import extract_collection, extract_partitioned
 from entra_pipeline.graph.partitions import plan_partitions, range_filter, shortfall
-from tests.graph.graph_fixtures import FAST_RETRY, provider_for
+from tests.graph.graph_fixtures import client_for
 
 # Every kind of first character a UPN or a device name starts with: digits, _, ', -, #EXT#
 # guests, upper and lower case, non-ASCII, and names that equal a cut point exactly.
@@ -102,12 +102,8 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def client(emulator: Emulator) -> Iterator[GraphClient]:
-    tokens = provider_for(emulator)
-    with GraphClient(
-        emulator.graph_url, tokens, ca_bundle=emulator.ca_bundle, retry=FAST_RETRY
-    ) as graph:
+    with client_for(emulator) as graph:
         yield graph
-    tokens.close()
 
 
 def _rows(files: tuple[Path, ...]) -> dict[str, dict]:
@@ -272,19 +268,15 @@ def _range_requests(emu: Emulator) -> list[str]:
 def test_large_groups_by_member_type_and_range_land_exactly_their_members(
     member_emulator: Emulator, tmp_path: Path
 ) -> None:
-    tokens = provider_for(member_emulator)
     groups = [EVERYONE, TEAM, THREE]
     expected = _expected_members(member_emulator, groups)
     assert len(expected) == 2 * MEMBERS_SIZE + 1 + 1_100 + 3
-    with GraphClient(
-        member_emulator.graph_url, tokens, ca_bundle=member_emulator.ca_bundle, retry=FAST_RETRY
-    ) as client:
+    with client_for(member_emulator) as client:
         one_chain = extract_group_members(client, groups, tmp_path / "chain", target=10**6)
         assert _range_requests(member_emulator) == []
         partitioned = extract_group_members(
             client, groups, tmp_path / "parts", target=150, workers=4
         )
-    tokens.close()
     assert _member_rows(one_chain.files) == expected
     assert _member_rows(partitioned.files) == expected
     ranges = _range_requests(member_emulator)
@@ -308,13 +300,9 @@ def test_a_large_group_with_a_member_type_it_cannot_cast_to_is_one_chain(
     """When the types the pipeline casts to do not add up to the group's count (a contact or a
     service principal is a member), the group is listed whole, as one chain."""
     monkeypatch.setattr(group_members, "MEMBER_TYPES", {"user": USERS, "device": DEVICES})
-    tokens = provider_for(member_emulator)
-    with GraphClient(
-        member_emulator.graph_url, tokens, ca_bundle=member_emulator.ca_bundle, retry=FAST_RETRY
-    ) as client:
+    with client_for(member_emulator) as client:
         ranges = group_members.plan_group_members(client, EVERYONE, target=150)
         landed = extract_group_members(client, [EVERYONE], tmp_path, target=150)
-    tokens.close()
     assert [(r.member_type, r.partition.filter, r.partition.count) for r in ranges] == [
         (None, None, 2 * MEMBERS_SIZE + 1)
     ]

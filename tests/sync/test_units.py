@@ -18,7 +18,7 @@ from entra_pipeline.graph.collections import GROUPS, USERS, Collection
 from entra_pipeline.graph.errors import GraphRequestError
 from entra_pipeline.graph.listing import Cancelled, Extracted
 from entra_pipeline.sync.units import Reports, read_units
-from tests.graph.graph_fixtures import FAST_RETRY, provider_for
+from tests.graph.graph_fixtures import client_for
 
 
 @dataclass
@@ -90,12 +90,8 @@ MEMBERS = Collection(
 
 @pytest.fixture
 def client(emulator: Emulator) -> Iterator[GraphClient]:
-    tokens = provider_for(emulator)
-    with GraphClient(
-        emulator.graph_url, tokens, ca_bundle=emulator.ca_bundle, retry=FAST_RETRY
-    ) as graph:
+    with client_for(emulator) as graph:
         yield graph
-    tokens.close()
 
 
 def test_a_unit_waits_for_the_one_it_needs_and_no_other(client: GraphClient) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,46 @@ def load_settings(
         raise ConfigError(f"{file}: not valid YAML: {error}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{file}: expected a mapping of keys at the top level")
-    return parse_settings(document, env=env, source=str(file))
+    if env is not None:
+        return parse_settings(document, env=env, source=str(file))
+    # Read from the process's environment: once per process while nothing it reads changed.
+    key = _cache_key(file, text)
+    with _PARSED_LOCK:
+        cached = _PARSED.get(key)
+        if cached is not None and cached[1] == _stats(cached[0]):
+            return cached[0]
+    settings = parse_settings(document, env=env, source=str(file))
+    with _PARSED_LOCK:
+        _PARSED[key] = (settings, _stats(settings))
+    return settings
+
+
+# The settings of a config read from os.environ, by (file, its text, the environment variables it
+# names): the code location's read and each run's (its connector resource) are one parse in a run
+# process. A certificate file the settings loaded that changed since (a rotation) parses again.
+_PARSED: dict[tuple[Any, ...], tuple[ConnectorSettings, tuple[Any, ...]]] = {}
+_PARSED_LOCK = threading.Lock()
+
+
+def _cache_key(file: Path, text: str) -> tuple[Any, ...]:
+    names = sorted(set(ENV_RE.findall(text)))
+    return (str(file.resolve()), text, tuple((name, os.environ.get(name)) for name in names))
+
+
+def _stats(settings: ConnectorSettings) -> tuple[Any, ...]:
+    """What the settings read from files other than the config: the certificate's."""
+    certificate = settings.client_certificate
+    if certificate is None:
+        return ()
+    paths = (certificate.private_key_path, certificate.certificate_path, certificate.pfx_path)
+    stats = []
+    for path in paths:
+        try:
+            found = Path(path).stat() if path else None
+        except OSError:
+            found = None
+        stats.append((found.st_mtime_ns, found.st_size, found.st_ino) if found else None)
+    return tuple(stats)
 
 
 def configured_duckdb_path(path: str | os.PathLike[str] | None = None) -> str | None:

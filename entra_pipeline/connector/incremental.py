@@ -21,6 +21,7 @@ from entra_pipeline.incremental import USER_TYPE, full_reason, plan_links, read_
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS
 from entra_pipeline.warehouse.sql import literal, quoted, table_exists
+from entra_pipeline.warehouse.statements import statement
 
 
 @dataclass(frozen=True)
@@ -126,22 +127,11 @@ def refresh_references(
     listed comes in the next delta round). Returns (users, devices) updated."""
     if users_listed and devices_listed:
         return 0, 0
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE touched_users AS "
-        "SELECT coalesce(n.id, b.id) AS id FROM raw.users AS n FULL JOIN upns_before AS b "
-        "ON n.id = b.id WHERE n.userPrincipalName IS DISTINCT FROM b.userPrincipalName"
-    )
+    con.execute(statement("touched_users"))
     managers = 0 if users_listed else _refresh_managers(con)
     if devices_listed or not table_exists(con, "raw.devices"):
         return managers, 0
-    # A join on the unnested owner ids: list_has_any against the list of touched users was
-    # devices x users (a first round touches every user: hours of CPU at 1M / 2M).
-    affected = con.execute(
-        "SELECT d.id, d.registeredOwners FROM raw.devices AS d WHERE d.id IN ("
-        "SELECT o.id FROM (SELECT id, unnest(CAST(json_extract_string(registeredOwners, "
-        "'$[*].id') AS VARCHAR[])) AS owner FROM raw.devices) AS o "
-        "JOIN touched_users AS t ON t.id = o.owner)"
-    ).fetchall()
+    affected = con.execute(statement("devices_with_touched_owners")).fetchall()
     if not affected:
         return managers, 0
     wanted = sorted({o["id"] for _, owners in affected for o in json.loads(owners) or []})
@@ -177,14 +167,7 @@ def refresh_references(
 
 
 def _refresh_managers(con: duckdb.DuckDBPyConnection) -> int:
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE manager_fix AS "
-        "SELECT u.id, CASE WHEN m.id IS NULL THEN NULL ELSE json_object('@odata.type', "
-        f"{literal(USER_TYPE)}, 'id', m.id, 'userPrincipalName', m.userPrincipalName) END "
-        "AS manager FROM raw.users AS u LEFT JOIN raw.users AS m ON m.id = (u.manager ->> 'id') "
-        "WHERE u.manager IS NOT NULL AND ((u.manager ->> 'id') IN (SELECT id FROM touched_users) "
-        "OR (u.manager ->> 'userPrincipalName') IS NULL)"
-    )
+    con.execute(statement("manager_fix", user_type=USER_TYPE))
     con.execute(
         "UPDATE raw.users AS u SET manager = f.manager FROM manager_fix AS f "
         "WHERE u.id = f.id AND u.manager IS DISTINCT FROM f.manager"

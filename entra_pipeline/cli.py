@@ -23,6 +23,16 @@ def count(text: str) -> int:
     return value
 
 
+def config_file(text: str) -> str:
+    """A connector config (a YAML file, or a folder of them): `--config ''` is no path at all."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty: give the connector YAML (or a folder of them), or leave --config out to "
+            "use $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml"
+        )
+    return text
+
+
 def duckdb_file(text: str) -> str:
     """A DuckDB file to publish to: new, or a DuckDB database; never a folder or another file."""
     from entra_pipeline.settings import is_duckdb_file
@@ -61,6 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument(
         "--config",
+        type=config_file,
         default=None,
         help="connector YAML (default: $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml)",
     )
@@ -81,6 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--config",
+        type=config_file,
         default=None,
         help="connector YAML (default: $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml)",
     )

@@ -32,7 +32,21 @@ NOT_INTERPOLATED = {("user_source", "templates")}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key written twice in one mapping (the last would win)."""
+    """YAML's safe loader for a config: a key written twice in one mapping is refused (the last
+    would win); so are aliases (a few nested ones expand to billions of nodes: "billion
+    laughs"); and `02:00` is text, not YAML 1.1's sexagesimal number 120."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"an alias (*{event.anchor}) is not allowed in a connector config: write the "
+                "value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -50,10 +64,36 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode)
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
 )
+# YAML 1.1's numbers without the base-60 forms (`1:30` is 90 there): integers and floats as
+# YAML 1.2 reads them. The resolvers are per class: the safe loader itself is left as it is.
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in _NUMBERS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """The config file to read: the argument, else $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml."""
+    """The config file to read: the argument, else $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml.
+    An empty argument (`--config ''`) is a ConfigError, not the default."""
+    if path is not None and not str(path):
+        raise ConfigError(
+            "the connector config path is empty: give the YAML file (--config connector.yaml), "
+            f"or leave it out to use ${CONFIG_ENV_VAR} or ./{DEFAULT_CONFIG_FILE}"
+        )
     return Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_FILE)
 
 

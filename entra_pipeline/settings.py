@@ -7,6 +7,7 @@ echo a secret.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import re
 import ssl
@@ -102,9 +103,8 @@ class ScheduleOptions(_Strict):
     @field_validator("start_time", mode="before")
     @classmethod
     def _time_of_day(cls, value: Any) -> str:
-        # YAML reads an unquoted 02:00 as the sexagesimal integer 120.
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = f"{value // 60:02d}:{value % 60:02d}"
+        # The config's YAML reads 02:00 as text (config_file.py has no sexagesimal numbers), so a
+        # number here was written as one: `start_time: 2` is not "00:02".
         if not isinstance(value, str) or not TIME_RE.match(value):
             raise ValueError('must be a time of day HH:MM (24-hour clock), e.g. "02:00"')
         return value
@@ -141,6 +141,18 @@ class SmtpSettings(_Strict):
     password: SecretStr | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+    @field_validator("from_address")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        _, address = email.utils.parseaddr(value)
+        local, _, domain = address.rpartition("@")
+        if not local or "." not in domain or any(c.isspace() for c in address):
+            raise ValueError(
+                f"{value!r} is not an e-mail address; give the sender as "
+                'user@example.com or "Name <user@example.com>"'
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> SmtpSettings:
@@ -189,6 +201,12 @@ class UserSourceOptions(_Strict):
     def _templates_use_known_variables(self) -> UserSourceOptions:
         known = set(BUILTIN_TEMPLATE_VARIABLES) | set(self.custom_attributes)
         for name, text in self.templates.items():
+            unclosed = TEMPLATE_VAR_RE.sub("", text).find("${")
+            if unclosed != -1:
+                raise ValueError(
+                    f"template {name!r} opens a variable with ${{ that is never closed "
+                    f"({TEMPLATE_VAR_RE.sub('', text)[unclosed:][:30]!r}): write ${{name}}"
+                )
             for variable in TEMPLATE_VAR_RE.findall(text):
                 if variable not in known:
                     raise ValueError(

@@ -49,3 +49,14 @@ def test_version_names_the_installed_package(capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().out.strip() == (
         f"entra-pipeline {importlib.metadata.version('entra-pipeline')}"
     )
+
+
+@pytest.mark.parametrize("command", ["check", "sync"])
+def test_an_empty_config_path_is_refused_not_read_as_the_default(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    assert usage_error(capsys, command, "--config", "") == (
+        f"entra-pipeline {command}: error: argument --config: is empty: give the connector YAML "
+        "(or a folder of them), or leave --config out to use $ENTRA_CONNECTOR_CONFIG, else "
+        "./connector.yaml"
+    )

@@ -276,3 +276,66 @@ def test_files_that_are_not_one_utf8_yaml_mapping_are_clear(
         load_settings(path, env=ENV)
     assert expected in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+def _load(tmp_path: Path, text: str) -> str:
+    """The ConfigError message of loading `text` (after the credentials) as a config file."""
+    config = tmp_path / "connector.yaml"
+    config.write_text(f"tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret: x\n{text}")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("written", ["2", "120", "1:30:00"])
+def test_a_number_for_start_time_is_refused_not_read_as_minutes(
+    tmp_path: Path, written: str
+) -> None:
+    # YAML 1.1 reads 2 as 2 and 1:30:00 as 5400: neither is a time of day the user meant.
+    message = _load(tmp_path, f"schedule:\n  start_time: {written}\n")
+    assert 'schedule.start_time: must be a time of day HH:MM (24-hour clock), e.g. "02:00"' in (
+        message
+    )
+
+
+def test_numbers_read_as_yaml_1_2_reads_them(tmp_path: Path) -> None:
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        f"tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret: x\n"
+        "devices:\n  stale_threshold_days: 1_0\nusers:\n  stale_threshold_days: 0x10\n"
+        "schedule:\n  start_time: 23:59\n"
+    )
+    settings = load_settings(config, env={})
+    assert settings.devices.stale_threshold_days == 10
+    assert settings.users.stale_threshold_days == 16
+    assert settings.schedule.start_time == "23:59"
+
+
+def test_a_yaml_alias_is_refused_before_it_expands(tmp_path: Path) -> None:
+    # "Billion laughs": nine levels of ten aliases, a few hundred bytes that expand to 10**9.
+    levels = ['a0: &a0 ["lol"]'] + [
+        f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 10)
+    ]
+    message = _load(tmp_path, "\n".join(levels) + "\n")
+    assert "not valid YAML: an alias (*a0) is not allowed in a connector config" in message
+
+
+def test_a_template_without_its_closing_brace_is_refused(tmp_path: Path) -> None:
+    message = _error(_config(user_source={"templates": {"welcome": "Hello ${userUPN, welcome"}}))
+    assert (
+        "template 'welcome' opens a variable with ${ that is never closed "
+        "('${userUPN, welcome'): write ${name}"
+    ) in message
+
+
+@pytest.mark.parametrize("sender", ["not an address", "user@", "@example.com", "a b@example.com"])
+def test_the_smtp_sender_must_be_an_address(sender: str) -> None:
+    message = _error(_config(user_source={"smtp": {"host": "smtp.example.com", "from": sender}}))
+    assert f"user_source.smtp.from: {sender!r} is not an e-mail address" in message
+
+
+def test_the_smtp_sender_may_carry_a_name() -> None:
+    smtp = {"host": "smtp.example.com", "from": "IT Desk <it@example.com>"}
+    settings = parse_settings(_config(user_source={"smtp": smtp}), env=ENV)
+    assert settings.user_source.smtp is not None
+    assert settings.user_source.smtp.from_address == "IT Desk <it@example.com>"

@@ -11,6 +11,7 @@ import shlex
 import signal
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from entra_pipeline.emulator.churn import churn
 from entra_pipeline.emulator.costs import CostModel
 from entra_pipeline.emulator.faults import Faults
 from entra_pipeline.emulator.file_tenant import FileTenant
+from entra_pipeline.emulator.handlers import ALL_PERMISSIONS
 from entra_pipeline.emulator.server import Emulator, EmulatorConfig
 
 # The repo's connector config for the emulator (absent from an installed wheel).
@@ -64,6 +66,68 @@ def fault_spec(text: str) -> tuple[str, Any]:
     return keyword, value
 
 
+def _ranged(kind: type, low: float, high: float | None, what: str) -> Any:
+    """An argparse type: a `kind` number from `low` to `high` (inclusive; None: no bound)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: {what} {bounds}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a share of the tenant, more than 0 and at most 1 (0.01: 1 %)"
+        )
+    return value
+
+
+def _client_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a GUID: an app (client) id looks like "
+            "11111111-2222-3333-4444-555555555555"
+        ) from None
+
+
+def _client_secret(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("is empty: leave it out for a random secret")
+    return text
+
+
+def _permissions(text: str) -> set[str]:
+    granted = {p.strip() for p in text.split(",") if p.strip()}
+    unknown = sorted(granted - ALL_PERMISSIONS)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown permission {', '.join(unknown)}; the emulator knows "
+            + ", ".join(sorted(ALL_PERMISSIONS))
+        )
+    return granted
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `emulator` subcommand's options."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -77,9 +141,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
-    parser.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
-    parser.add_argument("--users", type=int, default=500, help="synthetic users (default 500)")
-    parser.add_argument("--devices", type=int, default=800, help="synthetic devices (default 800)")
+    parser.add_argument(
+        "--port",
+        type=_ranged(int, 0, 65535, "a port"),
+        default=0,
+        help="port (default 0: a free port)",
+    )
+    parser.add_argument(
+        "--users",
+        type=_ranged(int, 0, None, "a number of users"),
+        default=500,
+        help="synthetic users (default 500)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=_ranged(int, 0, None, "a number of devices"),
+        default=800,
+        help="synthetic devices (default 800)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="synthetic tenant seed (default 42)")
     parser.add_argument(
         "--now",
@@ -104,16 +183,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--permissions",
+        type=_permissions,
         default=None,
         help="comma-separated application permissions granted (default: all reads)",
     )
-    parser.add_argument("--client-id", default=None, help="app (client) id to accept")
     parser.add_argument(
-        "--client-secret", default=None, help="client secret to accept (default: a random one)"
+        "--client-id", type=_client_id, default=None, help="app (client) id to accept"
+    )
+    parser.add_argument(
+        "--client-secret",
+        type=_client_secret,
+        default=None,
+        help="client secret to accept (default: a random one)",
     )
     parser.add_argument(
         "--cost-model",
-        type=float,
+        type=_positive,
         default=None,
         metavar="TIME_SCALE",
         help="answer with real Graph's latency and resource-unit throttling, Graph time running "
@@ -121,7 +206,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--churn",
-        type=float,
+        type=_fraction,
         default=None,
         metavar="FRACTION",
         help="on SIGUSR1, change FRACTION (e.g. 0.01) of the users and devices as a working day "
@@ -153,11 +238,7 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
     now = dt.datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else None
     if now is not None and now.tzinfo is None:
         now = now.replace(tzinfo=dt.UTC)
-    permissions = (
-        {p.strip() for p in args.permissions.split(",") if p.strip()}
-        if args.permissions is not None
-        else None
-    )
+    permissions = args.permissions
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.workers > 1:
@@ -206,7 +287,11 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    emulator = Emulator(config)
+    try:
+        emulator = Emulator(config)
+    except OSError as error:
+        print(f"entra-pipeline emulator: {error.strerror or error}", file=sys.stderr)
+        return 2
     nights = [0]
 
     def night(*_: object) -> None:  # a signal handler: runs on the main thread, between waits

@@ -78,8 +78,20 @@ class FileTenant(Tenant):
 
     @classmethod
     def from_file(cls, path: str | Path) -> FileTenant:
-        """Load a tenant from a JSON file (see the class docstring for its shape)."""
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Load a tenant from a JSON file (see the class docstring for its shape); ValueError
+        naming the file when it is not JSON or not a JSON object."""
+        try:
+            document = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"tenant file {str(path)!r} is not valid JSON: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ValueError(f"tenant file {str(path)!r} is not UTF-8 text: {error}") from None
+        if not isinstance(document, dict):
+            raise ValueError(
+                f"tenant file {str(path)!r} holds a JSON {type(document).__name__}; it must be "
+                'an object: {"users": [...], "devices": [...], "groups": [...]}'
+            )
+        return cls(document)
 
     def _resolve(self, ref: Any, kind: str | None, field: str) -> tuple[str, int]:
         ref_id = str(ref["id"] if isinstance(ref, Mapping) else ref).lower()

@@ -213,9 +213,16 @@ class Emulator:
         )
         self.ca_bundle = str(certs.ca_bundle)
         self._cert_dir = cert_dir
-        self._server = _Server(
-            (config.host, config.port), server_context(certs), reuse_port=config.workers > 1
-        )
+        try:
+            self._server = _Server(
+                (config.host, config.port), server_context(certs), reuse_port=config.workers > 1
+            )
+        except OSError as error:
+            if self._own_cert_dir:  # the server's key is in there: nothing of it stays behind
+                shutil.rmtree(cert_dir, ignore_errors=True)
+            raise OSError(
+                error.errno, f"cannot listen on {config.host}:{config.port}: {error.strerror}"
+            ) from error
         if self.costs is not None:
             # A benchmark's clients page dozens of chains at once from one emulator process on
             # the same cores: waiting for CPU is not a reason to hang up on them.

@@ -6,13 +6,18 @@ import json
 import os
 import shlex
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
 import msal
+import pytest
+
+from entra_pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -164,3 +169,96 @@ def test_the_readme_flow_emulator_env_then_check_works_as_written(tmp_path: Path
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.splitlines()[0] == "entra-pipeline check: Graph emulator"
     assert exported["ENTRA_CLIENT_SECRET"] not in check.stdout + check.stderr
+
+
+def _usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The last line argparse prints for a refused `entra-pipeline emulator ARGV`."""
+    with pytest.raises(SystemExit) as caught:
+        main(["emulator", *argv])
+    assert caught.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--port", "99999"], "argument --port: '99999' is out of range: a port from 0 to 65535"),
+        (["--port", "-1"], "argument --port: '-1' is out of range: a port from 0 to 65535"),
+        (["--users", "-5"], "argument --users: '-5' is out of range: a number of users 0 or more"),
+        (
+            ["--permissions", "User.Read.All,Bogus.Read"],
+            "argument --permissions: unknown permission Bogus.Read; the emulator knows ",
+        ),
+        (
+            ["--client-id", "not-a-guid"],
+            "argument --client-id: 'not-a-guid' is not a GUID: an app (client) id looks like "
+            "11111111-2222-3333-4444-555555555555",
+        ),
+        (
+            ["--client-secret", ""],
+            "argument --client-secret: is empty: leave it out for a random secret",
+        ),
+        (
+            ["--churn", "5"],
+            "argument --churn: '5' is a share of the tenant, more than 0 and at most 1 (0.01: 1 %)",
+        ),
+        (["--cost-model", "-1"], "argument --cost-model: '-1' must be more than 0"),
+    ],
+)
+def test_a_bad_option_is_refused_naming_what_is_allowed(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    assert _usage_error(capsys, *argv).startswith(f"entra-pipeline emulator: error: {said}")
+
+
+@pytest.fixture
+def temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder the emulator's certificates would be written in (TMPDIR)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_a_port_in_use_is_said_plainly_and_leaves_no_key_behind(
+    capsys: pytest.CaptureFixture[str], temp_folder: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["emulator", "--port", str(port)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"entra-pipeline emulator: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert list(temp_folder.iterdir()) == []  # no entra-emulator-* folder with the server key
+
+
+def test_a_host_that_is_no_address_is_said_plainly(
+    capsys: pytest.CaptureFixture[str], temp_folder: Path
+) -> None:
+    assert main(["emulator", "--host", "999.1.1.1"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("entra-pipeline emulator: cannot listen on 999.1.1.1:0: ")
+    assert list(temp_folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[1, 2]", "holds a JSON list; it must be an object"),
+        ("{not json", "is not valid JSON: Expecting property name enclosed in double quotes"),
+    ],
+)
+def test_a_tenant_file_that_is_not_a_json_object_is_named(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, said: str
+) -> None:
+    tenant = tmp_path / "tenant.json"
+    tenant.write_text(text)
+    assert main(["emulator", "--tenant-file", str(tenant)]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(f"entra-pipeline emulator: tenant file {str(tenant)!r} {said}")
+    )

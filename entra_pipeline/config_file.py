@@ -205,6 +205,7 @@ def parse_settings(
     smtp = settings.user_source.smtp
     if smtp and smtp.password:
         register_secret(smtp.password.get_secret_value())
+    _refuse_secrets_where_they_land(settings, source)
     if secret_literal:
         log.warning(
             "%s: client_secret is written in the file; prefer client_secret: "
@@ -212,6 +213,27 @@ def parse_settings(
             source,
         )
     return settings
+
+
+# Values written into tables, file names and Dagster's tags as they are: a secret must not be one.
+_LANDS_AS_IS = {
+    "connector_name": lambda s: s.connector_name,
+    "user_source.name": lambda s: s.user_source.name,
+    "duckdb_path": lambda s: s.duckdb_path,
+}
+
+
+def _refuse_secrets_where_they_land(settings: ConnectorSettings, source: str) -> None:
+    """A value that holds a known secret (a client secret, a password, a variable named like
+    one) is refused in a key whose value is written into tables, paths or tags unmasked."""
+    for key, value_of in _LANDS_AS_IS.items():
+        value = value_of(settings)
+        if redact(value) != value:
+            raise ConfigError(
+                f"{source}: invalid connector configuration:\n  {key}: holds the value of a "
+                "secret (a client secret, a password, or a variable named like one); it is "
+                "written into tables and logs as it is, so give it a plain name"
+            )
 
 
 def _register_secret_values(value: Any, key: str = "") -> None:

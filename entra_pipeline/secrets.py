@@ -7,6 +7,7 @@ process, and `RedactingFilter` does the same for every log record.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 _lock = threading.Lock()
@@ -21,13 +22,20 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
+# The password of a URI's user info (scheme://user:password@host): masked wherever it shows up,
+# registered or not.
+URI_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^/@\s]+@")
+
+
 def redact(text: str) -> str:
-    """Return `text` with every registered secret replaced by a mask."""
+    """Return `text` with every registered secret, and every URI's password, replaced by a mask."""
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    if "://" in text:
+        text = URI_PASSWORD.sub(rf"\g<1>{MASK}@", text)
     return text
 
 

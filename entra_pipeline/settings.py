@@ -27,7 +27,7 @@ from pydantic import (
 
 from entra_pipeline.credentials import CertificateCredential, load_certificate_credential
 from entra_pipeline.errors import PipelineError
-from entra_pipeline.secrets import register_secret
+from entra_pipeline.secrets import URI_PASSWORD, register_secret
 from entra_pipeline.vocabulary import JOIN_TYPE_OPTIONS, is_guid
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class WarehouseOptions(_Strict):
     def _catalog(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if re.search(r"(?:^|\s|:)password\s*=", value, re.IGNORECASE):
+        if re.search(r"(?:^|\s|:)password\s*=", value, re.IGNORECASE) or URI_PASSWORD.search(value):
             raise ValueError(
                 "must not hold the password: set PGPASSWORD in the environment, or point "
                 "PGPASSFILE at a .pgpass file (PostgreSQL's own ways; the catalog string is "

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from entra_pipeline.config_file import load_settings, parse_settings
+from entra_pipeline.secrets import redact
 from entra_pipeline.settings import ConfigError
 
 TENANT = "8f0c1a52-3c1e-4d7a-9a57-2f1f8f9b0c11"
@@ -339,3 +340,30 @@ def test_the_smtp_sender_may_carry_a_name() -> None:
     settings = parse_settings(_config(user_source={"smtp": smtp}), env=ENV)
     assert settings.user_source.smtp is not None
     assert settings.user_source.smtp.from_address == "IT Desk <it@example.com>"
+
+
+@pytest.mark.parametrize("key", ["connector_name", "duckdb_path"])
+def test_a_secret_is_refused_where_it_would_be_written_as_it_is(key: str) -> None:
+    env = {**ENV, "TENANT_API_TOKEN": "tok-3f9a8c7e-value"}  # named like a secret: registered
+    message = _error(_config(**{key: "${TENANT_API_TOKEN}"}), env=env)
+    assert f"{key}: holds the value of a secret" in message
+    assert "tok-3f9a8c7e-value" not in message
+    message = _error(_config(**{key: "${ENTRA_CLIENT_SECRET}"}))
+    assert f"{key}: holds the value of a secret" in message
+
+
+def test_a_lake_catalog_uri_with_a_password_is_refused_and_masked() -> None:
+    catalog = "postgres:postgresql://entra:Hunter2-pg-pass@db.internal/entra"
+    message = _error(
+        _config(warehouse={"backend": "ducklake", "catalog": catalog, "data_path": "/lake"})
+    )
+    assert "warehouse.catalog: must not hold the password" in message
+    assert "Hunter2-pg-pass" not in message
+
+
+def test_a_uri_password_is_masked_wherever_it_shows_up() -> None:
+    assert redact("connect to postgresql://app:S3cr3t!x@db:5432/lake failed") == (
+        "connect to postgresql://app:***@db:5432/lake failed"
+    )
+    # A host with a port and a path is no user info.
+    assert redact("https://127.0.0.1:8443/v1.0/users") == "https://127.0.0.1:8443/v1.0/users"

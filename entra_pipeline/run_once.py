@@ -21,6 +21,7 @@ from entra_pipeline.names import CONNECTOR_JOB, CONNECTORS_PARTITIONS
 from entra_pipeline.run_tags import run_tags
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import ConfigError
+from entra_pipeline.warehouse.failures import root_cause
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -89,8 +90,18 @@ def _run_fleet(args: argparse.Namespace) -> int:
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
-    return [
-        redact(str(event.event_specific_data.error.message).strip())  # type: ignore[union-attr]
-        for event in result.all_events
-        if event.is_step_failure
-    ]
+    """What stopped the run, in its own words: the innermost error behind each failed step (or
+    behind the run's failure, when no step failed), not Dagster's wrapper around it."""
+    causes: list[str] = []
+    for event in result.all_events:
+        if event.is_step_failure or event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            error = getattr(event.event_specific_data, "error", None)
+            if error is not None:
+                causes.append(redact(_without_class(root_cause(error))))
+    return list(dict.fromkeys(causes)) or ["the run failed; Dagster's run log says why"]
+
+
+def _without_class(message: str) -> str:
+    """`package.module.SomeError: what happened` -> `what happened` (the message says it)."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.rsplit(".", 1)[-1].endswith(("Error", "Exception")) else message

@@ -1,0 +1,41 @@
+"""`entra-pipeline sync` ends a failed run with one line that names the root cause, in its own
+words (not Dagster's wrapper around it), and publishes nothing."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from entra_pipeline.emulator import Emulator
+from entra_pipeline.run_once import run_sync
+from tests.operations.operate_fixtures import SECRET_VARIABLE
+
+
+def test_a_wrong_client_secret_is_the_last_line_of_a_failed_sync(
+    emulator: Emulator,
+    config_for: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = config_for(emulator)
+    monkeypatch.setenv(SECRET_VARIABLE, "a-wrong-secret-for-this-test")
+    assert run_sync(argparse.Namespace(config=str(config), full=False)) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(
+        "entra_id_sync (incremental) failed; nothing was published: The token service rejected "
+        f"the client secret of client id {emulator.client_id} in tenant {emulator.tenant_id} "
+        "(AADSTS7000215): check client_secret / ENTRA_CLIENT_SECRET"
+    )
+    assert "a-wrong-secret-for-this-test" not in last
+    assert "Dagster" not in last
+    # Nothing published but the failure's own record.
+    with duckdb.connect(str(config.with_name("entra.duckdb")), read_only=True) as con:
+        found = con.execute("SELECT DISTINCT schema_name FROM duckdb_tables()").fetchall()
+        [(status, error)] = con.execute("SELECT status, error FROM ops.sync_runs").fetchall()
+    assert found == [("ops",)]
+    assert status == "failure"
+    assert "AADSTS7000215" in error

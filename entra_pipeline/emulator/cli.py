@@ -135,8 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"  {name:<18} {help_text}" for name, (_, _, help_text) in _FAULTS.items()
     )
     parser.epilog += (
-        "\n\nexample: entra-pipeline emulator --users 5000 --fault throttle=0.05 "
-        "--fault drop=0.01 > emulator.env &\n         . ./emulator.env"
+        "\n\nexample (emulator.env holds the secret: created owner-only):\n"
+        "  (umask 077; entra-pipeline emulator --users 5000 --fault throttle=0.05 "
+        "--fault drop=0.01 > emulator.env &)\n  . ./emulator.env"
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"

@@ -626,12 +626,17 @@ def test_the_run_log_shows_progress_per_collection_and_what_was_published(
     definitions = build_definitions(settings, str(sync.config_path), connector)
     with dg.DagsterInstance.ephemeral() as instance:
         result = definitions.resolve_job_def(CONNECTOR_JOB).execute_in_process(instance=instance)
-        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+        entries = instance.all_logs(result.run_id)
+        messages = [entry.user_message for entry in entries]
     assert result.success
     for table in ("users", "devices", "groups", "subscribed_skus", "sign_in_activity"):
         assert any(
             m.startswith(f"{table}: ") and "rows/s" in m and m.endswith("(done)") for m in messages
         ), table
+    # Filtering the run log by the step that reads Graph shows its progress lines.
+    progress = [e for e in entries if e.user_message.endswith("(done)")]
+    assert progress
+    assert {e.step_key for e in progress} == {"raw_entra"}
     assert any(m.startswith("devices: ") and "1 throttled" in m for m in messages)
     # The first request for devices takes the latest delta link: the 429 is its answer.
     assert any("GET /v1.0/devices/delta failed (429 TooManyRequests" in m for m in messages)

@@ -117,7 +117,7 @@ def raw_entra(
         # A groups round carries the membership changes: they are applied in the same run.
         asked |= {GROUP_MEMBERS.table, GROUP_FILTERS, EXTRACTION_STATUS}
     with warehouse.scratch_folder("extract-") as workdir:
-        with recorded_graph_client(connector, warehouse) as client:
+        with recorded_graph_client(connector, warehouse, context.log) as client:
             filters = _resolve_group_filters(client, settings) if GROUP_FILTERS in asked else []
             run = RawRun(
                 client=client,

@@ -43,12 +43,14 @@ class RunLogHandler(logging.Handler):
 
 @contextlib.contextmanager
 def recorded_graph_client(
-    connector: ConnectorResource, warehouse: Warehouse
+    connector: ConnectorResource, warehouse: Warehouse, log: Any = None
 ) -> Iterator[GraphClient]:
     """A Graph client whose failures and request counts are recorded in the run's outcome, and
-    whose progress and retries show in the run log."""
+    whose progress and retries show in the run log: under `log`, the reading step's own (so
+    that filtering the run log by the step shows them), else the warehouse's."""
     graph_log = logging.getLogger("entra_pipeline.graph")
-    handler = RunLogHandler(warehouse.run_log) if warehouse.run_log is not None else None
+    run_log = log if log is not None else warehouse.run_log
+    handler = RunLogHandler(run_log) if run_log is not None else None
     level = graph_log.level
     if handler is not None:
         graph_log.addHandler(handler)

@@ -109,7 +109,7 @@ def mdm_directory(
             full_requested=context.run.tags.get(FULL_SYNC_TAG, "").lower() == "true",
         )
     with warehouse.scratch_folder("mdm-extract-") as workdir:
-        with recorded_graph_client(connector, warehouse) as client:
+        with recorded_graph_client(connector, warehouse, context.log) as client:
             run = DirectoryRun(
                 client, workdir, warehouse, settings.tenant_id, warehouse.run.started_at, plan
             )

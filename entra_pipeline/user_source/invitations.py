@@ -51,7 +51,7 @@ def mdm_invitations(
     if not options.auto_invite:
         context.log.info("user_source.auto_invite is false: nobody is invited this run.")
     # The ledger is keyed by the tenant's GUID, however the config names the tenant.
-    with recorded_graph_client(connector, warehouse) as client:
+    with recorded_graph_client(connector, warehouse, context.log) as client:
         tenant = TenantKey(settings.tenant_id, tenant_guid(settings.tenant_id, client))
     with warehouse.transaction(USER_SOURCE_MEMORY_LIMIT) as con:
         report = invite(

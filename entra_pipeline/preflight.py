@@ -16,7 +16,8 @@ from typing import Literal
 import duckdb
 
 from entra_pipeline.config_file import config_path
-from entra_pipeline.connector.mapping import MAPPED_TABLES, MappingInvalid, validated_mapping
+from entra_pipeline.connector.mapping import MAPPED_TABLES, validated_mapping
+from entra_pipeline.connector.mapping_csv import MappingInvalid
 from entra_pipeline.connector.models import connector_models, connector_parameters
 from entra_pipeline.connector.raw import create_empty_raw_layer
 from entra_pipeline.connector.units import UNITS

@@ -21,6 +21,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
 
+from entra_pipeline.connector.mapping_csv import CSV_COLUMNS, MappingInvalid, read_mapping
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.warehouse.docs import (
@@ -36,7 +37,6 @@ from entra_pipeline.warehouse.sql import quoted
 
 ATTRIBUTE_MAPPING = dg.AssetKey(["ops", "attribute_mapping"])
 MAPPING_TABLE = "ops.attribute_mapping"
-CSV_COLUMNS = ("data_type", "source_attribute", "target_attribute", "description")
 
 
 @dataclass(frozen=True)
@@ -89,72 +89,6 @@ def snake_case(name: str) -> str:
     words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
     words = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", words)
     return re.sub(r"[^0-9A-Za-z]+", "_", words).strip("_").lower()
-
-
-class MappingInvalid(PipelineError, ValueError):
-    """The mapping CSV has problems; `problems` lists each one with its row and a suggestion."""
-
-    def __init__(self, path: Path, problems: list[str]) -> None:
-        self.path, self.problems = path, problems
-        listed = "\n".join(f"  - {problem}" for problem in problems)
-        super().__init__(f"mapping {path} is invalid ({len(problems)} problems):\n{listed}")
-
-
-def read_mapping(path: Path) -> pl.DataFrame:
-    """The CSV as a frame of stripped strings ("" as null) with `row`, its line in the file.
-
-    The row number is the line an editor or spreadsheet shows (the header is row 1).
-    """
-    with open(path, encoding="utf-8-sig", newline="") as handle:  # Excel writes a BOM
-        # strict: an unterminated quote is an error, not a cell that swallows the file's rest.
-        reader = csv.reader(handle, strict=True)
-        header = [name.strip() for name in next(reader, [])]
-        problems = header_problems(header)
-        if problems:
-            raise MappingInvalid(path, problems)
-        records = []
-        for values in reader:
-            if not any(value.strip() for value in values):
-                continue  # a blank line is not a row
-            cells = dict(zip(header, values, strict=False))
-            records.append(
-                {"row": reader.line_num, **{name: _cell(cells.get(name)) for name in header}}
-            )
-    present = [name for name in CSV_COLUMNS if name in header]
-    schema = {"row": pl.Int64, **dict.fromkeys(present, pl.String)}
-    return pl.DataFrame(
-        [{name: record.get(name) for name in schema} for record in records], schema=schema
-    )
-
-
-def header_problems(header: list[str]) -> list[str]:
-    """What is wrong with the CSV's header row: every column must be there, named exactly."""
-    expected = ", ".join(CSV_COLUMNS)
-    if not header:
-        return [f"the mapping CSV is empty; its first row must be the header: {expected}"]
-    if any("\x00" in name for name in header):
-        return ["the header contains a NUL character: the file is not a text CSV"]
-    if len(header) == 1 and ";" in header[0]:
-        return [
-            f"the header {header[0]!r} is separated by ';': the mapping CSV separates columns "
-            f"with commas ({expected})"
-        ]
-    problems = []
-    by_lower = {name.lower(): name for name in header}
-    for column in CSV_COLUMNS:
-        if column in header:
-            continue
-        written = by_lower.get(column)
-        hint = f" (it is written {written!r}; names are lower-case)" if written else ""
-        problems.append(
-            f"the header has no {column!r} column{hint}; the mapping CSV needs the columns "
-            f"{expected}"
-        )
-    return problems
-
-
-def _cell(value: str | None) -> str | None:
-    return (value or "").strip() or None
 
 
 class UnmappableColumn(PipelineError):
@@ -342,11 +276,23 @@ def validated_mapping(path: Path, columns: dict[str, list[str]]) -> tuple[pl.Dat
     except MappingInvalid as invalid:
         return pl.DataFrame(), invalid.problems
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        return pl.DataFrame(), [
-            f"the mapping CSV cannot be read ({error}); mapping_path in the connector config "
-            "names it"
-        ]
+        return pl.DataFrame(), [_unreadable(error)]
     return frame, mapping_problems(frame, columns)
+
+
+def require_readable_mapping(path: Path) -> None:
+    """MappingInvalid when the CSV is missing, unreadable or its header wrong: what a run checks
+    before it reads Graph (source attributes are checked once the staging columns are built)."""
+    try:
+        read_mapping(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise MappingInvalid(path, [_unreadable(error)]) from None
+
+
+def _unreadable(error: Exception) -> str:
+    return (
+        f"the mapping CSV cannot be read ({error}); mapping_path in the connector config names it"
+    )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ it was not selected (their rows of `raw.extraction_status`; `raw.group_filters` 
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -28,6 +29,7 @@ from entra_pipeline.connector.incremental import (
     refresh_references,
     snapshot_upns,
 )
+from entra_pipeline.connector.mapping import ATTRIBUTE_MAPPING, require_readable_mapping
 from entra_pipeline.connector.sign_in_pool import sign_in_slot
 from entra_pipeline.connector.units import UNITS, RawRun, asked_units
 from entra_pipeline.graph.client import GraphClient
@@ -103,6 +105,7 @@ def raw_entra(
     """Extract users, devices, groups, members, licences and sign-in activity from Graph."""
     settings = connector.settings
     started = time.monotonic()
+    _check_before_reading(context, settings)
     selected = {key.path[-1] for key in context.selected_asset_keys}
     asked = written_tables(selected)
     with warehouse.reader() as con:
@@ -214,6 +217,14 @@ def _resyncs(reports: dict[str, CollectionReport]) -> dict[str, DeltaResyncRequi
         for table, report in reports.items()
         if report.extracted is not None and report.extracted.resync is not None
     }
+
+
+def _check_before_reading(context: AssetExecutionContext, settings: ConnectorSettings) -> None:
+    """What the run will need that can be checked offline, checked before Graph is read: the
+    mapping CSV, when the run maps (a missing or broken one fails it with no Graph request)."""
+    chosen = context.run.asset_selection  # empty or None: the whole job
+    if not chosen or ATTRIBUTE_MAPPING in chosen:
+        require_readable_mapping(Path(settings.mapping_path))
 
 
 def _describe_run(run: RawRun) -> str:

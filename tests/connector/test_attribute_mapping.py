@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from entra_pipeline.connector.mapping import read_mapping
+from entra_pipeline.connector.mapping_csv import read_mapping
 from tests.connector.transform_fixtures import (
     SHIPPED_MAPPING,
     TENANT,

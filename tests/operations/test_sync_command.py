@@ -12,6 +12,7 @@ import pytest
 
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.run_once import run_sync
+from tests.graph.graph_fixtures import graph_requests, token_requests
 from tests.operations.operate_fixtures import SECRET_VARIABLE
 
 
@@ -39,3 +40,19 @@ def test_a_wrong_client_secret_is_the_last_line_of_a_failed_sync(
     assert found == [("ops",)]
     assert status == "failure"
     assert "AADSTS7000215" in error
+
+
+def test_a_missing_mapping_fails_the_sync_before_it_reads_graph(
+    emulator: Emulator,
+    config_for: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = tmp_path / "no-such-mapping.csv"
+    config = config_for(emulator, mapping_path=str(missing))
+    assert run_sync(argparse.Namespace(config=str(config), full=False)) == 1
+    out = capsys.readouterr().out
+    assert f"mapping {missing} is invalid (1 problems):" in out
+    assert "the mapping CSV cannot be read ([Errno 2] No such file or directory" in out
+    assert graph_requests(emulator) == []
+    assert token_requests(emulator) == 0

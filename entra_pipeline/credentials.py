@@ -175,7 +175,7 @@ def _decrypt_problem(key: str, path: str, passphrase: str | None, error: Excepti
             f"{key} {path!r} is encrypted (or is not a PKCS#12 file): set "
             "client_certificate.passphrase (e.g. passphrase: ${ENTRA_CERTIFICATE_PASSPHRASE})"
         )
-    if "password was not given" in text or ("encrypted" in text and not passphrase):
+    if "password was not given" in text:
         return (
             f"{key} {path!r} is encrypted: set client_certificate.passphrase (from the "
             "environment, e.g. passphrase: ${ENTRA_CERTIFICATE_PASSPHRASE})"
@@ -185,4 +185,11 @@ def _decrypt_problem(key: str, path: str, passphrase: str | None, error: Excepti
     if passphrase and ("password" in text or "decrypt" in text or "invalid" in text):
         return f"{key} {path!r} cannot be decrypted with client_certificate.passphrase"
     kind = "a PKCS#12 (.pfx) file" if key == "pfx_path" else "a PEM private key"
+    if "could not deserialize key data" in text:
+        # cryptography's words for a body it cannot parse ("may be encrypted with an unsupported
+        # algorithm" among the guesses): corrupt or truncated, not a missing passphrase.
+        return (
+            f"{key} {path!r} is not {kind} this can read (corrupt, truncated or another "
+            "format): give the key file the certificate was created with"
+        )
     return f"{key} {path!r} is not {kind}"

@@ -290,6 +290,11 @@ def test_the_emulator_checks_signature_time_range_and_thumbprint_as_entra_does(
         ("not yet valid", r"the certificate is not valid before .* \(check this machine's clock\)"),
         ("not RSA", r"the key is not an RSA key; client assertions are signed with PS256/RS256"),
         ("missing key file", r"private_key_path '.*nowhere\.key' does not exist or is not a file"),
+        (
+            "garbage key",
+            r"private_key_path '.*garbage\.key' is not a PEM private key this can read \(corrupt, "
+            r"truncated or another format\)",
+        ),
         ("certificate is not PEM", r"certificate_path '.*' is not a PEM certificate"),
         (
             "pfx and PEM",
@@ -345,6 +350,11 @@ def test_bad_certificate_settings_are_config_errors_naming_the_file(
         certificate = {"private_key_path": str(path), "certificate_path": str(plain.cert_path)}
     elif case == "missing key file":
         certificate["private_key_path"] = str(tmp_path / "nowhere.key")
+    elif case == "garbage key":  # a PEM key cut short: its body does not parse
+        lines = plain.key_path.read_text().splitlines()
+        garbage = tmp_path / "garbage.key"
+        garbage.write_text("\n".join([*lines[:5], lines[-1]]) + "\n")
+        certificate = {"private_key_path": str(garbage), "certificate_path": str(plain.cert_path)}
     elif case == "certificate is not PEM":
         certificate["certificate_path"] = str(plain.key_path)
         certificate["private_key_path"] = str(plain.key_path)

@@ -1,7 +1,7 @@
 """Benchmark of raw extraction: a large emulator tenant streamed from Graph over HTTPS into DuckDB.
 
 Starts `entra-pipeline emulator` in a subprocess (so its memory is not counted here), runs
-`extract_all` and loads every raw table into a temporary DuckDB file in one transaction, then prints
+`read_in_full` (the connector's sync units) and loads every raw table into a temporary DuckDB file in one transaction, then prints
 rows, pages, seconds, this process's peak RSS, and the extraction's CPU per 100k rows against a bare
 httpx + json.loads loop over the same first pages (the floor of any client).
 Run: .venv/bin/python benchmarks/extract_raw.py [USERS] [DEVICES] [--member-groups N] [--bare-sample N]
@@ -25,10 +25,10 @@ import duckdb
 import httpx
 
 from entra_pipeline.connector.raw import LANDED
+from entra_pipeline.connector.units import read_in_full
 from entra_pipeline.graph.auth import TokenProvider
 from entra_pipeline.graph.client import GraphClient
 from entra_pipeline.graph.collections import DEVICES, USERS
-from entra_pipeline.graph.extract import extract_all
 from entra_pipeline.warehouse.loading import load_landed_table
 
 _ENV_NAMES = {
@@ -158,11 +158,11 @@ def main() -> int:
                 group_ids = [g["id"] for g in client.get_json("/groups", params)["value"]]
             started = time.monotonic()
             cpu_before = resource.getrusage(resource.RUSAGE_SELF)
-            reports = extract_all(
+            reports = read_in_full(
                 client,
                 Path(tmp) / "work",
                 group_ids=group_ids,
-                sign_in_activity=not args.no_sign_in,
+                import_sign_in=not args.no_sign_in,
             )
             cpu_after = resource.getrusage(resource.RUSAGE_SELF)
             extracted = time.monotonic()

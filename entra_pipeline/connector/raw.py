@@ -141,7 +141,7 @@ def raw_entra(
         _notify_soft_failures(warehouse, reports)
         notify_resyncs(warehouse, _resyncs(reports), plan.reasons)
         with warehouse.transaction() as con:
-            rows = _land(con, run, reports, filters, settings.users.stale_threshold_days)
+            rows = _land(con, run, warehouse, reports, filters, settings.users.stale_threshold_days)
             metadata = {
                 table: warehouse.table_metadata(con, f"raw.{table}", count)
                 for table, count in rows.items()
@@ -162,6 +162,7 @@ def raw_entra(
 def _land(
     con: duckdb.DuckDBPyConnection,
     run: RawRun,
+    warehouse: Warehouse,
     reports: dict[str, CollectionReport],
     filters: Sequence[tuple[str, str, str]],
     user_stale_days: int | None,
@@ -180,17 +181,17 @@ def _land(
         )
         state = next_states(run, UNITS, reports)
         if state:
-            run.warehouse.mark_built(
-                DELTA_STATE, write_state(con, run.tenant_id, run.warehouse.run.started_at, state)
+            warehouse.mark_built(
+                DELTA_STATE, write_state(con, run.tenant_id, warehouse.run.started_at, state)
             )
     if GROUP_FILTERS in run.asked:
         rows[GROUP_FILTERS] = load_group_filters(con, run.tenant_id, run.extracted_at, filters)
     rows[EXTRACTION_STATUS] = load_extraction_status(
         con, run.tenant_id, run.extracted_at, reports, asked=run.asked
     )
-    _warn_when_user_stale_filter_skipped(con, run.warehouse, user_stale_days)
+    _warn_when_user_stale_filter_skipped(con, warehouse, user_stale_days)
     for table, count in rows.items():
-        run.warehouse.mark_built(f"raw.{table}", count)
+        warehouse.mark_built(f"raw.{table}", count)
     return rows
 
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,7 +42,7 @@ from entra_pipeline.graph.sign_in import extract_sign_in_activity
 from entra_pipeline.graph.tracked import extract_tracked
 from entra_pipeline.incremental import MembersPlan, apply_members, apply_round, plan_members
 from entra_pipeline.settings import ConnectorSettings
-from entra_pipeline.sync.units import Reports, State, SyncUnit
+from entra_pipeline.sync.units import Reports, State, SyncUnit, read_units
 from entra_pipeline.warehouse.loading import load_landed_table
 from entra_pipeline.warehouse.resource import Warehouse
 
@@ -60,7 +60,7 @@ class RawRun:
 
     client: GraphClient
     workdir: Path
-    warehouse: Warehouse
+    warehouse: Warehouse | None  # only group members read by delta need it
     tenant_id: str
     extracted_at: datetime
     plan: SyncPlan
@@ -261,6 +261,7 @@ class GroupMembers:
         round_ = _round(reports.get(GROUPS.table))
         relist: Sequence[str] = run.group_ids
         if round_ is not None:
+            assert run.warehouse is not None
             with run.warehouse.reader() as con:
                 run.members_plan = plan_members(
                     con, run.group_ids, round_.members, _removed_ids(round_.changes)
@@ -331,3 +332,28 @@ UNITS: tuple[Unit, ...] = (
 def asked_units(run: RawRun, units: Sequence[Unit] = UNITS) -> list[Unit]:
     """The units whose tables the run writes."""
     return [unit for unit in units if unit.collection.table in run.asked]
+
+
+def read_in_full(
+    client: GraphClient,
+    workdir: Path,
+    *,
+    group_ids: Sequence[str] = (),
+    import_sign_in: bool = True,
+) -> dict[str, CollectionReport]:
+    """Every unit read in full on `client` into `workdir`, outside any run (no warehouse, no
+    delta links, no sign-in slot): what the extraction benchmark and its tests measure. A report
+    per table read (group members only with `group_ids`)."""
+    run = RawRun(
+        client=client,
+        workdir=workdir,
+        warehouse=None,
+        tenant_id="",  # what landing writes: nothing lands here
+        extracted_at=datetime.now(UTC),
+        plan=SyncPlan(links=None),
+        asked={unit.collection.table for unit in UNITS},
+        group_ids=list(group_ids),
+        import_sign_in=import_sign_in,
+        sign_in_per_minute=10,
+    )
+    return read_units(client, run, UNITS)

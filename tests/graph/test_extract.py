@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from entra_pipeline.connector.raw import LANDED
+from entra_pipeline.connector.units import read_in_full
 from entra_pipeline.emulator import Emulator, FileTenant
 from entra_pipeline.emulator.handlers import ALL_PERMISSIONS
 from entra_pipeline.graph.client import GraphClient
@@ -25,7 +26,7 @@ from entra_pipeline.graph.errors import (
     GraphPremiumRequiredError,
     GroupNotFoundError,
 )
-from entra_pipeline.graph.extract import CollectionReport, extract_all
+from entra_pipeline.graph.extract import CollectionReport
 from entra_pipeline.graph.group_members import extract_group_members, member_rows
 from entra_pipeline.graph.groups import odata_string, resolve_groups
 from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS, load_landed_table
@@ -82,9 +83,9 @@ def hand_built_tenant() -> FileTenant:
 
 
 def run_extraction(
-    graph: GraphClient, workdir: Path, **options: Any
+    graph: GraphClient, workdir: Path, *, sign_in_activity: bool = True, group_ids: Any = ()
 ) -> dict[str, CollectionReport]:
-    return extract_all(graph, workdir, max_workers=5, **options)
+    return read_in_full(graph, workdir, group_ids=group_ids, import_sign_in=sign_in_activity)
 
 
 def load_all(

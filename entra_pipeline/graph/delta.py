@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 _ODATA_TYPE_PREFIX = "#microsoft.graph."
 OWNERS_SELECT = "id,userPrincipalName"
-# `$batch` calls for owners in flight at once: as many as the group member lists use (extract.py).
+# `$batch` calls for owners in flight at once: as many as the group member lists use
+# (group_members.py).
 OWNER_WORKERS = 4
 
 

@@ -1,22 +1,20 @@
-"""Collections read concurrently on one shared client, a report per raw table (requests, pages,
-retries, seconds); a collection may fail soft (sign-in activity).
+"""One collection's read on a shared client, reported per raw table (requests, pages, retries,
+seconds); a collection may fail soft (sign-in activity). sync/units.py runs them concurrently.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from entra_pipeline.graph.client import GraphClient, RequestStats
 from entra_pipeline.graph.errors import GraphError, GraphPermissionError, GraphPremiumRequiredError
-from entra_pipeline.graph.listing import Extracted, run_all
+from entra_pipeline.graph.listing import Extracted
 
 logger = logging.getLogger(__name__)
 
@@ -71,29 +69,6 @@ def read_one(
         before,
         time.monotonic() - started,
     )
-
-
-def read_concurrently(
-    client: GraphClient,
-    reads: Mapping[str, Read],
-    *,
-    soft: AbstractSet[str] = frozenset(),
-    max_workers: int = 5,
-) -> dict[str, CollectionReport]:
-    """Run `reads` (one per raw table) in a pool of `max_workers` threads sharing `client`; a
-    report per table, in the order of `reads`. Tables in `soft` may be unavailable
-    (`read_one`); any other failure stops the other reads at their next page and is raised."""
-    cancel = threading.Event()
-    reports: dict[str, CollectionReport] = {}
-    lock = threading.Lock()
-
-    def run(table: str, read: Read) -> None:
-        report = read_one(client, table, read, cancel, soft=table in soft)
-        with lock:
-            reports[table] = report
-
-    run_all([functools.partial(run, t, read) for t, read in reads.items()], max_workers, cancel)
-    return {table: reports[table] for table in reads}
 
 
 def collection_report(

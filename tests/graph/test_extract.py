@@ -104,7 +104,7 @@ def one(con: duckdb.DuckDBPyConnection, sql: str, *params: object) -> Any:
     return value
 
 
-def test_extract_all_lands_every_collection_with_exact_rows(
+def test_reading_in_full_lands_every_collection_with_exact_rows(
     emulator: Emulator, graph: GraphClient, tmp_path: Path
 ) -> None:
     tenant = emulator.tenant

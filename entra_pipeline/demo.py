@@ -7,11 +7,15 @@ in-process through the real MSAL and httpx code, and prints what was published.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import shlex
 import threading
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +25,7 @@ from rich.console import Console
 
 from entra_pipeline.config_file import load_settings
 from entra_pipeline.definitions import build_definitions
-from entra_pipeline.emulator import Emulator, EmulatorConfig, running_emulator
+from entra_pipeline.emulator import Emulator, EmulatorConfig
 from entra_pipeline.emulator.churn import churn
 from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.secrets import redact
@@ -116,6 +120,80 @@ def _progress_logger(progress: _RunProgress) -> dg.LoggerDefinition:
     return demo_progress
 
 
+@dataclass(frozen=True)
+class DemoTenant:
+    """The demo's synthetic tenant, kept beside its database (`<db>.tenant.json`) so that the
+    next demo on that database serves the same directory: the same seed and size, the same clock
+    its dates are relative to, the nights of changes applied so far replayed, and its tokens
+    sealed with the same key, so the delta links the database holds stay valid. A second demo
+    then records only the night it adds itself."""
+
+    seed: int
+    users: int
+    devices: int
+    clock: str  # ISO 8601, UTC, to the second
+    nights: int = 0
+    # The emulator's port: the delta links the database keeps name it (a link for another
+    # endpoint is not followed), so a restarted emulator takes the same one when it is free.
+    port: int = 0
+
+    @classmethod
+    def for_demo(cls, args: argparse.Namespace, db: Path) -> DemoTenant:
+        """The tenant the last demo on `db` left, when it was one of this seed and size and `db`
+        still exists; else a new one whose clock is now."""
+        wanted = cls(args.seed, args.users, args.devices, _utc_now())
+        try:
+            kept = cls(**json.loads(cls.file(db).read_text()))
+        except (OSError, ValueError, TypeError):
+            return wanted
+        same = (kept.seed, kept.users, kept.devices) == (wanted.seed, wanted.users, wanted.devices)
+        return kept if same and db.exists() else wanted
+
+    @staticmethod
+    def file(db: Path) -> Path:
+        return db.with_name(f"{db.stem}.tenant.json")
+
+    def save(self, db: Path) -> None:
+        self.file(db).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    def emulator_config(self, port: int) -> EmulatorConfig:
+        key = hashlib.sha256(f"entra-pipeline demo {self.seed} {self.clock}".encode()).digest()
+        return EmulatorConfig(
+            users=self.users,
+            devices=self.devices,
+            seed=self.seed,
+            now=dt.datetime.fromisoformat(self.clock),
+            token_key=key,
+            port=port,
+        )
+
+    def start(self) -> tuple[Emulator, DemoTenant]:
+        """The emulator on this tenant (on its port when free), nights replayed, and the state
+        to keep with the port it took."""
+        try:
+            emulator = Emulator(self.emulator_config(self.port))
+        except OSError:
+            if not self.port:
+                raise
+            print(f"Port {self.port} is taken: the emulator takes another (a full read follows)")
+            emulator = Emulator(self.emulator_config(0))
+        self.replay(emulator)
+        return emulator, replace(self, port=emulator.port)
+
+    def night_seed(self, night: int) -> int:
+        return self.seed * 1000 + night
+
+    def replay(self, emulator: Emulator) -> None:
+        """Apply again the nights earlier demos applied (deterministic: same changes, same
+        ids, same change counter)."""
+        for night in range(1, self.nights + 1):
+            churn(emulator.tenant, NIGHTLY_CHURN, seed=self.night_seed(night))
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
 def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -133,12 +211,16 @@ def run_demo(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace, started: float, progress: _RunProgress) -> int:
     db = Path(args.db).resolve()
     private_directories(db.parent)
+    tenant = DemoTenant.for_demo(args, db)
+    nights = f"{tenant.nights} night{'s' if tenant.nights > 1 else ''}"
+    again = f", as the last demo left it: {nights} of changes" if tenant.nights else ""
     print(
-        f"Starting the Graph emulator: {args.users} users, {args.devices} devices (seed {args.seed})"
+        f"Starting the Graph emulator: {args.users} users, {args.devices} devices "
+        f"(seed {args.seed}{again})"
     )
-    with running_emulator(
-        EmulatorConfig(users=args.users, devices=args.devices, seed=args.seed)
-    ) as emulator:
+    emulator, tenant = tenant.start()
+    try:
+        tenant.save(db)
         config_file = db.with_name(f"{db.stem}.connector.yaml")
         os.environ[SECRET_VARIABLE] = emulator.client_secret
         config_file.write_text(yaml.safe_dump(_demo_config(emulator, db), sort_keys=False))
@@ -152,15 +234,20 @@ def _run_demo(args: argparse.Namespace, started: float, progress: _RunProgress) 
                     failed.append(job_name)
             if not failed:
                 # A night later: the directory changed a little; the connector reads only that.
-                night = churn(emulator.tenant, NIGHTLY_CHURN, seed=args.seed)
+                night = replace(tenant, nights=tenant.nights + 1)
+                changes = churn(emulator.tenant, NIGHTLY_CHURN, seed=night.night_seed(night.nights))
                 print(
-                    f"\nA night later: {night.total} changes in the tenant ("
-                    + ", ".join(f"{n} {kind}" for kind, n in sorted(night.counts.items()))
+                    f"\nA night later: {changes.total} changes in the tenant ("
+                    + ", ".join(f"{n} {kind}" for kind, n in sorted(changes.counts.items()))
                     + f"). Running job {CONNECTOR_JOB} again (incremental) ...",
                     flush=True,
                 )
-                if not _run_job(definitions, CONNECTOR_JOB, instance, progress):
+                if _run_job(definitions, CONNECTOR_JOB, instance, progress):
+                    night.save(db)  # the database now holds this night
+                else:
                     failed.append(f"{CONNECTOR_JOB} (incremental)")
+    finally:
+        emulator.stop()
     _print_summary(db, time.monotonic() - started)
     if failed:
         print(f"FAILED: {', '.join(failed)} (see ops.sync_runs.error above)")
@@ -241,26 +328,31 @@ def _print_summary(db: Path, seconds: float) -> None:
         for source, severity, code, message in notes:
             print(f"  [{source} {severity}] {code}: {message}")
     print(f"\nDone in {seconds:.1f}s. Query it (read-only, safe while a sync runs):")
-    print(f'  .venv/bin/duckdb -readonly {shlex.quote(str(db))} -c "FROM neurons.users LIMIT 5"')
+    print(f'  .venv/bin/duckdb -readonly {shlex.quote(str(db))} -c "FROM neurons.users_v LIMIT 5"')
 
 
 def _print_changes(con: duckdb.DuckDBPyConnection) -> None:
     """What the last connector run recorded in history.changes."""
     if not table_exists(con, "history.changes"):
         return
-    counts = con.execute(
-        "SELECT entity, change, count(*) FROM history.changes WHERE run_id = (SELECT run_id "
-        "FROM ops.sync_runs WHERE job = ? AND status = 'success' ORDER BY started_at DESC "
-        "LIMIT 1) GROUP BY ALL ORDER BY ALL",
+    last_run = con.execute(
+        "SELECT run_id FROM ops.sync_runs WHERE job = ? AND status = 'success' "
+        "ORDER BY started_at DESC LIMIT 1",
         [CONNECTOR_JOB],
+    ).fetchone()
+    counts = con.execute(
+        "SELECT entity, change, count(*) FROM history.changes WHERE run_id = ? "
+        "GROUP BY ALL ORDER BY ALL",
+        [last_run[0] if last_run else None],
     ).fetchall()
     print("\nWhat the incremental run changed (history.changes):")
     for entity, change, count in counts or [("nothing", "", 0)]:
         print(f"  {entity:<17} {change:<8} {count:>6}")
     examples = con.execute(
         "SELECT DISTINCT ON (entity, attribute) entity, change, attribute, old_value, "
-        "new_value FROM history.changes WHERE change = 'updated' AND entity IN ('user', "
-        "'device') ORDER BY entity DESC, attribute, object_id LIMIT 6"
+        "new_value FROM history.changes WHERE run_id = ? AND change = 'updated' AND entity "
+        "IN ('user', 'device') ORDER BY entity DESC, attribute, object_id LIMIT 6",
+        [last_run[0] if last_run else None],
     ).fetchall()
     for entity, _, attribute, old, new in examples:
         print(f"  e.g. {entity} {attribute}: {old!r} -> {new!r}")

@@ -116,3 +116,68 @@ def test_without_a_terminal_a_status_line_fills_every_silence(
     assert all(
         re.fullmatch(r"  … entra_id_sync: starting \(\d+s; job \d+s\)", line) for line in lines
     )
+
+
+def _demo(db: Path, *options: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "entra_pipeline.cli", "demo", *options, "--db", str(db)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def _night(output: str) -> dict[str, int]:
+    """What the demo says its night changed: {"users deleted": 2, ...}."""
+    found = re.search(r"^A night later: \d+ changes in the tenant \((.*)\)\.", output, re.M)
+    assert found, output
+    return {kind: int(n) for n, kind in re.findall(r"(\d+) ([a-z -]+?)(?:,|$)", found.group(1))}
+
+
+def test_a_second_demo_on_the_same_database_records_only_the_night_it_adds(
+    tmp_path: Path,
+) -> None:
+    """The synthetic tenant is kept beside the database (seed, size, clock, nights): a second
+    demo serves the same directory, follows the delta links the first left, and records only
+    the changes of its own night."""
+    db = tmp_path / "demo.duckdb"
+    options = ("--users", "300", "--devices", "200")  # 6 users: every kind of user change
+    _demo(db, *options)
+    second = _demo(db, *options)
+    assert "(seed 42, as the last demo left it: 1 night of changes)" in second
+    night = _night(second)
+    with duckdb.connect(str(db), read_only=True) as con:
+        runs = con.execute("SELECT run_id, job FROM ops.sync_runs ORDER BY started_at").fetchall()
+        assert [job for _, job in runs] == [
+            "entra_id_sync",
+            "mdm_user_source_sync",
+            "entra_id_sync",
+        ] * 2
+        recorded = dict(
+            con.execute("SELECT run_id, count(*) FROM history.changes GROUP BY run_id").fetchall()
+        )
+        last = dict(
+            con.execute(
+                "SELECT entity || ' ' || change, count(DISTINCT object_id) FROM history.changes "
+                "WHERE run_id = ? AND entity IN ('user', 'device') GROUP BY ALL",
+                [runs[5][0]],
+            ).fetchall()
+        )
+        resyncs = con.execute(
+            "SELECT count(*) FROM ops.notifications WHERE code = 'delta_resync'"
+        ).fetchone()
+    # The second demo's first runs find the database as the first demo left it: no change.
+    assert recorded.get(runs[3][0], 0) == 0
+    assert resyncs == (0,)  # its delta links were followed, not read again in full
+    # Its incremental run records exactly its own night: users deleted and added, devices
+    # deleted or re-joined (a re-joined device is a new object: the old one removed).
+    assert night["users deleted"] > 0 and night["users added"] > 0
+    assert last["user removed"] == night["users deleted"]
+    assert last["user added"] == night["users added"]
+    rejoined = night.get("devices re-joined", 0)
+    assert last.get("device removed", 0) == night.get("devices deleted", 0) + rejoined
+    assert last.get("device added", 0) == rejoined

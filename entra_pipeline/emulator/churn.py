@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import uuid
 from dataclasses import dataclass, field
 
 from entra_pipeline.emulator.tenant import Tenant
@@ -29,6 +30,12 @@ class Churn:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+def _new_id(rng: random.Random) -> str:
+    """An added object's id, from the night's random stream: the same night replayed on the same
+    tenant adds the same objects."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _at(tenant: Tenant, days_ago: int) -> str:
@@ -68,6 +75,7 @@ def churn(tenant: Tenant, fraction: float = 0.01, *, seed: int = 1) -> Churn:
             hire = tenant.add(
                 "user",
                 {
+                    "id": _new_id(rng),
                     "userPrincipalName": f"hire{seed}.{n}@{tenant.domain}",
                     "displayName": f"New Hire {seed}.{n}",
                     "givenName": "New",
@@ -103,6 +111,7 @@ def churn(tenant: Tenant, fraction: float = 0.01, *, seed: int = 1) -> Churn:
                 "device",
                 {
                     **{k: v for k, v in device.items() if k != "id"},
+                    "id": _new_id(rng),
                     "trustType": "AzureAd",
                     "registrationDateTime": _at(tenant, 0),
                     "approximateLastSignInDateTime": _at(tenant, 0),

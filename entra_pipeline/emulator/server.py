@@ -61,6 +61,9 @@ class EmulatorConfig:
     # Real Graph's latency and resource-unit throttling (costs.py); None answers at once.
     costs: CostModel | None = None
     now: dt.datetime | None = None
+    # The key page and delta tokens are sealed with; None draws one per start. A fixed key keeps
+    # valid the tokens an earlier start issued over the same tenant (the demo's restart).
+    token_key: bytes | None = None
     cert_dir: Path | None = None  # where the CA bundle is written (default: a temp dir)
     request_log_limit: int = 20_000  # `requests` keeps the newest this many (bounded memory)
     # Processes answering requests. With more than one, worker processes forked at start serve
@@ -244,7 +247,7 @@ class Emulator:
         self.resources = GraphResources(
             tenant=self.tenant,
             graph_url=self.graph_url,
-            codec=TokenCodec(secrets.token_bytes(32)),
+            codec=TokenCodec(config.token_key or secrets.token_bytes(32)),
             permissions=set(config.permissions) if config.permissions is not None else None,
             premium=config.premium,
             sign_in_throttle=self.faults.sign_in_throttle,

@@ -520,68 +520,92 @@ def test_delta_links_never_reach_the_run_log(pair: tuple[Connector, Connector]) 
     assert not any(token in logged for token in tokens)  # ...without the link's token
 
 
-# The README's example queries (section "history.changes"), verbatim.
-DISABLED_THIS_WEEK = """
-SELECT object_id, changed_at
-FROM history.changes
-WHERE entity = 'user' AND attribute = 'accountEnabled'
-  AND old_value = 'true' AND new_value = 'false'
-  AND changed_at >= now() - INTERVAL 7 DAY
-"""
-FELL_OUT_OF_STALE_WINDOW = """
-SELECT object_id, changed_at
-FROM history.changes
-WHERE entity = 'device' AND attribute = 'stale'
-  AND old_value = 'false' AND new_value = 'true'
-"""
-LICENCES_CHANGED = """
-SELECT object_id, change, coalesce(new_value, old_value) AS licence
-FROM history.changes
-WHERE entity = 'licence'
-ORDER BY object_id, change, licence
-"""
+def _docs_questions() -> dict[str, str]:
+    """The example queries of docs/incremental.md ("History: what changed"), as written there,
+    by their `-- question` line."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "incremental.md").read_text()
+    block = text.split("## History: what changed", 1)[1].split("```sql\n", 1)[1].split("```")[0]
+    questions = {}
+    for query in filter(str.strip, block.split(";\n")):
+        question, sql = query.strip().split("\n", 1)
+        questions[question.removeprefix("-- ")] = sql
+    return questions
 
 
-def test_history_changes_answers_the_readme_questions(pair: tuple[Connector, Connector]) -> None:
+def test_history_changes_answers_the_documented_questions(
+    pair: tuple[Connector, Connector],
+) -> None:
     incremental, _ = pair
     tenant = incremental.emulator.tenant
-    assert incremental.run().success
-    assert incremental.query("SELECT count(*) FROM history.changes") == [(0,)]  # the baseline
+    questions = _docs_questions()
+    assert len(questions) == 3
     users = [u for u in tenant.users() if u.get("assignedLicenses") and u.get("accountEnabled")]
     disabled, relicensed = users[0], users[1]
     skus = {s["skuId"]: s["skuPartNumber"] for s in tenant.subscribed_skus()}
     had = {skus[lic["skuId"]] for lic in relicensed["assignedLicenses"]}
     new_sku = next(s for s in skus if skus[s] not in had)
-    fresh = next(
+    fresh, ageing = [
         d
         for d in tenant.devices()
         if (d.get("approximateLastSignInDateTime") or "") > _ago(tenant, 30)
+        and not d.get("onPremisesLastSyncDateTime")
+    ][:2]
+    # Last seen 91 days ago: stale now, and not yet two days ago.
+    tenant.update(
+        ageing["id"],
+        approximateLastSignInDateTime=_ago(tenant, 91),
+        registrationDateTime=_ago(tenant, 400),
     )
+    assert incremental.run().success
+    assert incremental.query("SELECT count(*) FROM history.changes") == [(0,)]  # the baseline
+    # As if that publication were two days old: time alone carried `ageing` past 90 days since.
+    with duckdb.connect(str(incremental.db)) as con:
+        con.execute("UPDATE ops.sync_runs SET started_at = started_at - INTERVAL 2 DAY")
     tenant.update(disabled["id"], accountEnabled=False)
     tenant.update(relicensed["id"], assignedLicenses=[{"skuId": new_sku, "disabledPlans": []}])
     tenant.update(
         fresh["id"],
         approximateLastSignInDateTime=_ago(tenant, 120),
         registrationDateTime=_ago(tenant, 500),
-        onPremisesLastSyncDateTime=None,
     )
     hire = _new_user(tenant, 7, new_sku)
     assert incremental.run().success
     [(run_id,)] = incremental.query(
         "SELECT run_id FROM ops.sync_runs ORDER BY started_at DESC LIMIT 1"
     )
-    assert [r[0] for r in incremental.query(DISABLED_THIS_WEEK)] == [disabled["id"]]
-    assert [r[0] for r in incremental.query(FELL_OUT_OF_STALE_WINDOW)] == [fresh["id"]]
-    expected = sorted(
-        [(relicensed["id"], "removed", name) for name in had]
-        + [(relicensed["id"], "added", skus[new_sku]), (hire["id"], "added", skus[new_sku])]
+    [(changed_at,)] = incremental.query(
+        "SELECT DISTINCT changed_at FROM history.changes WHERE run_id = ?", [run_id]
     )
-    assert incremental.query(LICENCES_CHANGED) == expected
+    assert incremental.query(questions["Who was disabled this week?"]) == [
+        (disabled["userPrincipalName"], "User.Enabled", changed_at)
+    ]
+    stale = questions["Which devices fell out of the stale window (time alone can carry them)?"]
+    assert incremental.query(stale) == sorted(
+        [(fresh["displayName"], changed_at), (ageing["displayName"], changed_at)]
+    )
+    # `ageing` changed in nothing else: its flip is time's alone.
     assert incremental.query(
-        "SELECT run_id, change, attribute, new_value FROM history.changes WHERE entity = 'user' "
-        "AND object_id = ?",
+        "SELECT attribute, old_value, new_value FROM history.changes WHERE object_id = ?",
+        [ageing["id"]],
+    ) == [("stale", "false", "true")]
+    expected = sorted(
+        [(relicensed["userPrincipalName"], "removed", name) for name in had]
+        + [
+            (relicensed["userPrincipalName"], "added", skus[new_sku]),
+            (hire["userPrincipalName"], "added", skus[new_sku]),
+        ]
+    )
+    assert incremental.query(questions["Whose licences changed?"]) == expected
+    assert incremental.query(
+        "SELECT DISTINCT target_attribute FROM history.changes WHERE entity = 'licence'"
+    ) == [("User.Licenses",)]
+    assert incremental.query(
+        "SELECT run_id, change, attribute, new_value, object_name FROM history.changes "
+        "WHERE entity = 'user' AND object_id = ?",
         [hire["id"]],
-    ) == [(run_id, "added", "userPrincipalName", hire["userPrincipalName"])]
+    ) == [
+        (run_id, "added", "userPrincipalName", hire["userPrincipalName"], hire["userPrincipalName"])
+    ]
     # Retention: rows older than history.retention_days go at the next publication.
     with duckdb.connect(str(incremental.db)) as con:
         con.execute("UPDATE history.changes SET changed_at = changed_at - INTERVAL 401 DAY")

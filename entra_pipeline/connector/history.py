@@ -52,12 +52,21 @@ DOCS = {
     "memberships group_id.",
     "old_value": "The value before, as text (null when added or unset).",
     "new_value": "The value after, as text (null when removed or unset).",
+    "object_name": "Who or what changed: the user's userPrincipalName, the device's displayName "
+    "(the member's, for group_membership; the user's, for licence), as after the change or, for "
+    "a removed object, as before.",
+    "target_attribute": "The mapped target attribute(s) of `attribute` in the run's mapping CSV "
+    "(User.Enabled for a user's accountEnabled; User.Licenses for a licence), comma separated; "
+    "null when the attribute is not mapped.",
 }
 _DDL = (
     f"CREATE TABLE IF NOT EXISTS {CHANGES} (run_id VARCHAR, changed_at TIMESTAMPTZ, "
     "tenant_id VARCHAR, entity VARCHAR, object_id VARCHAR, change VARCHAR, attribute VARCHAR, "
-    "old_value VARCHAR, new_value VARCHAR)"
+    "old_value VARCHAR, new_value VARCHAR, object_name VARCHAR, target_attribute VARCHAR)"
 )
+# Columns added since the first version, last in the table: files written before get them.
+_ADDED = ("object_name", "target_attribute")
+MAPPING = "ops.attribute_mapping"
 SOURCES = (
     "staging.users",
     "staging.filtered_users",
@@ -71,7 +80,7 @@ SOURCES = (
     key=dg.AssetKey(["history", "changes"]),
     group_name=HISTORY_GROUP,
     description=DESCRIPTION,
-    deps=[table_key(table) for table in SOURCES],
+    deps=[table_key(table) for table in (*SOURCES, MAPPING)],
     kinds={"duckdb", "sql"},
     metadata={"dagster/table_name": CHANGES},
 )
@@ -85,6 +94,8 @@ def history_changes(
     with warehouse.transaction() as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS history")
         con.execute(_DDL)
+        for column in _ADDED:
+            con.execute(f"ALTER TABLE {CHANGES} ADD COLUMN IF NOT EXISTS {column} VARCHAR")
         baseline = not _attach_published(con, Path(warehouse.path))
         if baseline:
             context.log.info("history.changes: no published state yet; this run is the baseline")
@@ -155,20 +166,26 @@ def record_changes(
     `stale_days`: the stale threshold the filtered models applied, per entity (user, device)."""
     change = _Change(con, [run_id, now, tenant_id])
     define_macro(con, "is_stale")
+    # Each side's `stale` as of its own publication: time alone carries objects across.
+    before = _published_at(con, tenant_id) or now
+    con.execute("CREATE OR REPLACE TEMP TABLE object_names (id VARCHAR, name VARCHAR)")
     for entity, label in (("user", "userPrincipalName"), ("device", "displayName")):
         filtered = "filtered_users" if entity == "user" else "filtered_devices"
         old_has = table_exists(con, f"staging.{filtered}", "published")
-        stale = {"stale_days": stale_days[entity], "now": now}
         con.execute(
             "CREATE OR REPLACE TEMP TABLE new_objects AS " + _objects("", entity, exists=True),
-            stale,
+            {"stale_days": stale_days[entity], "now": now},
         )
         con.execute(
             "CREATE OR REPLACE TEMP TABLE old_objects AS "
             + _objects("published", entity, exists=old_has),
-            stale,
+            {"stale_days": stale_days[entity], "now": before},
         )
         change.objects(entity, label)
+        con.execute(
+            f"INSERT INTO object_names SELECT id, {label} FROM new_objects UNION ALL "
+            f"SELECT id, {label} FROM old_objects WHERE id NOT IN (SELECT id FROM new_objects)"
+        )
     licences = (
         "SELECT id, unnest(string_split(license_names, ',')) AS license FROM {}staging.users "
         "WHERE license_names IS NOT NULL"
@@ -181,6 +198,7 @@ def record_changes(
         con.execute(f"CREATE OR REPLACE TEMP TABLE new_members AS {members.format('')}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE old_members AS {members.format('published.')}")
         change.pairs("group_membership", "members", "member_id", "group_id", "group_id")
+    change.name_and_map()
     counts = con.execute(
         "SELECT entity || ' ' || change, count(*) FROM history.changes WHERE run_id = ? "
         "GROUP BY ALL ORDER BY 1",
@@ -189,10 +207,26 @@ def record_changes(
     return {key: int(count) for key, count in counts}
 
 
+def _published_at(con: duckdb.DuckDBPyConnection, tenant_id: str) -> datetime | None:
+    """When the run that published the compared state started (its options were evaluated
+    then); None when the published file does not say."""
+    if not table_exists(con, "ops.sync_runs", "published"):
+        return None
+    [(started,)] = con.execute(
+        "SELECT max(started_at) FROM published.ops.sync_runs WHERE source = 'connector' "
+        "AND status = 'success' AND tenant_id = ?",
+        [tenant_id],
+    ).fetchall()
+    return started if isinstance(started, datetime) else None
+
+
 class _Change:
     """Rows of history.changes from the temporary new_* and old_* tables of one run."""
 
-    _HEAD = "INSERT INTO history.changes SELECT ?::VARCHAR, ?::TIMESTAMPTZ, ?::VARCHAR"
+    _HEAD = (
+        "INSERT INTO history.changes (run_id, changed_at, tenant_id, entity, object_id, change, "
+        "attribute, old_value, new_value) SELECT ?::VARCHAR, ?::TIMESTAMPTZ, ?::VARCHAR"
+    )
 
     def __init__(self, con: duckdb.DuckDBPyConnection, run: list[object]) -> None:
         self.con, self.run = con, run
@@ -241,3 +275,23 @@ class _Change:
                 f"ON b.{key} = a.{key} AND b.{value} = a.{value}",
                 self.run,
             )
+
+    def name_and_map(self) -> None:
+        """This run's rows get their object's name (object_names) and the attribute's target
+        attribute(s) in the run's mapping (a licence pair: license_names's)."""
+        run_id = self.run[0]
+        self.con.execute(
+            "UPDATE history.changes AS c SET object_name = n.name FROM object_names AS n "
+            "WHERE c.run_id = ? AND n.id = c.object_id",
+            [run_id],
+        )
+        if not table_exists(self.con, MAPPING):
+            return
+        self.con.execute(
+            "UPDATE history.changes AS c SET target_attribute = m.targets FROM (SELECT "
+            "lower(data_type) AS entity, source_attribute, string_agg(target_attribute, ', ' "
+            f'ORDER BY "row") AS targets FROM {MAPPING} GROUP BY ALL) AS m WHERE c.run_id = ? '
+            "AND m.entity = if(c.entity = 'licence', 'user', c.entity) AND m.source_attribute = "
+            "if(c.entity = 'licence', 'license_names', c.attribute)",
+            [run_id],
+        )

@@ -10,4 +10,6 @@ bash scripts/setup.sh dev,fidelity,ducklake,celery
 .venv/bin/mypy
 .venv/bin/sqlfluff lint dbt_like_sql
 # pytest exits 5 when it collected no test: that is a failure here, and set -e makes it one.
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# TEST_WORKERS test processes (pytest-xdist; 0 runs in this one), each module's tests in one of
+# them, so a module's shared fixtures start once.
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist loadscope "$@"

@@ -80,6 +80,12 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read every collection in full and start delta tracking again (docs/incremental.md)",
     )
+    sync.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Dagster's whole event log, stack traces included (default: steps, progress, "
+        "warnings and the result)",
+    )
 
     commands.add_parser(
         "lake-extensions",

@@ -10,10 +10,8 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import logging
 import os
 import shlex
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,7 +26,7 @@ from entra_pipeline.definitions import build_definitions
 from entra_pipeline.emulator import Emulator, EmulatorConfig
 from entra_pipeline.emulator.churn import churn
 from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
-from entra_pipeline.secrets import redact
+from entra_pipeline.run_log import RunProgress, short_log, with_short_log
 from entra_pipeline.warehouse.files import private_directories
 from entra_pipeline.warehouse.sql import table_exists
 
@@ -36,88 +34,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET_VARIABLE = "ENTRA_DEMO_CLIENT_SECRET"
 DEMO_JOBS = (CONNECTOR_JOB, USER_SOURCE_JOB)
 NIGHTLY_CHURN = 0.02  # of users and devices changed before the demo's incremental run
-
-
-# Without a terminal, a status line after this long without output: with the 0.5 s poll, some
-# line at least every 5 s (the Graph layer's progress lines come every 5 s, plus jitter).
-HEARTBEAT_SECONDS = 4.0
-
-
-class _RunProgress(logging.Handler):
-    """What the demo's runs log, on the terminal as they go: each step as it starts, what the
-    assets and the Graph layer say (pages, rows, rows/s, retries, waits), failures; and a live
-    status line (rich, installed with Dagster) with the job, its current step and the time spent.
-    Without a terminal (a pipe, CI) the status line is printed after HEARTBEAT_SECONDS of
-    silence instead."""
-
-    def __init__(self, console: Console) -> None:
-        super().__init__(logging.DEBUG)  # Dagster logs its step events at DEBUG
-        self.console = console
-        self.job, self.step = "", "starting"
-        self.started = self.step_started = time.monotonic()
-        self.last_printed = time.monotonic()
-        self._stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
-
-    def begin(self, job: str) -> None:
-        self.job, self.step = job, "starting"
-        self.started = self.step_started = time.monotonic()
-
-    def status_line(self) -> str:
-        now = time.monotonic()
-        return (
-            f"{self.job}: {self.step} ({now - self.step_started:.0f}s; "
-            f"job {now - self.started:.0f}s)"
-        )
-
-    def __rich__(self) -> str:  # the live line, re-rendered by rich several times a second
-        return self.status_line()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        meta = getattr(record, "dagster_meta", None) or {}
-        event = meta.get("dagster_event")
-        if event is not None:
-            if event.event_type_value == "STEP_START":
-                self.step, self.step_started = event.step_key or "", time.monotonic()
-                self._print(f"step {self.step}", "cyan")
-            elif event.event_type_value == "STEP_FAILURE":
-                self._print(f"step {event.step_key} failed", "red")
-            return
-        if record.levelno < logging.INFO:
-            return
-        text = redact(str(meta.get("orig_message") or record.getMessage()))
-        style = "yellow" if record.levelno >= logging.WARNING else "dim"
-        self._print(text, style)
-
-    def _print(self, text: str, style: str) -> None:
-        self.console.print(f"  {text}", style=style, markup=False)
-        self.last_printed = time.monotonic()
-
-    def start_heartbeat(self) -> None:
-        def beat() -> None:
-            while not self._stop.wait(0.5):
-                if time.monotonic() - self.last_printed >= HEARTBEAT_SECONDS:
-                    self._print(f"… {self.status_line()}", "dim")
-
-        self._heartbeat = threading.Thread(target=beat, daemon=True)
-        self._heartbeat.start()
-
-    def stop_heartbeat(self) -> None:
-        self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join()
-
-
-def _progress_logger(progress: _RunProgress) -> dg.LoggerDefinition:
-    """A Dagster logger that hands every run event and log message to `progress`."""
-
-    @dg.logger
-    def demo_progress(_context: dg.InitLoggerContext) -> logging.Logger:
-        log = logging.Logger("entra_pipeline.demo", logging.DEBUG)
-        log.addHandler(progress)
-        return log
-
-    return demo_progress
 
 
 @dataclass(frozen=True)
@@ -196,19 +112,11 @@ def _utc_now() -> str:
 
 def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    progress = _RunProgress(console)
-    if console.is_terminal:
-        with console.status(progress, spinner="dots"):
-            return _run_demo(args, started, progress)
-    progress.start_heartbeat()
-    try:
+    with short_log(Console(stderr=True, highlight=False, soft_wrap=True)) as progress:
         return _run_demo(args, started, progress)
-    finally:
-        progress.stop_heartbeat()
 
 
-def _run_demo(args: argparse.Namespace, started: float, progress: _RunProgress) -> int:
+def _run_demo(args: argparse.Namespace, started: float, progress: RunProgress) -> int:
     db = Path(args.db).resolve()
     private_directories(db.parent)
     tenant = DemoTenant.for_demo(args, db)
@@ -259,16 +167,11 @@ def _run_job(
     definitions: dg.Definitions,
     job_name: str,
     instance: dg.DagsterInstance,
-    progress: _RunProgress,
+    progress: RunProgress,
 ) -> bool:
     progress.begin(job_name)
-    job = definitions.resolve_job_def(job_name).with_logger_defs(
-        {"progress": _progress_logger(progress)}
-    )
-    # Only the loggers the run config names are used (else Dagster's console one).
-    result = job.execute_in_process(
-        instance=instance, raise_on_error=False, run_config={"loggers": {"progress": {}}}
-    )
+    job, run_config = with_short_log(definitions.resolve_job_def(job_name), progress)
+    result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
     return result.success
 
 

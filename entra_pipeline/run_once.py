@@ -9,15 +9,20 @@ reason is in `ops.sync_runs` and printed), 2 the config is invalid.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
+from rich.console import Console
 
 from entra_pipeline.config_file import config_path, load_settings
 from entra_pipeline.connector_folder import is_fleet, load_fleet
 from entra_pipeline.definitions import build_definitions
 from entra_pipeline.incremental import FULL_SYNC_TAG
 from entra_pipeline.names import CONNECTOR_JOB, CONNECTORS_PARTITIONS
+from entra_pipeline.run_log import RunProgress, short_log, with_short_log
 from entra_pipeline.run_tags import run_tags
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import ConfigError
@@ -36,8 +41,11 @@ def run_sync(args: argparse.Namespace) -> int:
     job = build_definitions(settings, path).resolve_job_def(CONNECTOR_JOB)
     tags = {FULL_SYNC_TAG: "true"} if args.full else {}
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-    with instance or dg.DagsterInstance.ephemeral() as active:
-        result = job.execute_in_process(instance=active, raise_on_error=False, tags=tags)
+    with instance or dg.DagsterInstance.ephemeral() as active, _run_log(args) as progress:
+        job, run_config = _logged(job, progress)
+        result = job.execute_in_process(
+            instance=active, raise_on_error=False, tags=tags, run_config=run_config
+        )
     mode = "full" if args.full else settings.sync.mode
     if result.success:
         print(f"{CONNECTOR_JOB} ({mode}) published to {settings.duckdb_path}")
@@ -64,7 +72,8 @@ def _run_fleet(args: argparse.Namespace) -> int:
     job = fleet_definitions(fleet.folder).resolve_job_def(CONNECTOR_JOB)
     tags = {FULL_SYNC_TAG: "true"} if args.full else {}
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-    with instance or dg.DagsterInstance.ephemeral() as active:
+    with instance or dg.DagsterInstance.ephemeral() as active, _run_log(args) as progress:
+        job, run_config = _logged(job, progress)
         known = set(active.get_dynamic_partitions(CONNECTORS_PARTITIONS))
         active.add_dynamic_partitions(
             CONNECTORS_PARTITIONS, [s for s in fleet.connectors if s not in known]
@@ -74,6 +83,7 @@ def _run_fleet(args: argparse.Namespace) -> int:
                 instance=active,
                 partition_key=slug,
                 raise_on_error=False,
+                run_config=run_config,
                 tags={**tags, **run_tags(connector.settings, str(connector.path))},
             )
             where = connector.settings.duckdb_path
@@ -87,6 +97,23 @@ def _run_fleet(args: argparse.Namespace) -> int:
                 )
                 codes.append(1)
     return max(codes, default=0)
+
+
+@contextlib.contextmanager
+def _run_log(args: argparse.Namespace) -> Iterator[RunProgress | None]:
+    """The short run log on stderr (None with --verbose: Dagster's console log, all of it)."""
+    if getattr(args, "verbose", False):
+        yield None
+        return
+    with short_log(Console(stderr=True, highlight=False, soft_wrap=True)) as progress:
+        progress.begin(CONNECTOR_JOB)
+        yield progress
+
+
+def _logged(
+    job: dg.JobDefinition, progress: RunProgress | None
+) -> tuple[dg.JobDefinition, dict[str, Any]]:
+    return (job, {}) if progress is None else with_short_log(job, progress)
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> list[str]:

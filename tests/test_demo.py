@@ -15,7 +15,7 @@ import duckdb
 import pytest
 from rich.console import Console
 
-from entra_pipeline import demo
+from entra_pipeline import run_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,9 +102,9 @@ def test_the_demo_publishes_both_jobs_and_says_what_it_does_as_it_goes(tmp_path:
 def test_without_a_terminal_a_status_line_fills_every_silence(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(demo, "HEARTBEAT_SECONDS", 0.6)
+    monkeypatch.setattr(run_log, "HEARTBEAT_SECONDS", 0.6)
     out = io.StringIO()
-    progress = demo._RunProgress(Console(file=out, force_terminal=False, width=200))
+    progress = run_log.RunProgress(Console(file=out, force_terminal=False, width=200))
     progress.begin("entra_id_sync")
     progress.start_heartbeat()
     try:

@@ -37,6 +37,7 @@ LAYERS = {
     "demo": 6,
     "cli": 6,
     "run_once": 6,
+    "run_log": 5,
     "fleet": 6,
     "celery_launcher": 6,
     # The emulator is Microsoft's side of the wire: it imports nothing of the pipeline, and only

@@ -56,3 +56,42 @@ def test_a_missing_mapping_fails_the_sync_before_it_reads_graph(
     assert "the mapping CSV cannot be read ([Errno 2] No such file or directory" in out
     assert graph_requests(emulator) == []
     assert token_requests(emulator) == 0
+
+
+def test_a_successful_sync_prints_the_short_log_and_verbose_prints_dagsters(
+    emulator: Emulator,
+    config_for: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = config_for(emulator)
+    assert run_sync(argparse.Namespace(config=str(config), full=False, verbose=False)) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines()[-1] == (
+        f"entra_id_sync (incremental) published to {config.with_name('entra.duckdb')}"
+    )
+    lines = err.splitlines()
+    # Steps as they start and the Graph layer's progress; not Dagster's DEBUG events.
+    assert "  step raw_entra" in lines
+    assert any(line.startswith("  users: 1 pages, 60 rows in ") for line in lines), err
+    assert not [line for line in lines if "DEBUG" in line or "STEP_SUCCESS" in line]
+    assert len(lines) < 60
+    assert run_sync(argparse.Namespace(config=str(config), full=False, verbose=True)) == 0
+    verbose = capsys.readouterr().err
+    assert " - DEBUG - entra_id_sync - " in verbose
+    assert "STEP_SUCCESS" in verbose
+
+
+def test_a_failed_sync_prints_no_stack_trace_unless_verbose(
+    emulator: Emulator,
+    config_for: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = config_for(emulator)
+    monkeypatch.setenv(SECRET_VARIABLE, "a-wrong-secret-for-this-test")
+    assert run_sync(argparse.Namespace(config=str(config), full=False, verbose=False)) == 1
+    out, err = capsys.readouterr()
+    assert '  File "' not in out + err  # no stack frame
+    assert "  step raw_entra failed" in err.splitlines()
+    assert run_sync(argparse.Namespace(config=str(config), full=False, verbose=True)) == 1
+    assert 'entra_pipeline/graph/auth.py", line ' in capsys.readouterr().err

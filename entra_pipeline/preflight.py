@@ -45,6 +45,7 @@ from entra_pipeline.user_source.attributes import custom_attribute, directory_us
 from entra_pipeline.vocabulary import is_guid
 from entra_pipeline.warehouse.docs import table_columns
 from entra_pipeline.warehouse.errors import ModelError
+from entra_pipeline.warehouse.files import folder_problem
 from entra_pipeline.warehouse.models import build_models, create_table
 
 EXIT_OK = 0
@@ -171,6 +172,7 @@ def check_connector(
         )
     )
     report.steps.append(check_mapping(settings))
+    report.steps.append(check_warehouse(settings))
     probes = planned_probes(settings)
     runner = _ProbeRunner()
     try:
@@ -198,6 +200,27 @@ def _token_ok(settings: ConnectorSettings) -> Finding:
         f"{settings.authority_host}/{settings.tenant_id} issued an app-only token for "
         f"{settings.scope}" + (f" (CA bundle {settings.ca_bundle})" if settings.ca_bundle else ""),
     )
+
+
+def check_warehouse(settings: ConnectorSettings) -> Finding:
+    """Whether a run can write duckdb_path (a probe file, removed)."""
+    published = Path(settings.duckdb_path)
+    problem = folder_problem(published)
+    if problem is not None:
+        return Finding("warehouse", "failed", f"duckdb_path {published}: {problem}")
+    if not published.exists():
+        return Finding("warehouse", "ok", f"{published} is created by the first sync")
+    try:
+        with duckdb.connect(str(published), read_only=True) as con:
+            con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+    except duckdb.Error as error:
+        return Finding(
+            "warehouse",
+            "failed",
+            f"duckdb_path {published} is damaged: DuckDB cannot read it ({error}). Restore it "
+            "from a backup, or move it aside: the next sync then reads everything again",
+        )
+    return Finding("warehouse", "ok", f"{published} opens; its folder is writable")
 
 
 # -- the mapping CSV ----------------------------------------------------------------------------

@@ -29,6 +29,24 @@ def private_directories(directory: Path) -> None:
         os.chmod(folder, PRIVATE_DIRECTORY)  # mkdir's mode is filtered by the umask
 
 
+def folder_problem(published: Path) -> str | None:
+    """Why a run could not write `published` (the DuckDB file) and the files beside it, or None:
+    its folder, or the nearest folder that exists when it is missing (it is created then), must
+    be a folder this process can create a file in. Tried with a probe file, removed at once."""
+    folder = published.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder: name a duckdb_path in a folder"
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".entra-pipeline-probe-", dir=folder)
+    except OSError as error:
+        return f"cannot create files in {folder} ({error.strerror}): name a writable folder"
+    os.close(handle)
+    os.unlink(probe)
+    return None
+
+
 def make_private(path: Path) -> None:
     """Owner-only permissions on a file the pipeline wrote (it may hold personal data)."""
     with contextlib.suppress(FileNotFoundError):

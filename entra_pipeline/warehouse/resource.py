@@ -26,6 +26,7 @@ from entra_pipeline.warehouse.files import (
     OwnerLock,
     copy_file,
     exclusive_lock,
+    folder_problem,
     make_private,
     private_directories,
     remove_spill_directory,
@@ -108,6 +109,9 @@ class Warehouse(dg.ConfigurableResource):
 
     def _begin(self, run_id: str, job: str, instance: dg.DagsterInstance | None = None) -> None:
         published = Path(self.path)
+        problem = folder_problem(published)
+        if problem is not None:
+            raise WarehouseError(f"duckdb_path {published}: {problem}")
         private_directories(published.parent)
         remove_abandoned_work_copies(published)
         self._work_path = published.with_name(f"{published.name}.run-{run_id}")
@@ -152,8 +156,16 @@ class Warehouse(dg.ConfigurableResource):
                         else f"copied in {time.monotonic() - started:.1f} s"
                     ),
                 )
-        with contextlib.closing(self._connect()) as con:
-            create_ops_tables(con)
+        try:
+            with contextlib.closing(self._connect()) as con:
+                create_ops_tables(con)
+        except duckdb.Error as error:
+            self._clean_up()
+            reason = redact(str(error)).replace(f"{published.name}.run-{run_id}", published.name)
+            raise WarehouseError(
+                f"duckdb_path {published} is damaged: DuckDB cannot read it ({reason}). Restore "
+                "it from a backup, or move it aside: the next sync then reads everything again"
+            ) from None
         make_private(self._work_path)
         self._outcome = RunOutcome.of_run(run_id, job, self.run_started_at(), self.connector_name)
 
@@ -199,33 +211,40 @@ class Warehouse(dg.ConfigurableResource):
         outcome, work = self._require_run(), self._work_path
         assert work is not None
         snapshot, lake_refused = None, False
-        if error is None and self.lake is not None:
-            snapshot, error = self._publish_to_lake(outcome, work)
-            lake_refused = error is not None
-        if error is None:
-            rows = ops_rows(self.tenant_id, outcome, datetime.now(UTC), "success", None)
-            publish_file(
-                Path(self.path),
-                work,
-                list(outcome.rows_per_table),
-                rows,
-                base=self._base,
-                views=outcome.views,
-            )
-            self._say(
-                "info",
-                f"Published {len(outcome.rows_per_table)} tables to {self.path}: "
-                + ", ".join(f"{t}={n}" for t, n in sorted(outcome.rows_per_table.items())),
-            )
-        else:
-            # A lake that refused the publication is not asked to record the failure.
-            self._record_failure(outcome, error, to_lake=not lake_refused)
-        work.unlink(missing_ok=True)
-        remove_spill_directory(work)
+        try:
+            if error is None and self.lake is not None:
+                snapshot, error = self._publish_to_lake(outcome, work)
+                lake_refused = error is not None
+            if error is None:
+                rows = ops_rows(self.tenant_id, outcome, datetime.now(UTC), "success", None)
+                publish_file(
+                    Path(self.path),
+                    work,
+                    list(outcome.rows_per_table),
+                    rows,
+                    base=self._base,
+                    views=outcome.views,
+                )
+                self._say(
+                    "info",
+                    f"Published {len(outcome.rows_per_table)} tables to {self.path}: "
+                    + ", ".join(f"{t}={n}" for t, n in sorted(outcome.rows_per_table.items())),
+                )
+            else:
+                # A lake that refused the publication is not asked to record the failure.
+                self._record_failure(outcome, error, to_lake=not lake_refused)
+        finally:
+            self._clean_up()
+        return error, snapshot
+
+    def _clean_up(self) -> None:
+        """Nothing of the run stays beside the file: its work copy, spill folder, owner file."""
+        if self._work_path is not None:
+            self._work_path.unlink(missing_ok=True)
+            remove_spill_directory(self._work_path)
         if self._owner is not None:
             self._owner.release()
         self._work_path, self._outcome, self._owner = None, None, None
-        return error, snapshot
 
     def _publish_to_lake(self, outcome: RunOutcome, work: Path) -> tuple[int | None, str | None]:
         """Publish the run's tables into the lake in one transaction: (its snapshot, None), or
@@ -256,7 +275,13 @@ class Warehouse(dg.ConfigurableResource):
         """Nothing published: the run's failure row and notifications in the file (and the
         lake, `to_lake`); the previous tables stay."""
         rows = ops_rows(self.tenant_id, outcome, datetime.now(UTC), "failure", error)
-        publish_file(Path(self.path), None, [], rows)
+        try:
+            publish_file(Path(self.path), None, [], rows)
+        except (WarehouseError, duckdb.Error, OSError) as refused:
+            self._say(
+                "warning",
+                f"The failure could not be recorded in {self.path}: {redact(str(refused))}",
+            )
         lake = self.lake
         if lake is not None and to_lake:
             try:

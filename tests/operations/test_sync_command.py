@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from entra_pipeline.emulator import Emulator
+from entra_pipeline.preflight import check_connector
 from entra_pipeline.run_once import run_sync
 from tests.graph.graph_fixtures import graph_requests, token_requests
 from tests.operations.operate_fixtures import SECRET_VARIABLE
@@ -95,3 +96,51 @@ def test_a_failed_sync_prints_no_stack_trace_unless_verbose(
     assert "  step raw_entra failed" in err.splitlines()
     assert run_sync(argparse.Namespace(config=str(config), full=False, verbose=True)) == 1
     assert 'entra_pipeline/graph/auth.py", line ' in capsys.readouterr().err
+
+
+def _beside(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("where", "cause"),
+    [
+        (
+            "parent_is_a_file",
+            "{tmp}/a-file is a file, not a folder: name a duckdb_path in a folder",
+        ),
+        ("unwritable", "cannot create files in /sys/kernel ("),
+        ("damaged", "duckdb_path {tmp}/entra.duckdb is damaged: DuckDB cannot read it (IO Error"),
+    ],
+)
+def test_a_duckdb_path_that_cannot_be_written_is_named_by_check_and_sync(
+    where: str,
+    cause: str,
+    emulator: Emulator,
+    config_for: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A folder that is a file, one nobody may write in, a DuckDB file cut in half: `check`
+    fails on it, and `sync` ends with its cause, makes no Graph request and leaves nothing of
+    the run beside the file."""
+    db = tmp_path / "entra.duckdb"
+    if where == "damaged":
+        assert run_sync(argparse.Namespace(config=str(config_for(emulator)), full=False)) == 0
+        db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    (tmp_path / "a-file").write_text("")
+    path = {
+        "parent_is_a_file": tmp_path / "a-file" / "x.duckdb",
+        "unwritable": Path("/sys/kernel/entra.duckdb"),
+    }.get(where, db)
+    config = config_for(emulator, duckdb_path=str(path))
+    before = _beside(tmp_path)
+    assert check_connector(str(config)).exit_code == 1
+    capsys.readouterr()
+    seen = len(graph_requests(emulator))
+    assert run_sync(argparse.Namespace(config=str(config), full=False)) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("entra_id_sync (incremental) failed; nothing was published: ")
+    assert cause.format(tmp=tmp_path) in last
+    assert _beside(tmp_path) == before  # nothing of the run stays behind
+    assert graph_requests(emulator)[seen:] == []

@@ -122,29 +122,28 @@ MAPPING_SCHEMA = pa.DataFrameSchema(
 )
 
 
+# Problems of one kind named one by one, with suggestions; beyond them, counted.
+LISTED = 20
+
+
 def mapping_problems(frame: pl.DataFrame, columns: dict[str, list[str]]) -> list[str]:
     """Everything wrong with the mapping, each naming its row; `columns` maps data type -> the
     columns of its filtered table (the valid source attributes)."""
     try:
         MAPPING_SCHEMA.validate(frame, lazy=True)
     except SchemaErrors as errors:
-        problems = [_describe(case, frame) for case in errors.failure_cases.iter_rows(named=True)]
-        if any(
-            case["check"] == "column_in_dataframe" for case in errors.failure_cases.rows(named=True)
-        ):
+        cases = errors.failure_cases
+        problems = [_describe(case, frame) for case in cases.head(LISTED).iter_rows(named=True)]
+        if cases.height > LISTED:
+            problems.append(
+                f"{cases.height - LISTED:,} more problems of the same kinds: fix the ones above "
+                "and run check again"
+            )
+        if any(case["check"] == "column_in_dataframe" for case in cases.rows(named=True)):
             return problems  # rows cannot be read without their columns
     else:
         problems = []
-    for record in frame.iter_rows(named=True):
-        valid = columns.get(record["data_type"] or "")
-        source = record["source_attribute"]
-        if valid is not None and source is not None and source not in valid:
-            source_table = _table_of(record["data_type"]).source
-            problems.append(
-                f"row {record['row']}: source_attribute {source!r} is not a column of "
-                f"{source_table}; "
-                f"{_nearest(source, valid)}"
-            )
+    problems += _unknown_sources(frame, columns)
     problems += view_name_problems(frame)
     for table in MAPPED_TABLES:
         mapped = frame.filter(
@@ -156,6 +155,40 @@ def mapping_problems(frame: pl.DataFrame, columns: dict[str, list[str]]) -> list
                 f"no row maps {table.data_type} {REQUIRED_SOURCE!r}: {table.target} needs the "
                 f"object id (add a row: {table.data_type},{REQUIRED_SOURCE},<target>,<description>)"
             )
+    return problems
+
+
+def _unknown_sources(frame: pl.DataFrame, columns: dict[str, list[str]]) -> list[str]:
+    """Rows whose source_attribute is not a column of their filtered table: the first LISTED
+    with suggestions (a table's valid names listed once), the rest counted."""
+    unknown = frame.filter(
+        pl.col("source_attribute").is_not_null()
+        & pl.struct("data_type", "source_attribute").map_elements(
+            lambda r: (
+                r["data_type"] in columns and r["source_attribute"] not in columns[r["data_type"]]
+            ),
+            return_dtype=pl.Boolean,
+        )
+    )
+    problems, listed_valid = [], set()
+    for record in unknown.head(LISTED).iter_rows(named=True):
+        data_type, source = record["data_type"], record["source_attribute"]
+        table = _table_of(data_type).source
+        hint = _nearest(source, columns[data_type])
+        if hint.startswith("no similar name;"):
+            hint = "no similar name" + (
+                "; see the valid names above" if table in listed_valid else hint[15:]
+            )
+            listed_valid.add(table)
+        problems.append(
+            f"row {record['row']}: source_attribute {source!r} is not a column of {table}; {hint}"
+        )
+    if unknown.height > LISTED:
+        rows = unknown["row"].slice(LISTED)
+        problems.append(
+            f"{unknown.height - LISTED:,} more rows (rows {rows.min()} to {rows.max()}) name a "
+            "source_attribute that is not a column: fix the ones above and run check again"
+        )
     return problems
 
 
@@ -373,7 +406,7 @@ def view_name_problems(frame: pl.DataFrame) -> list[str]:
         seen: set[str] = set()  # a target repeated in another case is already a problem
         for record in frame.filter(pl.col("data_type") == table.data_type).iter_rows(named=True):
             target, row = record["target_attribute"], record["row"]
-            if target is None or target.lower() in seen | set(RESERVED_TARGETS):
+            if target is None or target.lower() in seen or target.lower() in RESERVED_TARGETS:
                 continue
             seen.add(target.lower())
             names = [snake_case(target)]

@@ -14,12 +14,18 @@ from entra_pipeline.errors import PipelineError
 CSV_COLUMNS = ("data_type", "source_attribute", "target_attribute", "description")
 
 
+# A message lists this many problems at most (a generated CSV may have thousands).
+SHOWN = 50
+
+
 class MappingInvalid(PipelineError, ValueError):
     """The mapping CSV has problems; `problems` lists each one with its row and a suggestion."""
 
     def __init__(self, path: Path, problems: list[str]) -> None:
         self.path, self.problems = path, problems
-        listed = "\n".join(f"  - {problem}" for problem in problems)
+        listed = "\n".join(f"  - {problem}" for problem in problems[:SHOWN])
+        if len(problems) > SHOWN:
+            listed += f"\n  - and {len(problems) - SHOWN:,} more: fix these and run check again"
         super().__init__(f"mapping {path} is invalid ({len(problems)} problems):\n{listed}")
 
 

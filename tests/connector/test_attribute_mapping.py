@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from entra_pipeline.connector.mapping_csv import read_mapping
+from entra_pipeline.connector.mapping import LISTED, validated_mapping
+from entra_pipeline.connector.mapping_csv import MappingInvalid, read_mapping
 from tests.connector.transform_fixtures import (
     SHIPPED_MAPPING,
     TENANT,
@@ -336,3 +337,39 @@ def test_a_broken_mapping_file_is_mapping_invalid_and_nothing_is_published(
     assert details["problems"] == [problem]
     assert problem in message
     assert {t: transform.query(f"SELECT * FROM {t} ORDER BY 2") for t in PUBLISHED} == before
+
+
+def test_a_mapping_of_100000_unknown_sources_gets_a_bounded_answer(tmp_path: Path) -> None:
+    """A generated CSV of 100,000 rows naming no real column: the first rows named with their
+    suggestions, the valid names listed once, the rest counted (it took 372 s and 94 MB)."""
+    path = tmp_path / "m.csv"
+    rows = [f"User,unknownAttribute{i},User.Target{i},x" for i in range(100_000)]
+    path.write_text(
+        "data_type,source_attribute,target_attribute,description\n"
+        "User,id,User.Id,x\nDevice,id,Device.Id,x\n" + "\n".join(rows) + "\n",
+        encoding="utf-8",
+    )
+    columns = {"User": ["id", "accountEnabled", "userPrincipalName"], "Device": ["id"]}
+    _, problems = validated_mapping(path, columns)
+    assert len(problems) == LISTED + 1
+    assert problems[0] == (
+        "row 4: source_attribute 'unknownAttribute0' is not a column of "
+        "staging.filtered_users; no similar name; valid names: id, accountEnabled, "
+        "userPrincipalName"
+    )
+    assert problems[1] == (
+        "row 5: source_attribute 'unknownAttribute1' is not a column of "
+        "staging.filtered_users; no similar name; see the valid names above"
+    )
+    assert problems[-1] == (
+        "99,980 more rows (rows 24 to 100003) name a source_attribute that is not a column: "
+        "fix the ones above and run check again"
+    )
+    assert len(str(MappingInvalid(path, problems))) < 5_000
+
+
+def test_a_mapping_error_message_lists_fifty_problems_and_counts_the_rest() -> None:
+    message = str(MappingInvalid(Path("m.csv"), [f"row {n}: wrong" for n in range(2, 502)]))
+    assert message.splitlines()[0] == "mapping m.csv is invalid (500 problems):"
+    assert message.splitlines()[50] == "  - row 51: wrong"
+    assert message.splitlines()[-1] == "  - and 450 more: fix these and run check again"

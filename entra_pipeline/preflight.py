@@ -450,7 +450,7 @@ def render(report: CheckReport) -> str:
     for step in report.steps:
         result = label(step)
         detail = step.detail if step.status == "ok" else f"see [{len(notes)}]"
-        lines.append(f"  {step.option:<8} {result:<14} {detail}")
+        lines.append(f"  {step.option:<9} {result:<14} {detail}")
     if report.calls:
         rows = [("OPTION", "CALL", "PERMISSION", "RESULT")] + [
             (f.option, f.call, f.permission, label(f)) for f in report.calls

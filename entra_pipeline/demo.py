@@ -27,7 +27,7 @@ from entra_pipeline.emulator import Emulator, EmulatorConfig
 from entra_pipeline.emulator.churn import churn
 from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.run_log import RunProgress, short_log, with_short_log
-from entra_pipeline.warehouse.files import private_directories
+from entra_pipeline.warehouse.files import folder_problem, private_directories
 from entra_pipeline.warehouse.sql import table_exists
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +112,10 @@ def _utc_now() -> str:
 
 def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    problem = folder_problem(Path(args.db).resolve())
+    if problem is not None:
+        print(f"demo --db {args.db}: {problem}")
+        return 2
     with short_log(Console(stderr=True, highlight=False, soft_wrap=True)) as progress:
         return _run_demo(args, started, progress)
 

@@ -186,3 +186,27 @@ def test_a_second_demo_on_the_same_database_records_only_the_night_it_adds(
     rejoined = night.get("devices re-joined", 0)
     assert last.get("device removed", 0) == night.get("devices deleted", 0) + rejoined
     assert last.get("device added", 0) == rejoined
+
+
+@pytest.mark.parametrize(
+    ("db", "cause"),
+    [
+        ("{tmp}/a-file/demo.duckdb", "{tmp}/a-file is a file, not a folder"),
+        ("/sys/kernel/demo.duckdb", "cannot create files in /sys/kernel ("),
+    ],
+)
+def test_a_demo_database_in_a_folder_it_cannot_write_is_one_line(
+    db: str, cause: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "entra_pipeline.cli", "demo", "--db", db.format(tmp=tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr == ""
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"demo --db {db.format(tmp=tmp_path)}: {cause.format(tmp=tmp_path)}")

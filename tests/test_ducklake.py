@@ -9,6 +9,8 @@ from the lake.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -325,3 +327,19 @@ def test_a_bad_warehouse_section_is_a_config_error_naming_it(
         load_settings(config)
     assert message in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+def test_the_extension_directory_a_process_installs_goes_with_it() -> None:
+    """Each process installs the packaged extensions in a private folder of its own; nothing of
+    it stays in the temporary directory after the process."""
+    code = (
+        "from entra_pipeline.warehouse.lake import _extension_directory\n"
+        "folder = _extension_directory()\n"
+        "print(folder, sorted(p.name for p in folder.rglob('*.duckdb_extension')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    folder, installed = done.stdout.strip().split(" ", 1)
+    assert installed == "['ducklake.duckdb_extension', 'postgres_scanner.duckdb_extension']"
+    assert not Path(folder).exists()

@@ -184,9 +184,9 @@ def _unknown_sources(frame: pl.DataFrame, columns: dict[str, list[str]]) -> list
             f"row {record['row']}: source_attribute {source!r} is not a column of {table}; {hint}"
         )
     if unknown.height > LISTED:
-        rows = unknown["row"].slice(LISTED)
+        rows: list[int] = unknown["row"].slice(LISTED).to_list()  # in file order
         problems.append(
-            f"{unknown.height - LISTED:,} more rows (rows {rows.min()} to {rows.max()}) name a "
+            f"{unknown.height - LISTED:,} more rows (rows {rows[0]} to {rows[-1]}) name a "
             "source_attribute that is not a column: fix the ones above and run check again"
         )
     return problems

@@ -19,10 +19,12 @@ DuckDB cannot download extensions here: `ducklake` and `postgres` come from thei
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import logging
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -86,9 +88,15 @@ def extension_files() -> dict[str, Path]:
 
 @functools.cache
 def _extension_directory() -> Path:
-    """A private extension directory with the packaged extensions installed, once a process."""
+    """A private extension directory with the packaged extensions installed, once a process;
+    removed when the process exits (or at once, when the install fails)."""
     directory = Path(tempfile.mkdtemp(prefix="entra-pipeline-extensions-"))
-    install_extensions(directory)
+    try:
+        install_extensions(directory)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     return directory
 
 

@@ -27,6 +27,7 @@ from entra_pipeline.emulator import Emulator, EmulatorConfig
 from entra_pipeline.emulator.churn import churn
 from entra_pipeline.names import CONNECTOR_JOB, USER_SOURCE_JOB
 from entra_pipeline.run_log import RunProgress, short_log, with_short_log
+from entra_pipeline.warehouse.failures import failure_causes
 from entra_pipeline.warehouse.files import folder_problem, private_directories
 from entra_pipeline.warehouse.sql import table_exists
 
@@ -162,7 +163,7 @@ def _run_demo(args: argparse.Namespace, started: float, progress: RunProgress) -
         emulator.stop()
     _print_summary(db, time.monotonic() - started)
     if failed:
-        print(f"FAILED: {', '.join(failed)} (see ops.sync_runs.error above)")
+        print(f"FAILED: {', '.join(failed)}; the cause is above and in ops.sync_runs.error")
         return 1
     return 0
 
@@ -176,6 +177,8 @@ def _run_job(
     progress.begin(job_name)
     job, run_config = with_short_log(definitions.resolve_job_def(job_name), progress)
     result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
+    if not result.success:
+        print(f"{job_name} failed; nothing was published: " + "; ".join(failure_causes(result)))
     return result.success
 
 

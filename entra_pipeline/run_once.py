@@ -24,9 +24,8 @@ from entra_pipeline.incremental import FULL_SYNC_TAG
 from entra_pipeline.names import CONNECTOR_JOB, CONNECTORS_PARTITIONS
 from entra_pipeline.run_log import RunProgress, short_log, with_short_log
 from entra_pipeline.run_tags import run_tags
-from entra_pipeline.secrets import redact
 from entra_pipeline.settings import ConfigError
-from entra_pipeline.warehouse.failures import root_cause
+from entra_pipeline.warehouse.failures import failure_causes
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -51,7 +50,8 @@ def run_sync(args: argparse.Namespace) -> int:
         print(f"{CONNECTOR_JOB} ({mode}) published to {settings.duckdb_path}")
         return 0
     print(
-        f"{CONNECTOR_JOB} ({mode}) failed; nothing was published: " + "; ".join(_failures(result))
+        f"{CONNECTOR_JOB} ({mode}) failed; nothing was published: "
+        + "; ".join(failure_causes(result))
     )
     return 1
 
@@ -93,7 +93,7 @@ def _run_fleet(args: argparse.Namespace) -> int:
             else:
                 print(
                     f"{slug}: {CONNECTOR_JOB} failed; nothing was published: "
-                    + "; ".join(_failures(result))
+                    + "; ".join(failure_causes(result))
                 )
                 codes.append(1)
     return max(codes, default=0)
@@ -114,21 +114,3 @@ def _logged(
     job: dg.JobDefinition, progress: RunProgress | None
 ) -> tuple[dg.JobDefinition, dict[str, Any]]:
     return (job, {}) if progress is None else with_short_log(job, progress)
-
-
-def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
-    """What stopped the run, in its own words: the innermost error behind each failed step (or
-    behind the run's failure, when no step failed), not Dagster's wrapper around it."""
-    causes: list[str] = []
-    for event in result.all_events:
-        if event.is_step_failure or event.event_type == dg.DagsterEventType.RUN_FAILURE:
-            error = getattr(event.event_specific_data, "error", None)
-            if error is not None:
-                causes.append(redact(_without_class(root_cause(error))))
-    return list(dict.fromkeys(causes)) or ["the run failed; Dagster's run log says why"]
-
-
-def _without_class(message: str) -> str:
-    """`package.module.SomeError: what happened` -> `what happened` (the message says it)."""
-    head, sep, rest = message.partition(": ")
-    return rest if sep and head.rsplit(".", 1)[-1].endswith(("Error", "Exception")) else message

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from entra_pipeline.secrets import redact
 from entra_pipeline.warehouse.files import private_directories
 from entra_pipeline.warehouse.metadata import table_key
 from entra_pipeline.warehouse.outcome import RunOutcome, ops_rows
@@ -19,10 +20,26 @@ from entra_pipeline.warehouse.sql import table_exists
 
 def root_cause(error: object) -> str:
     """The message of the innermost error: Dagster wraps the user's exception (resource
-    initialisation, step execution), and the innermost one says why."""
+    initialisation, step execution), and the innermost one says why. The pipeline's own errors
+    say it in their words, so their class name goes (`entra_pipeline.graph.errors.TokenError: `);
+    any other keeps its class (`IsADirectoryError: [Errno 21] ...`)."""
     while getattr(error, "cause", None) is not None:
         error = error.cause  # type: ignore[attr-defined]
-    return str(getattr(error, "message", error)).strip()
+    message = str(getattr(error, "message", error)).strip()
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.startswith("entra_pipeline.") and " " not in head else message
+
+
+def failure_causes(result: dg.ExecuteInProcessResult) -> list[str]:
+    """What stopped the run, in its own words: the innermost error behind each failed step (or
+    behind the run's failure, when no step failed), not Dagster's wrapper around it."""
+    causes: list[str] = []
+    for event in result.all_events:
+        if event.is_step_failure or event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            error = getattr(event.event_specific_data, "error", None)
+            if error is not None:
+                causes.append(redact(root_cause(error)))
+    return list(dict.fromkeys(causes)) or ["the run failed; Dagster's run log says why"]
 
 
 def first_step_failure(instance: dg.DagsterInstance, run_id: str) -> str | None:

@@ -156,18 +156,24 @@ class Warehouse(dg.ConfigurableResource):
                         else f"copied in {time.monotonic() - started:.1f} s"
                     ),
                 )
+        self._open_work_copy(published)
+        make_private(self._work_path)
+        self._outcome = RunOutcome.of_run(run_id, job, self.run_started_at(), self.connector_name)
+
+    def _open_work_copy(self, published: Path) -> None:
+        """Give the work copy its ops tables; a copy DuckDB cannot read is a damaged file."""
+        assert self._work_path is not None
+        work = self._work_path.name
         try:
             with contextlib.closing(self._connect()) as con:
                 create_ops_tables(con)
         except duckdb.Error as error:
             self._clean_up()
-            reason = redact(str(error)).replace(f"{published.name}.run-{run_id}", published.name)
+            reason = redact(str(error)).replace(work, published.name)
             raise WarehouseError(
                 f"duckdb_path {published} is damaged: DuckDB cannot read it ({reason}). Restore "
                 "it from a backup, or move it aside: the next sync then reads everything again"
             ) from None
-        make_private(self._work_path)
-        self._outcome = RunOutcome.of_run(run_id, job, self.run_started_at(), self.connector_name)
 
     @classmethod
     def of(cls, settings: ConnectorSettings) -> Warehouse:

@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 import httpx
 
-from entra_pipeline.connector.raw import LANDED
+from entra_pipeline.connector.raw_layer import LANDED
 from entra_pipeline.connector.units import read_in_full
 from entra_pipeline.graph.auth import TokenProvider
 from entra_pipeline.graph.client import GraphClient

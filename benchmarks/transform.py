@@ -18,7 +18,7 @@ import duckdb
 import yaml
 
 from entra_pipeline.connector.definitions import transform_definitions
-from entra_pipeline.connector.raw import LANDED
+from entra_pipeline.connector.raw_layer import LANDED
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.warehouse.loading import PROVENANCE_COLUMNS
 from entra_pipeline.warehouse.resource import Warehouse

@@ -17,9 +17,8 @@ import duckdb
 
 from entra_pipeline.config_file import config_path
 from entra_pipeline.connector.mapping import MAPPED_TABLES, validated_mapping
+from entra_pipeline.connector.mapping_check import filtered_columns
 from entra_pipeline.connector.mapping_csv import MappingInvalid
-from entra_pipeline.connector.models import connector_models, connector_parameters
-from entra_pipeline.connector.raw import create_empty_raw_layer
 from entra_pipeline.connector.units import UNITS
 from entra_pipeline.connector_folder import is_fleet, load_fleet
 from entra_pipeline.graph.client import GraphClient
@@ -43,10 +42,8 @@ from entra_pipeline.secrets import redact
 from entra_pipeline.settings import ConfigError, ConnectorSettings
 from entra_pipeline.user_source.attributes import custom_attribute, directory_users
 from entra_pipeline.vocabulary import is_guid
-from entra_pipeline.warehouse.docs import table_columns
 from entra_pipeline.warehouse.errors import ModelError
 from entra_pipeline.warehouse.files import folder_problem
-from entra_pipeline.warehouse.models import build_models, create_table
 
 EXIT_OK = 0
 EXIT_CANNOT_SYNC = 1
@@ -251,19 +248,6 @@ def check_mapping(settings: ConnectorSettings) -> Finding:
         "ok",
         f"{path}: {frame.height} rows ({counts}); every source attribute is a column of {sources}",
     )
-
-
-def filtered_columns(settings: ConnectorSettings) -> dict[str, list[str]]:
-    """The columns of each filtered table, per data type, from the SQL models themselves.
-
-    The model runner builds them in memory over empty raw tables typed like a real extraction, so
-    the answer is exactly what a sync would build, without data and without a network call.
-    """
-    with duckdb.connect() as con:
-        create_empty_raw_layer(con, settings)
-        parameters = connector_parameters(settings, datetime.now(UTC), con)
-        build_models(con, connector_models(), parameters, create_table)
-        return {table.data_type: table_columns(con, table.source) for table in MAPPED_TABLES}
 
 
 # -- the Graph calls ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import dagster as dg
 import duckdb
 from dagster import AssetExecutionContext
 
-from entra_pipeline.connector.raw import sign_in_imported
+from entra_pipeline.connector.raw_layer import sign_in_imported
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.warehouse.docs import TENANT_ID_DOC, document_table
 from entra_pipeline.warehouse.metadata import table_key

@@ -313,15 +313,6 @@ def validated_mapping(path: Path, columns: dict[str, list[str]]) -> tuple[pl.Dat
     return frame, mapping_problems(frame, columns)
 
 
-def require_readable_mapping(path: Path) -> None:
-    """MappingInvalid when the CSV is missing, unreadable or its header wrong: what a run checks
-    before it reads Graph (source attributes are checked once the staging columns are built)."""
-    try:
-        read_mapping(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise MappingInvalid(path, [_unreadable(error)]) from None
-
-
 def _unreadable(error: Exception) -> str:
     return (
         f"the mapping CSV cannot be read ({error}); mapping_path in the connector config names it"

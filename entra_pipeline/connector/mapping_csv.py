@@ -26,7 +26,8 @@ class MappingInvalid(PipelineError, ValueError):
         listed = "\n".join(f"  - {problem}" for problem in problems[:SHOWN])
         if len(problems) > SHOWN:
             listed += f"\n  - and {len(problems) - SHOWN:,} more: fix these and run check again"
-        super().__init__(f"mapping {path} is invalid ({len(problems)} problems):\n{listed}")
+        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+        super().__init__(f"mapping {path} is invalid ({count}):\n{listed}")
 
 
 def read_mapping(path: Path) -> pl.DataFrame:

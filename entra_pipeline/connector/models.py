@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from entra_pipeline.connector.raw import sign_in_imported
+from entra_pipeline.connector.raw_layer import sign_in_imported
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.vocabulary import JOIN_TYPES

@@ -16,7 +16,6 @@ it was not selected (their rows of `raw.extraction_status`; `raw.group_filters` 
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -29,7 +28,19 @@ from entra_pipeline.connector.incremental import (
     refresh_references,
     snapshot_upns,
 )
-from entra_pipeline.connector.mapping import ATTRIBUTE_MAPPING, require_readable_mapping
+from entra_pipeline.connector.mapping import ATTRIBUTE_MAPPING
+from entra_pipeline.connector.mapping_check import require_valid_mapping
+from entra_pipeline.connector.raw_layer import (
+    DESCRIPTIONS,
+    EXTRACTED_TABLES,
+    EXTRACTION_STATUS,
+    GROUP_FILTERS,
+    RAW_TABLES,
+    load_extraction_status,
+    load_group_filters,
+    sign_in_imported,
+    sign_in_status,
+)
 from entra_pipeline.connector.sign_in_pool import sign_in_slot
 from entra_pipeline.connector.units import UNITS, RawRun, asked_units
 from entra_pipeline.graph.client import GraphClient
@@ -48,38 +59,9 @@ from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.sync.session import recorded_graph_client
 from entra_pipeline.sync.units import land_units, next_states, read_units
-from entra_pipeline.warehouse.docs import document_table
-from entra_pipeline.warehouse.loading import PROVENANCE_DOCS, load_landed_table
 from entra_pipeline.warehouse.resource import Warehouse
-from entra_pipeline.warehouse.sql import table_exists
 
 RAW_GROUP = "raw"
-LANDED = tuple(unit.collection for unit in UNITS)
-EXTRACTED_TABLES = tuple(landed.table for landed in LANDED)
-# Written here from the extraction itself: what later layers need to know about it.
-GROUP_FILTERS = "group_filters"
-EXTRACTION_STATUS = "extraction_status"
-RAW_TABLES = (*EXTRACTED_TABLES, GROUP_FILTERS, EXTRACTION_STATUS)
-
-DESCRIPTIONS = {
-    # The registry's, as the tables' comments say.
-    **{landed.table: landed.description for landed in LANDED},
-    GROUP_FILTERS: "The configured device and user group filters, resolved to object ids.",
-    EXTRACTION_STATUS: "Per collection: complete, unavailable (and why) or skipped, this run.",
-}
-GROUP_FILTERS_DOCS = {
-    **PROVENANCE_DOCS,
-    "applies_to": "devices or users: the option list (devices.groups, users.groups) it is in.",
-    "group_ref": "The group as the config names it: an object id or a display name.",
-    "group_id": "The object id Graph resolved it to.",
-}
-EXTRACTION_STATUS_DOCS = {
-    **PROVENANCE_DOCS,
-    "collection": "The raw table the collection lands in.",
-    "status": "complete (read in full this run), unavailable (Graph refused it; see reason) or "
-    "skipped (not needed by the options).",
-    "reason": "Why the collection was unavailable or skipped; null when complete.",
-}
 
 
 def raw_key(table: str) -> dg.AssetKey:
@@ -221,11 +203,13 @@ def _resyncs(reports: dict[str, CollectionReport]) -> dict[str, DeltaResyncRequi
 
 
 def _check_before_reading(context: AssetExecutionContext, settings: ConnectorSettings) -> None:
-    """What the run will need that can be checked offline, checked before Graph is read: the
-    mapping CSV, when the run maps (a missing or broken one fails it with no Graph request)."""
+    """What the run will need that can be checked offline, checked before Graph is read (the
+    config itself, its certificate and templates, were validated when it was read): the mapping
+    CSV, when the run maps, its rows against the columns the models build — a missing or broken
+    one fails the run with `check`'s message and no Graph request."""
     chosen = context.run.asset_selection  # empty or None: the whole job
     if not chosen or ATTRIBUTE_MAPPING in chosen:
-        require_readable_mapping(Path(settings.mapping_path))
+        require_valid_mapping(settings)
 
 
 def _describe_run(run: RawRun) -> str:
@@ -283,95 +267,6 @@ def _resolve_group_filters(
     wanted = {"devices": settings.devices.groups, "users": settings.users.groups}
     resolved = resolve_groups(client, [ref for refs in wanted.values() for ref in refs])
     return [(kind, ref, resolved[ref]) for kind, refs in wanted.items() for ref in refs]
-
-
-def load_group_filters(
-    con: duckdb.DuckDBPyConnection,
-    tenant_id: str,
-    extracted_at: datetime,
-    filters: Sequence[tuple[str, str, str]],
-) -> int:
-    """The configured group filters with the object ids they resolved to."""
-    con.execute(
-        f"CREATE OR REPLACE TABLE raw.{GROUP_FILTERS} (tenant_id VARCHAR, extracted_at TIMESTAMPTZ, "
-        "applies_to VARCHAR, group_ref VARCHAR, group_id VARCHAR)"
-    )
-    if filters:
-        con.executemany(
-            f"INSERT INTO raw.{GROUP_FILTERS} VALUES (?, ?, ?, ?, ?)",
-            [(tenant_id, extracted_at, *row) for row in filters],
-        )
-    document_table(con, f"raw.{GROUP_FILTERS}", DESCRIPTIONS[GROUP_FILTERS], GROUP_FILTERS_DOCS)
-    return len(filters)
-
-
-def load_extraction_status(
-    con: duckdb.DuckDBPyConnection,
-    tenant_id: str,
-    extracted_at: datetime,
-    reports: dict[str, CollectionReport],
-    *,
-    asked: set[str] | None = None,
-) -> int:
-    """Per extracted table: complete, unavailable (and why) or skipped (and why). A table this
-    run was not `asked` for (a subset run) keeps its row, and its `extracted_at`, from before."""
-    kept: list[tuple] = []
-    if asked is not None and table_exists(con, f"raw.{EXTRACTION_STATUS}"):
-        kept = [
-            row
-            for row in con.execute(f"SELECT * FROM raw.{EXTRACTION_STATUS}").fetchall()
-            if row[2] not in asked
-        ]
-    con.execute(
-        f"CREATE OR REPLACE TABLE raw.{EXTRACTION_STATUS} (tenant_id VARCHAR, "
-        "extracted_at TIMESTAMPTZ, collection VARCHAR, status VARCHAR, reason VARCHAR)"
-    )
-    rows: list[tuple[str, str, str | None]] = []
-    for unit in UNITS:
-        table = unit.collection.table
-        report = reports.get(table)
-        if asked is not None and table not in asked:
-            if not any(row[2] == table for row in kept):
-                rows.append((table, "skipped", "not selected in any run yet"))
-        elif report is None:
-            rows.append((table, "skipped", unit.skipped()))
-        elif report.status == "unavailable":
-            rows.append((table, "unavailable", report.reason))
-        else:
-            rows.append((table, "complete", None))
-    con.executemany(
-        f"INSERT INTO raw.{EXTRACTION_STATUS} VALUES (?, ?, ?, ?, ?)",
-        [*kept, *((tenant_id, extracted_at, *row) for row in rows)],
-    )
-    document_table(
-        con, f"raw.{EXTRACTION_STATUS}", DESCRIPTIONS[EXTRACTION_STATUS], EXTRACTION_STATUS_DOCS
-    )
-    return len(kept) + len(rows)
-
-
-def create_empty_raw_layer(con: duckdb.DuckDBPyConnection, settings: ConnectorSettings) -> None:
-    """Every raw table, typed as an extraction lands it, with no rows (and sign-in activity
-    "skipped"): what the models can be built on without a network call."""
-    now = datetime.now(UTC)
-    for landed in LANDED:
-        load_landed_table(con, landed, (), settings.tenant_id, now)
-    load_group_filters(con, settings.tenant_id, now, [])
-    load_extraction_status(con, settings.tenant_id, now, {})
-
-
-def sign_in_status(con: duckdb.DuckDBPyConnection) -> tuple[str, str | None]:
-    """(status, reason) of this run's sign-in activity pass, from raw.extraction_status."""
-    found = con.execute(
-        f"SELECT status, reason FROM raw.{EXTRACTION_STATUS} WHERE collection = ?",
-        [SIGN_IN_ACTIVITY.table],
-    ).fetchall()
-    return found[0] if found else ("missing", None)
-
-
-def sign_in_imported(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether this run imported sign-in activity, which the user stale threshold needs
-    (docs/options-and-mapping.md)."""
-    return sign_in_status(con)[0] == "complete"
 
 
 def _warn_when_user_stale_filter_skipped(

@@ -12,7 +12,7 @@ import pytest
 from entra_pipeline.config_file import parse_settings
 from entra_pipeline.connector.definitions import transform_definitions
 from entra_pipeline.connector.models import connector_models, connector_parameters
-from entra_pipeline.connector.raw import create_empty_raw_layer
+from entra_pipeline.connector.raw_layer import create_empty_raw_layer
 from entra_pipeline.graph.collections import DEVICES
 from entra_pipeline.settings import ConnectorSettings
 from entra_pipeline.warehouse.docs import TENANT_ID_DOC, column_comments, table_comment

@@ -15,7 +15,7 @@ import duckdb
 import yaml
 
 from entra_pipeline.connector.definitions import transform_definitions
-from entra_pipeline.connector.raw import (
+from entra_pipeline.connector.raw_layer import (
     DESCRIPTIONS,
     EXTRACTION_STATUS_DOCS,
     GROUP_FILTERS_DOCS,

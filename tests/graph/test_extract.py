@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from entra_pipeline.connector.raw import LANDED
+from entra_pipeline.connector.raw_layer import LANDED
 from entra_pipeline.connector.units import read_in_full
 from entra_pipeline.emulator import Emulator, FileTenant
 from entra_pipeline.emulator.handlers import ALL_PERMISSIONS

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from entra_pipeline.config_file import load_settings
+from entra_pipeline.connector.mapping_check import filtered_columns
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.preflight import (
     EXIT_CANNOT_SYNC,
@@ -20,7 +21,6 @@ from entra_pipeline.preflight import (
     CheckReport,
     Finding,
     check_connector,
-    filtered_columns,
     render,
 )
 from tests.operations.operate_fixtures import (

@@ -53,7 +53,7 @@ def test_a_missing_mapping_fails_the_sync_before_it_reads_graph(
     config = config_for(emulator, mapping_path=str(missing))
     assert run_sync(argparse.Namespace(config=str(config), full=False)) == 1
     out = capsys.readouterr().out
-    assert f"mapping {missing} is invalid (1 problems):" in out
+    assert f"mapping {missing} is invalid (1 problem):" in out
     assert "the mapping CSV cannot be read ([Errno 2] No such file or directory" in out
     assert graph_requests(emulator) == []
     assert token_requests(emulator) == 0
@@ -144,3 +144,27 @@ def test_a_duckdb_path_that_cannot_be_written_is_named_by_check_and_sync(
     assert cause.format(tmp=tmp_path) in last
     assert _beside(tmp_path) == before  # nothing of the run stays behind
     assert graph_requests(emulator)[seen:] == []
+
+
+def test_a_mapping_row_naming_no_column_fails_the_sync_before_it_reads_graph(
+    emulator: Emulator,
+    config_for: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A source attribute that is no column of the filtered tables: the run checks the mapping
+    against the columns the models build (in memory, offline) before any token or Graph
+    request, and says what check says."""
+    mapping = tmp_path / "mapping.csv"
+    shipped = (Path(__file__).resolve().parents[2] / "mappings" / "entra_id.csv").read_text()
+    mapping.write_text(shipped + "User,acountEnabled,User.Typo,a typo\n")
+    config = config_for(emulator, mapping_path=str(mapping))
+    assert run_sync(argparse.Namespace(config=str(config), full=False)) == 1
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[-2].endswith(f"nothing was published: mapping {mapping} is invalid (1 problem):")
+    assert said[-1] == (
+        "  - row 38: source_attribute 'acountEnabled' is not a column of staging.filtered_users; "
+        "nearest valid: accountEnabled"
+    )
+    assert graph_requests(emulator) == []
+    assert token_requests(emulator) == 0

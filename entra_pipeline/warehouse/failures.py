@@ -19,15 +19,22 @@ from entra_pipeline.warehouse.sql import table_exists
 
 
 def root_cause(error: object) -> str:
-    """The message of the innermost error: Dagster wraps the user's exception (resource
-    initialisation, step execution), and the innermost one says why. The pipeline's own errors
-    say it in their words, so their class name goes (`entra_pipeline.graph.errors.TokenError: `);
-    any other keeps its class (`IsADirectoryError: [Errno 21] ...`)."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause  # type: ignore[attr-defined]
-    message = str(getattr(error, "message", error)).strip()
-    head, sep, rest = message.partition(": ")
-    return rest if sep and head.startswith("entra_pipeline.") and " " not in head else message
+    """What stopped a run, from Dagster's error chain (its wrappers around the user's exception,
+    and that exception's causes): the outermost of the pipeline's own errors — they say what
+    happened and what to do, in their own words, without their class name — else the innermost
+    error, with its class (`IsADirectoryError: [Errno 21] ...`)."""
+    chain = [error]
+    while getattr(chain[-1], "cause", None) is not None:
+        chain.append(chain[-1].cause)  # type: ignore[attr-defined]
+    for link in chain:
+        head, sep, rest = _message(link).partition(": ")
+        if sep and head.startswith("entra_pipeline.") and " " not in head:
+            return rest
+    return _message(chain[-1])
+
+
+def _message(error: object) -> str:
+    return str(getattr(error, "message", error)).strip()
 
 
 def failure_causes(result: dg.ExecuteInProcessResult) -> list[str]:

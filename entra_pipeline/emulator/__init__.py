@@ -9,8 +9,10 @@ from entra_pipeline.emulator.file_tenant import FileTenant
 from entra_pipeline.emulator.server import Emulator, EmulatorConfig, running_emulator
 from entra_pipeline.emulator.synthetic import SyntheticTenant
 from entra_pipeline.emulator.tenant import Tenant
+from entra_pipeline.emulator.tokens import AppRegistration
 
 __all__ = [
+    "AppRegistration",
     "Emulator",
     "EmulatorConfig",
     "FaultRule",

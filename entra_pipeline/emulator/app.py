@@ -30,6 +30,7 @@ from entra_pipeline.emulator.faults import Fault, Faults
 from entra_pipeline.emulator.handlers import GraphResources
 from entra_pipeline.emulator.query import GraphContext, QueryOptions
 from entra_pipeline.emulator.tokens import TokenService
+from entra_pipeline.emulator.writes import write
 
 MAX_BATCH = 20
 _JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
@@ -223,6 +224,7 @@ class EmulatorApp:
         raise GraphError(404, "NotFound", f"No emulator route for {request.method} {request.path}.")
 
     def _graph(self, request: Request, segments: list[str], *, replay: bool = False) -> Response:
+        app = None
         if not request.in_batch:
             check = self.tokens.check(request.headers.get("authorization"))
             if check.error is not None:
@@ -238,6 +240,13 @@ class EmulatorApp:
                         'client_id="00000003-0000-0000-c000-000000000000"'
                     },
                 )
+            app = self.tokens.apps.get(str((check.claims or {}).get("appid", "")).lower())
+        if app is None:
+            return self._graph_as_app(request, segments, replay=replay)
+        with self.resources.acting_as(app.permissions):  # the action app's own permissions
+            return self._graph_as_app(request, segments, replay=replay)
+
+    def _graph_as_app(self, request: Request, segments: list[str], *, replay: bool) -> Response:
         if not segments:
             # Graph's 400 for an unknown path segment, message verbatim
             # (microsoftgraph/msgraph-beta-sdk-python#764, microsoft-graph-docs#1914).
@@ -250,10 +259,8 @@ class EmulatorApp:
             largest = max((r.pop("objects") for r in batch["responses"]), default=0)
             return Response(200, _dump(batch), objects=largest)
         if request.method != "GET":
-            # Not Graph: the emulator serves no writes.
-            raise GraphError(
-                405, "Request_BadRequest", f"The emulator serves reads only, not {request.method}."
-            )
+            status, answer = write(self.resources, request.method, segments, request.body)
+            return Response(status, b"" if answer is None else _dump(answer), objects=1)
         ctx = GraphContext(
             query=request.query,
             options=QueryOptions.parse(request.query),

@@ -7,6 +7,7 @@ position, so any page can be served from its token alone.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import re
 import threading
 import time
@@ -71,8 +72,11 @@ READ_SKUS = (
 )
 READ_AUDIT = ("AuditLog.Read.All",)
 READ_FOR_KIND = {"user": READ_USERS, "device": READ_DEVICES, "group": READ_GROUPS}
+# What the main app registration is granted by default: every read permission, no write (the
+# sync app reads; writes need an app of their own, writes.py).
 ALL_PERMISSIONS = frozenset(
-    {*READ_USERS, *READ_DEVICES, *READ_GROUPS, *READ_SKUS, *READ_AUDIT}
+    p for p in {*READ_USERS, *READ_DEVICES, *READ_GROUPS, *READ_SKUS, *READ_AUDIT}
+    if "ReadWrite" not in p
 )  # fmt: skip
 
 
@@ -97,12 +101,25 @@ class GraphResources:
         self._sign_in_throttle = sign_in_throttle
         self._range_cache: dict[tuple[Any, ...], list[int]] = {}
         self._range_lock = threading.Lock()
+        self._acting = threading.local()  # another app registration's permissions, per request
 
     # ---- permissions ------------------------------------------------------------------------
 
     def granted(self, alternatives: tuple[str, ...]) -> bool:
-        granted = ALL_PERMISSIONS if self.permissions is None else self.permissions
+        granted = getattr(self._acting, "permissions", None)
+        if granted is None:
+            granted = ALL_PERMISSIONS if self.permissions is None else self.permissions
         return any(p in granted for p in alternatives)
+
+    @contextlib.contextmanager
+    def acting_as(self, permissions: frozenset[str] | None) -> Iterator[None]:
+        """Check this thread's requests against `permissions` (another app registration's; None:
+        the main app's `permissions`)."""
+        self._acting.permissions = permissions
+        try:
+            yield
+        finally:
+            self._acting.permissions = None
 
     def require(self, alternatives: tuple[str, ...]) -> None:
         if not self.granted(alternatives):

@@ -33,7 +33,7 @@ from entra_pipeline.emulator.query import TokenCodec
 from entra_pipeline.emulator.synthetic import SyntheticTenant
 from entra_pipeline.emulator.tenant import Tenant
 from entra_pipeline.emulator.tls import server_context, write_certificates
-from entra_pipeline.emulator.tokens import TokenService
+from entra_pipeline.emulator.tokens import AppRegistration, TokenService
 
 
 @dataclass
@@ -64,6 +64,8 @@ class EmulatorConfig:
     # The key page and delta tokens are sealed with; None draws one per start. A fixed key keeps
     # valid the tokens an earlier start issued over the same tenant (the demo's restart).
     token_key: bytes | None = None
+    # Other app registrations in the tenant (the pipeline's action app), with their permissions.
+    apps: tuple[AppRegistration, ...] = ()
     cert_dir: Path | None = None  # where the CA bundle is written (default: a temp dir)
     request_log_limit: int = 20_000  # `requests` keeps the newest this many (bounded memory)
     # Processes answering requests. With more than one, worker processes forked at start serve
@@ -243,6 +245,7 @@ class Emulator:
             client_secret=self.client_secret,
             faults=self.faults,
             certificates=config.client_certificates,
+            apps=config.apps,
         )
         self.resources = GraphResources(
             tenant=self.tenant,

@@ -144,6 +144,8 @@ class SyntheticTenant(Tenant):
         self._device_traits = lru_cache(maxsize=65536)(self._compute_device_traits)
         # Managers and owners are looked up again and again: keep recent identities around.
         self._identity = lru_cache(maxsize=8192)(self._compute_identity)
+        if users:  # user 0, the top of the manager tree, is the tenant's Global Administrator
+            self.role_holders.add(self.object_id("user", 0))
 
     # ---- ids and randomness -----------------------------------------------------------------
 

@@ -58,6 +58,8 @@ class Tenant:
         extension_app_id: str,
     ) -> None:
         self.tenant_id = tenant_id
+        # Users holding a directory role: Graph refuses an app's changes to them (writes.py).
+        self.role_holders: set[str] = set()
         self.domain = domain
         self.display_name = display_name
         self.now = now.astimezone(dt.UTC).replace(microsecond=0)

@@ -66,8 +66,21 @@ class TokenCheck:
     error: str | None
 
 
+@dataclass(frozen=True)
+class AppRegistration:
+    """Another app registration in the tenant (the pipeline's action app): its secret and the
+    application permissions admin consent granted it. Its tokens carry them in `roles`, as
+    Entra's app-only tokens do (learn.microsoft.com/entra/identity-platform/
+    access-token-claims-reference: "roles ... the app permissions granted")."""
+
+    client_id: str
+    client_secret: str
+    permissions: frozenset[str]
+    display_name: str = "entra-pipeline actions"
+
+
 class TokenService:
-    """Issues and validates tokens for one tenant and one app registration."""
+    """Issues and validates tokens for one tenant: its main app registration, and `apps`."""
 
     def __init__(
         self,
@@ -80,6 +93,7 @@ class TokenService:
         faults: Faults,
         app_display_name: str = "entra-pipeline",
         certificates: Sequence[str] = (),
+        apps: Sequence[AppRegistration] = (),
     ) -> None:
         self.base_url = base_url
         self.graph_url = graph_url
@@ -88,6 +102,7 @@ class TokenService:
         self.client_secret = client_secret
         self.faults = faults
         self.app_display_name = app_display_name
+        self.apps = {app.client_id.lower(): app for app in apps}
         self._key = secrets.token_bytes(32)
         # How each issued token was earned ("client_secret" or "client_assertion"), for tests.
         self.credentials_used: list[str] = []
@@ -201,6 +216,9 @@ class TokenService:
             raise sts_unsupported_grant(grant_type)
         client_id = form.get("client_id") or (basic_auth[0] if basic_auth else "")
         secret = form.get("client_secret") or (basic_auth[1] if basic_auth else None)
+        other = self.apps.get(client_id.lower())
+        if other is not None:
+            return self._issue_for(other, secret, form.get("scope", ""))
         if client_id.lower() != self.client_id.lower():
             raise sts_unknown_client(client_id, self.tenant.display_name)
         assertion = form.get("client_assertion")
@@ -230,6 +248,41 @@ class TokenService:
             "uti": _b64(secrets.token_bytes(16)),
             "ver": "1.0",
         }
+        return {
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "ext_expires_in": expires_in,
+            "access_token": self._sign(claims),
+        }
+
+    def _issue_for(self, app: AppRegistration, secret: str | None, scope: str) -> dict:
+        """A token for another app registration (client secret only), its permissions in
+        `roles`."""
+        if secret is None:
+            raise sts_missing_secret()
+        if not hmac.compare_digest(secret.encode(), app.client_secret.encode()):
+            raise sts_bad_secret(app.client_id)
+        self._check_scope(scope)
+        now = int(time.time())
+        subject = str(uuid.uuid5(uuid.NAMESPACE_OID, app.client_id))
+        claims = {
+            "aud": self.graph_url,
+            "iss": f"https://sts.windows.net/{self.tenant.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + int(self.faults.token_lifetime()),
+            "app_displayname": app.display_name,
+            "appid": app.client_id,
+            "appidacr": "1",
+            "idtyp": "app",
+            "oid": subject,
+            "sub": subject,
+            "roles": sorted(app.permissions),
+            "tid": self.tenant.tenant_id,
+            "uti": _b64(secrets.token_bytes(16)),
+            "ver": "1.0",
+        }
+        expires_in = self.faults.token_expires_in
         return {
             "token_type": "Bearer",
             "expires_in": expires_in,

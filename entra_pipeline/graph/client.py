@@ -213,6 +213,16 @@ class GraphClient:
             self.observer(label, 1)
         return body
 
+    def write(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None, *, label: str
+    ) -> httpx.Response:
+        """One write (PATCH, DELETE, POST) with the same retries as a read: each action is
+        idempotent in effect (disabling twice, deleting what is gone, revoking again), so a
+        request retried after a lost answer changes nothing more. The successful response,
+        its request-id in its headers."""
+        url = self._absolute(path)
+        return self._request(url, None, None, label, display_path(url), body, method)
+
     def iter_pages(
         self,
         path_or_url: str,
@@ -337,10 +347,11 @@ class GraphClient:
         label: str,
         described: str,
         body: Any = None,
+        method: str | None = None,
     ) -> httpx.Response:
-        """One GET (a POST with `body`) with every retry: throttling, 5xx, transport failures,
-        one 401 refresh; the successful response."""
-        method = "GET" if body is None else "POST"
+        """One GET (a POST with `body`, or `method`) with every retry: throttling, 5xx,
+        transport failures, one 401 refresh; the successful response."""
+        method = method or ("GET" if body is None else "POST")
         retries = 0
         token_refreshed = False
         woke = 0.0
@@ -350,7 +361,7 @@ class GraphClient:
             self.gate.before(label, woke)  # where the other threads wait out a 429
             self._count(label, requests=1)
             try:
-                response = self._send(url, params, headers, body, token, client_request_id)
+                response = self._send(url, params, headers, body, token, client_request_id, method)
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError):
                 raise  # a malformed URL or request: ours to fix, not the network's
             except httpx.TransportError as exc:
@@ -442,6 +453,7 @@ class GraphClient:
         body: Any,
         token: str,
         client_request_id: str,
+        method: str = "GET",
     ) -> httpx.Response:
         """One HTTP exchange with the ids Graph and its support trace a request by."""
         request_headers = {
@@ -450,9 +462,11 @@ class GraphClient:
             "client-request-id": client_request_id,
             "return-client-request-id": "true",
         }
-        if body is None:
+        if method == "GET":
             return self._http.get(url, params=params, headers=request_headers)
-        return self._http.post(url, json=body, headers=request_headers)
+        if method == "POST" or body is not None:
+            return self._http.request(method, url, json=body, headers=request_headers)
+        return self._http.request(method, url, headers=request_headers)
 
     def _retry_delay(
         self, response: httpx.Response, label: str, retries: int, error: GraphError

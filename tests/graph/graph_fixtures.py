@@ -49,9 +49,10 @@ def graph_requests(emu: Emulator) -> list[Any]:
 
 
 @contextlib.contextmanager
-def client_for(emu: Emulator) -> Iterator[GraphClient]:
-    """A GraphClient on `emu` with the fast retry policy, its token provider closed after."""
-    tokens = provider_for(emu)
+def client_for(emu: Emulator, **overrides: Any) -> Iterator[GraphClient]:
+    """A GraphClient on `emu` with the fast retry policy, its token provider closed after;
+    `overrides` go to the token provider (another app: client_id, client_credential)."""
+    tokens = provider_for(emu, **overrides)
     try:
         with GraphClient(emu.graph_url, tokens, ca_bundle=emu.ca_bundle, retry=FAST_RETRY) as graph:
             yield graph

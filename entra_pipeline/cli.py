@@ -93,6 +93,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "DuckDB's extension directory, so that duckdb can ATTACH 'ducklake:postgres:...'",
     )
 
+    from entra_pipeline.actions.cli import add_arguments as add_act_arguments
+
+    add_act_arguments(commands, config_file)
+
+    _add_check(commands)
+    return parser
+
+
+def _add_check(commands: Any) -> None:
     check = commands.add_parser(
         "check", help="validate the config and mapping and probe every Graph call the sync needs"
     )
@@ -102,7 +111,6 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="connector YAML (default: $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml)",
     )
-    return parser
 
 
 def _add_demo(commands: Any) -> None:
@@ -130,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         from entra_pipeline.demo import run_demo
 
         return run_demo(args)
+    if args.command == "act":
+        from entra_pipeline.actions.cli import run_act
+
+        return run_act(args)
     if args.command == "sync":
         from entra_pipeline.run_once import run_sync
 

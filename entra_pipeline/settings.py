@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from entra_pipeline.action_options import ActionOptions
 from entra_pipeline.credentials import CertificateCredential, load_certificate_credential
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.secrets import URI_PASSWORD, register_secret
@@ -328,6 +329,8 @@ class ConnectorSettings(_Strict):
     sync: SyncOptions = Field(default_factory=SyncOptions)
     history: HistoryOptions = Field(default_factory=HistoryOptions)
     warehouse: WarehouseOptions = Field(default_factory=WarehouseOptions)
+    # The action credential and limits (docs/actions.md); None: no actions.
+    actions: ActionOptions | None = None
 
     @field_validator("tenant_id", mode="before")
     @classmethod
@@ -386,6 +389,12 @@ class ConnectorSettings(_Strict):
                 f"CA bundle {value!r} is not a PEM file of CA certificates ({error})"
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _actions_apart(self) -> ConnectorSettings:
+        if self.actions is not None and self.actions.client_id.lower() == self.client_id.lower():
+            raise ValueError("actions.client_id is the sync's: actions need an app of their own")
+        return self
 
     @model_validator(mode="after")
     def _one_credential(self) -> ConnectorSettings:

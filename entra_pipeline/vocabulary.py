@@ -33,3 +33,14 @@ JOIN_TYPES = (
 )
 JOIN_TYPE_OPTIONS = tuple(join_type.option for join_type in JOIN_TYPES)
 JOIN_TYPE_LABELS = tuple(join_type.label for join_type in JOIN_TYPES)
+
+# The actions on device and people records (docs/actions.md): config `actions.allowed` lists
+# some of them; entra_pipeline/actions/catalog.py says what each sends.
+ACTION_NAMES = (
+    "device.disable",
+    "device.enable",
+    "device.delete",
+    "user.disable",
+    "user.enable",
+    "user.revoke_sessions",
+)

@@ -82,7 +82,8 @@ def test_every_published_table_view_and_column_has_a_comment(published: Publishe
     assert {"neurons.users_v", "neurons.devices_v", "mdm.rendered_templates"} <= set(names)
     assert {"mdm.invitations", "raw.sign_in_activity", "ops.attribute_mapping"} <= set(names)
     assert {"ops.delta_state", "history.changes", "mdm_extract.group_members"} <= set(names)
-    assert len(names) == 30
+    assert {"ops.action_plans", "ops.action_plan_items", "ops.actions"} <= set(names)
+    assert len(names) == 33
     assert [name for name, comment in objects if not comment.strip()] == []
     columns = published.query(
         "SELECT schema_name || '.' || table_name || '.' || column_name, coalesce(comment, '') "

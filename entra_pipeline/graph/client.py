@@ -216,10 +216,8 @@ class GraphClient:
     def write(
         self, method: str, path: str, body: Mapping[str, Any] | None = None, *, label: str
     ) -> httpx.Response:
-        """One write (PATCH, DELETE, POST) with the same retries as a read: each action is
-        idempotent in effect (disabling twice, deleting what is gone, revoking again), so a
-        request retried after a lost answer changes nothing more. The successful response,
-        its request-id in its headers."""
+        """One write (PATCH, DELETE, POST) with a read's retries: each action is idempotent in
+        effect, so a request retried after a lost answer changes nothing more."""
         url = self._absolute(path)
         return self._request(url, None, None, label, display_path(url), body, method)
 

@@ -17,6 +17,17 @@ OPS_DDL = (
     """CREATE TABLE IF NOT EXISTS ops.notifications (
         tenant_id VARCHAR, notified_at TIMESTAMPTZ, run_id VARCHAR, source VARCHAR,
         severity VARCHAR, code VARCHAR, message VARCHAR, details JSON, connector VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS ops.action_plans (
+        tenant_id VARCHAR, plan_id VARCHAR, selection VARCHAR, action VARCHAR, parameters JSON,
+        created_at TIMESTAMPTZ, status VARCHAR, reason VARCHAR, objects_of_kind BIGINT,
+        planned BIGINT, skipped BIGINT, max_objects BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS ops.action_plan_items (
+        tenant_id VARCHAR, plan_id VARCHAR, object_id VARCHAR, object_name VARCHAR,
+        kind VARCHAR, action VARCHAR, status VARCHAR, reason VARCHAR, matched JSON)""",
+    """CREATE TABLE IF NOT EXISTS ops.actions (
+        tenant_id VARCHAR, plan_id VARCHAR, object_id VARCHAR, object_name VARCHAR,
+        action VARCHAR, before JSON, after JSON, requested_at TIMESTAMPTZ,
+        finished_at TIMESTAMPTZ, status VARCHAR, request_id VARCHAR, error VARCHAR)""",
 )
 # Columns added since the first version, last in each table: files written before get them.
 OPS_ADDED = {
@@ -60,6 +71,65 @@ OPS_DOCS = {
         },
     ),
 }
+
+
+OPS_DOCS.update(
+    {
+        "ops.action_plans": (
+            "Plans of actions on the directory (docs/actions.md): what a selection chose, "
+            "never applied by being written; `entra-pipeline act apply` applies one.",
+            {
+                "tenant_id": TENANT_ID_DOC,
+                "plan_id": "The plan's id: what `act show`, `act apply` and `act undo` take.",
+                "selection": "The selection (dbt_like_sql/actions/<name>.sql) that chose it.",
+                "action": "What it does to each object: device.disable, user.revoke_sessions, ...",
+                "parameters": "JSON object: the selection's parameters, as used.",
+                "created_at": "When it was planned (UTC); older than plan_max_age_hours, it "
+                "is not applied.",
+                "status": "ready (may be applied) or refused (over the blast-radius limit).",
+                "reason": "Why it was refused; null when ready.",
+                "objects_of_kind": "Objects of the action's kind in the published tables.",
+                "planned": "Objects it acts on.",
+                "skipped": "Objects the selection chose that it will not touch (see items).",
+                "max_objects": "The most objects it could hold (the limit it was held to).",
+            },
+        ),
+        "ops.action_plan_items": (
+            "One row per object a plan chose: planned, or skipped and why.",
+            {
+                "tenant_id": TENANT_ID_DOC,
+                "plan_id": "The plan (ops.action_plans).",
+                "object_id": "The device's or user's object id.",
+                "object_name": "Its displayName (device) or userPrincipalName (user).",
+                "kind": "device or user.",
+                "action": "The plan's action.",
+                "status": "planned or skipped.",
+                "reason": "The selection's reason (planned), or why it is skipped.",
+                "matched": "JSON object: the values the selection matched, re-read from Graph "
+                "before acting (an object that no longer has them is not touched).",
+            },
+        ),
+        "ops.actions": (
+            "Every action request sent to Graph, and every planned object not acted on, per "
+            "applied plan: the audit of what was changed.",
+            {
+                "tenant_id": TENANT_ID_DOC,
+                "plan_id": "The plan applied (an undo is a plan of its own).",
+                "object_id": "The device's or user's object id.",
+                "object_name": "Its displayName or userPrincipalName.",
+                "action": "What was asked of Graph.",
+                "before": "JSON object: the object's values as re-read before acting.",
+                "after": "JSON object: the values after (null when not acted on).",
+                "requested_at": "When the request was sent (UTC); null when none was.",
+                "finished_at": "When it was answered or decided (UTC).",
+                "status": "done, skipped (changed since the plan, or refused by Graph for a "
+                "reason acting cannot fix) or failed.",
+                "request_id": "Graph's request-id of the answer, for Microsoft's support.",
+                "error": "Why it was skipped or failed; null when done.",
+            },
+        ),
+    }
+)
 
 
 def create_ops_tables(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,0 +1,296 @@
+"""Actions on the directory end to end, against the emulator over HTTPS: a sync publishes, a
+selection writes a plan (nothing sent), `act apply` acts with the action app's own credential on
+what still matches, audits every request in ops.actions, and the next sync sees the change."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from entra_pipeline.actions.apply import Journal
+from entra_pipeline.actions.cli import run_act
+from entra_pipeline.emulator import AppRegistration, Emulator, EmulatorConfig, running_emulator
+from entra_pipeline.run_once import run_sync
+from tests.operations.operate_fixtures import SECRET_VARIABLE, write_config
+
+ACTION_SECRET_VARIABLE = "ENTRA_TEST_ACTION_SECRET"
+ACTION_APP = AppRegistration(
+    client_id="5f0c8c1e-2b7a-4d55-9a63-0d1e2f3a4b5c",
+    client_secret="action-app-secret-for-tests",
+    permissions=frozenset(
+        {
+            "Device.ReadWrite.All",
+            "User.EnableDisableAccount.All",
+            "User.Read.All",
+            "User.RevokeSessions.All",
+        }
+    ),
+)
+
+
+class Tenant:
+    """An emulator with the action app registered, a config for it, its published file."""
+
+    def __init__(self, emulator: Emulator, folder: Path, **actions: Any) -> None:
+        self.emulator = emulator
+        self.config = write_config(
+            folder / "connector.yaml",
+            emulator,
+            actions={
+                "client_id": ACTION_APP.client_id,
+                "client_secret": "${" + ACTION_SECRET_VARIABLE + "}",
+                **actions,
+            },
+        )
+        self.db = folder / "entra.duckdb"
+
+    def sync(self) -> None:
+        assert run_sync(argparse.Namespace(config=str(self.config), full=False)) == 0
+
+    def act(self, verb: str, *args: str, sets: tuple[str, ...] = ()) -> int:
+        namespace = argparse.Namespace(config=str(self.config), verb=verb, set=list(sets))
+        if verb == "plan":
+            namespace.selection = args[0]
+        elif args:
+            namespace.plan_id = args[0]
+        return run_act(namespace)
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with duckdb.connect(str(self.db), read_only=True) as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def last_plan(self) -> str:
+        return str(
+            self.query("SELECT plan_id FROM ops.action_plans ORDER BY created_at DESC")[0][0]
+        )
+
+    def writes(self) -> list[tuple[str, str]]:
+        return [(r.method, r.path) for r in self.emulator.requests if r.method != "GET"
+                and r.path.startswith("/v1.0/")]  # fmt: skip
+
+    def enabled(self, device_id: str) -> bool:
+        tenant = self.emulator.tenant
+        return bool(tenant.object_at(*tenant.locate(device_id))["accountEnabled"])
+
+
+@pytest.fixture
+def tenant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tenant]:
+    config = EmulatorConfig(users=60, devices=60, seed=9, apps=(ACTION_APP,))
+    with running_emulator(config) as emulator:
+        monkeypatch.setenv(SECRET_VARIABLE, emulator.client_secret)
+        monkeypatch.setenv(ACTION_SECRET_VARIABLE, ACTION_APP.client_secret)
+        found = Tenant(emulator, tmp_path, max_fraction=1.0)
+        found.sync()
+        yield found
+
+
+def test_a_stale_device_plan_applied_is_published_disabled_by_the_next_sync(
+    tenant: Tenant, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert tenant.act("plan", "stale_devices_disable") == 0
+    plan = tenant.last_plan()
+    assert tenant.writes() == []  # planning sends nothing
+    planned = dict(
+        tenant.query(
+            "SELECT object_id, object_name FROM ops.action_plan_items WHERE plan_id = ? AND "
+            "status = 'planned'",
+            [plan],
+        )
+    )
+    assert planned
+    # Guard rails, with their reasons: synced devices and non-Windows ones are not touched.
+    reasons = {r for (r,) in tenant.query(
+        "SELECT reason FROM ops.action_plan_items WHERE status = 'skipped'")}  # fmt: skip
+    assert any(r.startswith("synchronized from on-premises") for r in reasons)
+    assert any(r.startswith("not a Windows device") for r in reasons)
+    assert tenant.act("apply", plan) == 0
+    assert sorted(tenant.writes()) == sorted(("PATCH", f"/v1.0/devices/{d}") for d in planned)
+    audit = tenant.query(
+        "SELECT object_id, status, request_id IS NOT NULL, requested_at IS NOT NULL, "
+        "json_extract(before, '$.accountEnabled')::BOOLEAN, "
+        "json_extract(after, '$.accountEnabled')::BOOLEAN FROM ops.actions WHERE plan_id = ?",
+        [plan],
+    )
+    assert sorted(audit) == sorted((d, "done", True, True, True, False) for d in planned)
+    tenant.sync()
+    assert (
+        tenant.query(
+            "SELECT id FROM staging.devices WHERE NOT accountEnabled AND id IN "
+            "(SELECT object_id FROM ops.actions WHERE status = 'done')"
+        )
+        != []
+    )
+    published = dict(tenant.query("SELECT id, accountEnabled FROM staging.devices"))
+    assert all(published[d] is False for d in planned)
+    assert "applied: " + str(len(planned)) + " done" in capsys.readouterr().out
+
+
+def test_a_plan_applied_twice_acts_once_and_undo_enables_exactly_what_it_disabled(
+    tenant: Tenant,
+) -> None:
+    tenant.act("plan", "stale_devices_disable")
+    plan = tenant.last_plan()
+    assert tenant.act("apply", plan) == 0
+    sent = len(tenant.writes())
+    assert tenant.act("apply", plan) == 0
+    assert len(tenant.writes()) == sent  # nothing sent again
+    disabled = {
+        d for (d,) in tenant.query("SELECT object_id FROM ops.actions WHERE status = 'done'")
+    }
+    assert tenant.act("undo", plan) == 0
+    undone = tenant.writes()[sent:]
+    assert sorted(undone) == sorted(("PATCH", f"/v1.0/devices/{d}") for d in disabled)
+    assert all(tenant.enabled(d) for d in disabled)
+
+
+def test_an_object_changed_since_the_plan_is_reported_not_touched(tenant: Tenant) -> None:
+    tenant.act("plan", "stale_devices_disable")
+    plan = tenant.last_plan()
+    [(changed,), *_] = tenant.query(
+        "SELECT object_id FROM ops.action_plan_items WHERE plan_id = ? AND status = 'planned'",
+        [plan],
+    )
+    tenant.emulator.tenant.update(changed, accountEnabled=False)  # someone was quicker
+    assert tenant.act("apply", plan) == 0
+    assert ("PATCH", f"/v1.0/devices/{changed}") not in tenant.writes()
+    assert tenant.query("SELECT status, error FROM ops.actions WHERE object_id = ?", [changed]) == [
+        ("skipped", "changed since the plan: accountEnabled is now False, was True")
+    ]
+
+
+def test_a_plan_over_the_blast_radius_is_refused_whole(
+    tmp_path: Path, tenant: Tenant, capsys: pytest.CaptureFixture[str]
+) -> None:
+    strict = Tenant(tenant.emulator, tmp_path, max_fraction=0.05)  # the default
+    assert strict.act("plan", "stale_devices_disable") == 1
+    said = capsys.readouterr().out
+    assert "Refused, it cannot be applied: acts on " in said
+    assert "over the limit of 3 (5% of 60 devices, at most 500)" in said
+    assert strict.act("apply", strict.last_plan()) == 1
+    assert "was refused, nothing is sent" in capsys.readouterr().out
+    assert tenant.writes() == []
+
+
+def test_graph_refusals_are_recorded_as_skipped_with_graphs_reason(tenant: Tenant) -> None:
+    """The Global Administrator, disabled: revoking its sessions is refused by Graph (a user
+    holding a directory role), recorded with the request-id; the others are revoked."""
+    admin = tenant.emulator.tenant.object_at("user", 0)
+    tenant.emulator.tenant.update(admin["id"], accountEnabled=False, onPremisesSyncEnabled=None)
+    tenant.sync()
+    tenant.act("plan", "disabled_users_revoke_sessions")
+    assert tenant.act("apply", tenant.last_plan()) == 0
+    [(status, error, request_id)] = tenant.query(
+        "SELECT status, error, request_id FROM ops.actions WHERE object_id = ?", [admin["id"]]
+    )
+    assert status == "skipped"
+    assert error.startswith(
+        f"Graph refused it (Authorization_RequestDenied; request-id {request_id}): a user "
+        "holding a directory role"
+    )
+    assert request_id
+    assert tenant.query("SELECT count(*) FROM ops.actions WHERE status = 'done'")[0][0] > 0
+
+
+def test_a_429_mid_plan_is_waited_out(tenant: Tenant) -> None:
+    tenant.act("plan", "stale_devices_disable")
+    plan = tenant.last_plan()
+    [(first,), *_] = tenant.query(
+        "SELECT object_id FROM ops.action_plan_items WHERE plan_id = ? AND status = 'planned' "
+        "ORDER BY object_name, object_id",
+        [plan],
+    )
+    tenant.emulator.faults.throttle_next(f"/v1.0/devices/{first}", count=1)
+    assert tenant.act("apply", plan) == 0
+    statuses = [r.status for r in tenant.emulator.requests if r.path == f"/v1.0/devices/{first}"]
+    assert statuses == [429, 200, 204]
+    assert tenant.query("SELECT status FROM ops.actions WHERE object_id = ?", [first]) == [
+        ("done",)
+    ]
+
+
+def test_a_stopped_apply_is_resumed_from_its_journal(tenant: Tenant) -> None:
+    """An apply stopped after sending a request, before its answer: the journal holds the
+    request; the next apply finds it took effect, records it done, and sends it no more."""
+    tenant.act("plan", "stale_devices_disable")
+    plan = tenant.last_plan()
+    [(sent, name), *_] = tenant.query(
+        "SELECT object_id, object_name FROM ops.action_plan_items WHERE plan_id = ? AND "
+        "status = 'planned'",
+        [plan],
+    )
+    Journal(tenant.db, plan).write(
+        {"object_id": sent, "object_name": name, "action": "device.disable", "status": "sent",
+         "requested_at": "2026-12-08T00:00:00+00:00"}
+    )  # fmt: skip
+    tenant.emulator.tenant.update(sent, accountEnabled=False)  # Graph acted on it
+    assert tenant.act("apply", plan) == 0
+    assert ("PATCH", f"/v1.0/devices/{sent}") not in tenant.writes()
+    [(status, requested_at)] = tenant.query(
+        "SELECT status, requested_at FROM ops.actions WHERE object_id = ?", [sent]
+    )
+    assert status == "done"
+    assert requested_at is not None
+    assert not Journal(tenant.db, plan).path.exists()
+
+
+@pytest.mark.parametrize(
+    ("verb", "args", "said"),
+    [
+        ("plan", ("no_such_selection",), "act plan: no selection 'no_such_selection': the "
+         "selections are disabled_users_revoke_sessions, stale_devices_delete, "
+         "stale_devices_disable"),
+        ("plan", ("stale_devices_disable",), "act plan: selection stale_devices_disable has no "
+         "parameter days; its parameters: stale_days"),
+        ("apply", ("20260101-000000-abcdef",), "act apply: no plan '20260101-000000-abcdef' in "),
+        ("undo", ("20260101-000000-abcdef",), "act undo: plan 20260101-000000-abcdef changed "
+         "nothing"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_sends_nothing(
+    verb: str, args: tuple[str, ...], said: str, tenant: Tenant, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sets = ("days=3",) if verb == "plan" and args[0] == "stale_devices_disable" else ()
+    assert tenant.act(verb, *args, sets=sets) == 1
+    assert capsys.readouterr().out.startswith(said)
+    assert tenant.writes() == []
+
+
+def test_an_expired_plan_is_not_applied(tenant: Tenant, capsys: pytest.CaptureFixture[str]) -> None:
+    tenant.act("plan", "stale_devices_disable")
+    plan = tenant.last_plan()
+    with duckdb.connect(str(tenant.db)) as con:
+        con.execute("UPDATE ops.action_plans SET created_at = created_at - INTERVAL 25 HOUR")
+    capsys.readouterr()
+    assert tenant.act("apply", plan) == 1
+    assert "over actions.plan_max_age_hours (24): the directory has moved on" in (
+        capsys.readouterr().out
+    )
+    assert tenant.writes() == []
+
+
+def test_a_selection_with_a_sql_error_names_it(
+    tenant: Tenant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from entra_pipeline.actions import plans
+
+    folder = tmp_path / "selections"
+    folder.mkdir()
+    (folder / "broken.sql").write_text(
+        "-- action: device.disable\nSELECT id AS object_id FROM staging.nothing_here\n"
+    )
+    monkeypatch.setattr(plans, "SELECTIONS", folder)
+    capsys.readouterr()
+    assert tenant.act("plan", "broken") == 1
+    out = capsys.readouterr().out
+    assert out.startswith("act plan: selection broken failed: Catalog Error: Table with name ")
+    assert "nothing_here" in out
+    assert json.loads(json.dumps(tenant.query("SELECT count(*) FROM ops.action_plans"))) == [[0]]

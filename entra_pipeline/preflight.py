@@ -15,6 +15,7 @@ from typing import Literal
 
 import duckdb
 
+from entra_pipeline.actions.check import action_findings
 from entra_pipeline.config_file import config_path
 from entra_pipeline.connector.mapping import MAPPED_TABLES, validated_mapping
 from entra_pipeline.connector.mapping_check import filtered_columns
@@ -186,6 +187,10 @@ def check_connector(
     done = len(report.calls)
     report.calls.extend(
         Finding(p.option, "not probed", call=p.call, permission=p.permission) for p in probes[done:]
+    )
+    report.calls.extend(
+        Finding(option, status, detail, call=call, permission=permission)  # type: ignore[arg-type]
+        for option, status, detail, call, permission in action_findings(settings)
     )
     return report
 

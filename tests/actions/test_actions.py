@@ -294,3 +294,34 @@ def test_a_selection_with_a_sql_error_names_it(
     assert out.startswith("act plan: selection broken failed: Catalog Error: Table with name ")
     assert "nothing_here" in out
     assert json.loads(json.dumps(tenant.query("SELECT count(*) FROM ops.action_plans"))) == [[0]]
+
+
+def test_check_reports_each_actions_permission_from_the_action_apps_token(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from entra_pipeline.preflight import check_connector
+
+    report = check_connector(str(tenant.config))
+    found = {
+        f.option: (f.status, f.permission) for f in report.calls if f.option.startswith("actions")
+    }
+    assert found == {
+        "actions: device.disable": ("ok", "Device.ReadWrite.All + Device.Read.All"),
+        "actions: device.enable": ("ok", "Device.ReadWrite.All + Device.Read.All"),
+        "actions: device.delete": ("ok", "Device.ReadWrite.All + Device.Read.All"),
+        "actions: user.disable": ("ok", "User.EnableDisableAccount.All + User.Read.All"),
+        "actions: user.enable": ("ok", "User.EnableDisableAccount.All + User.Read.All"),
+        "actions: user.revoke_sessions": ("ok", "User.RevokeSessions.All + User.Read.All"),
+    }
+    assert report.exit_code == 0
+    # Without User.RevokeSessions.All: that action is flagged; a sync can still run.
+    tenant.emulator.tokens.apps[ACTION_APP.client_id] = AppRegistration(
+        ACTION_APP.client_id,
+        ACTION_APP.client_secret,
+        ACTION_APP.permissions - {"User.RevokeSessions.All"},
+    )
+    report = check_connector(str(tenant.config))
+    [revoke] = [f for f in report.calls if f.option == "actions: user.revoke_sessions"]
+    assert revoke.status == "warning"
+    assert "lacks User.RevokeSessions.All: grant it with admin consent" in revoke.detail
+    assert report.exit_code == 0

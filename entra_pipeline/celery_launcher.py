@@ -60,3 +60,36 @@ class CeleryRunLauncher(DagsterCeleryRunLauncher):
             f"Celery worker {worker}, which took this run, has not answered {missed} pings "
             f"({PING_TIMEOUT_SECONDS:.0f} s each): its machine is lost or it was killed",
         )
+
+
+def server_finding(server: str, timeout: float = 2.0) -> tuple[str, str]:
+    """(ok | warning, what `check` says) of a connector_server: whether the Dagster instance
+    launches runs on Celery, and which of its workers consume the server's queue (Celery's
+    remote control `active_queues`). A server no worker consumes is unknown: its runs would wait
+    in the queue."""
+    import os
+
+    import dagster as dg
+
+    start = f"celery -A dagster_celery.app worker -Q {server} (docs/scaling-out.md)"
+    if not os.environ.get("DAGSTER_HOME"):
+        return "warning", (
+            f"{server}: runs go to Celery queue {server!r}; DAGSTER_HOME is not set, so which "
+            f"workers consume it was not asked. On that server: {start}"
+        )
+    with dg.DagsterInstance.get() as instance:
+        launcher = instance.run_launcher
+        if not isinstance(launcher, DagsterCeleryRunLauncher):
+            return "warning", (
+                f"{server}: the instance's run launcher is {type(launcher).__name__}, which "
+                "ignores connector_server: use entra-pipeline's Celery run launcher "
+                "(deploy/celery/dagster.yaml)"
+            )
+        answers = launcher.celery.control.inspect(timeout=timeout).active_queues() or {}
+    workers = sorted(w for w, queues in answers.items() if any(q["name"] == server for q in queues))
+    if not workers:
+        return "warning", (
+            f"unknown connector server {server!r}: no Celery worker consumes its queue, so its "
+            f"runs would wait. On that server: {start}"
+        )
+    return "ok", f"{server}: runs only on {', '.join(workers)} (Celery queue {server!r})"

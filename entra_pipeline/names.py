@@ -50,3 +50,9 @@ Source = Literal["connector", "user_source"]
 def source_of(job: str) -> Source:
     """The `source` a job's rows carry in `ops.sync_runs` and `ops.notifications`."""
     return "user_source" if job == USER_SOURCE_JOB else "connector"
+
+
+# dagster-celery's run tag naming the Celery queue a run goes to (dagster_celery.tags), and the
+# connector_server that means "wherever the instance runs it" (the launcher's default queue).
+CELERY_QUEUE_TAG = "dagster-celery/queue"
+CLOUD = "cloud"

@@ -38,6 +38,7 @@ from entra_pipeline.graph.errors import (
     required_permission,
 )
 from entra_pipeline.graph.groups import odata_string, resolve_groups
+from entra_pipeline.names import CLOUD
 from entra_pipeline.resources import ConnectorResource
 from entra_pipeline.secrets import redact
 from entra_pipeline.settings import ConfigError, ConnectorSettings
@@ -171,6 +172,7 @@ def check_connector(
     )
     report.steps.append(check_mapping(settings))
     report.steps.append(check_warehouse(settings))
+    report.steps.append(_check_server(settings.connector_server))
     probes = planned_probes(settings)
     runner = _ProbeRunner()
     try:
@@ -202,6 +204,19 @@ def _token_ok(settings: ConnectorSettings) -> Finding:
         f"{settings.authority_host}/{settings.tenant_id} issued an app-only token for "
         f"{settings.scope}" + (f" (CA bundle {settings.ca_bundle})" if settings.ca_bundle else ""),
     )
+
+
+def _check_server(server: str) -> Finding:
+    if server == CLOUD:
+        return Finding("server", "ok", "cloud: runs wherever the Dagster instance runs them")
+    try:
+        from entra_pipeline.celery_launcher import server_finding
+    except ImportError:
+        return Finding(
+            "server", "warning", f"{server}: needs the celery extra (docs/scaling-out.md)"
+        )
+    status, detail = server_finding(server)
+    return Finding("server", status, detail)  # type: ignore[arg-type]
 
 
 def check_warehouse(settings: ConnectorSettings) -> Finding:

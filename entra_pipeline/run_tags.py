@@ -8,7 +8,14 @@ import json
 from pathlib import Path
 
 from entra_pipeline.config_file import config_path
-from entra_pipeline.names import APP_TAG, CONNECTOR_TAG, TENANT_TAG, WAREHOUSE_TAG
+from entra_pipeline.names import (
+    APP_TAG,
+    CELERY_QUEUE_TAG,
+    CLOUD,
+    CONNECTOR_TAG,
+    TENANT_TAG,
+    WAREHOUSE_TAG,
+)
 from entra_pipeline.settings import ConnectorSettings
 
 
@@ -30,4 +37,10 @@ def run_tags(settings: ConnectorSettings | None, path: str | None) -> dict[str, 
         # One published file, one writer: deploy/dagster.yaml queues runs per warehouse on it.
         WAREHOUSE_TAG: str(Path(settings.duckdb_path).resolve()),
         "entra_pipeline/options": json.dumps(options, sort_keys=True),
+        # A connector server's runs go to its own Celery queue, consumed only by its workers.
+        **(
+            {CELERY_QUEUE_TAG: settings.connector_server}
+            if settings.connector_server != CLOUD
+            else {}
+        ),
     }

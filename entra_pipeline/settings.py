@@ -329,6 +329,9 @@ class ConnectorSettings(_Strict):
     sync: SyncOptions = Field(default_factory=SyncOptions)
     history: HistoryOptions = Field(default_factory=HistoryOptions)
     warehouse: WarehouseOptions = Field(default_factory=WarehouseOptions)
+    # Where its runs run: cloud, or a connector server's name, the Celery queue its workers
+    # consume (docs/scaling-out.md).
+    connector_server: str = Field(default="cloud", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     # The action credential and limits (docs/actions.md); None: no actions.
     actions: ActionOptions | None = None
 

@@ -36,7 +36,8 @@ class Cluster:
     logs: Path | None = None
     daemon: subprocess.Popen[bytes] | None = None
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, queue: str = "dagster") -> subprocess.Popen[bytes]:
+        """A worker consuming `queue` (dagster-celery's default, or a connector server's)."""
         assert self.logs is not None
         log = (self.logs / f"{name}.log").open("ab")
         worker = subprocess.Popen(
@@ -46,7 +47,7 @@ class Cluster:
                 "dagster_celery.app",
                 "worker",
                 "-Q",
-                "dagster",
+                queue,
                 "--concurrency",
                 "1",
                 "--pool",

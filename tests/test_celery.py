@@ -258,3 +258,38 @@ def test_a_killed_workers_run_is_failed_by_monitoring_and_retried_the_others_unt
     for tenant_id, rows in others.items():
         assert fleet.lake_rows("neurons.users", tenant_id) == rows
     assert len(list(fleet.folder.parent.glob("tenant0.duckdb.run-*"))) == 0
+
+
+def test_a_connector_bound_to_a_server_runs_only_on_that_servers_worker(
+    celery_fleet: CeleryFleet,
+) -> None:
+    """connector_server: site-a sends the connector's runs to Celery queue site-a, which only
+    the worker started for that server consumes (the others consume dagster's default queue);
+    check names that worker, and the run records the server."""
+    from entra_pipeline.celery_launcher import server_finding
+
+    fleet = celery_fleet
+    slug = fleet.slugs[2]
+    [config] = [p for p in fleet.folder.glob("*.yaml") if load_fleet(fleet.folder).connectors[
+        slug].path == p]  # fmt: skip
+    document = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**document, "connector_server": "site-a"}, sort_keys=False))
+    status, said = server_finding("site-a")
+    assert status == "warning"
+    assert said.startswith("unknown connector server 'site-a': no Celery worker consumes its queue")
+    fleet.cluster.start_worker("site-a-worker", queue="site-a")
+    deadline = time.monotonic() + 60
+    while server_finding("site-a")[0] != "ok":
+        assert time.monotonic() < deadline, "the site-a worker never answered"
+        time.sleep(0.5)
+    assert server_finding("site-a")[1].startswith("site-a: runs only on site-a-worker@")
+    run_id = fleet.launch(slug)
+    assert fleet.wait([run_id]) == {run_id: "SUCCESS"}
+    run = fleet.instance.get_run_by_id(run_id)
+    assert run is not None
+    assert run.tags["dagster-celery/queue"] == "site-a"
+    assert fleet.run_pid(run_id) in fleet.cluster.worker_pids("site-a-worker")
+    with duckdb.connect(run.tags["entra_pipeline/warehouse"], read_only=True) as con:
+        assert con.execute(
+            "SELECT connector_server FROM ops.sync_runs WHERE run_id = ?", [run_id]
+        ).fetchall() == [("site-a",)]

@@ -13,7 +13,7 @@ OPS_DDL = (
         tenant_id VARCHAR, run_id VARCHAR, job VARCHAR, source VARCHAR,
         started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
         rows_per_table JSON, graph_requests BIGINT, graph_retries BIGINT, error VARCHAR,
-        connector VARCHAR)""",
+        connector VARCHAR, connector_server VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS ops.notifications (
         tenant_id VARCHAR, notified_at TIMESTAMPTZ, run_id VARCHAR, source VARCHAR,
         severity VARCHAR, code VARCHAR, message VARCHAR, details JSON, connector VARCHAR)""",
@@ -31,7 +31,7 @@ OPS_DDL = (
 )
 # Columns added since the first version, last in each table: files written before get them.
 OPS_ADDED = {
-    "ops.sync_runs": {"connector": "VARCHAR"},
+    "ops.sync_runs": {"connector": "VARCHAR", "connector_server": "VARCHAR"},
     "ops.notifications": {"connector": "VARCHAR"},
 }
 _CONNECTOR_DOC = "The connector_name of the config the run was for (one per tenant in a folder)."
@@ -53,6 +53,8 @@ OPS_DOCS = {
             "graph_retries": "Requests that were retries (throttling, 5xx, dropped connections).",
             "error": "Why the run failed; null on success.",
             "connector": _CONNECTOR_DOC,
+            "connector_server": "Where the run ran: cloud (wherever the Dagster instance runs "
+            "it) or the connector server's name (its Celery queue).",
         },
     ),
     "ops.notifications": (

@@ -34,6 +34,7 @@ class RunOutcome:
     started_at: datetime
     rows_per_table: dict[str, int] = field(default_factory=dict)
     connector: str = ""  # the config's connector_name
+    server: str = ""  # the config's connector_server ("cloud", or the server's name)
     views: list[str] = field(default_factory=list)  # views over those tables, published with them
     graph_requests: int = 0
     graph_retries: int = 0
@@ -47,6 +48,7 @@ class RunOutcome:
         started_at: datetime,
         connector: str = "",
         notifications: list[Notification] | None = None,
+        server: str = "",
     ) -> RunOutcome:
         """The outcome of run `run_id` of `job`, its source read from the job's name."""
         return cls(
@@ -55,6 +57,7 @@ class RunOutcome:
             source=source_of(job),
             started_at=started_at,
             connector=connector,
+            server=server,
             notifications=list(notifications or ()),
         )
 
@@ -76,6 +79,7 @@ def ops_rows(
         outcome.graph_retries,
         redact(error) if error else None,
         outcome.connector or None,
+        outcome.server or None,
     )
     notes = [
         (

@@ -73,6 +73,8 @@ class Warehouse(dg.ConfigurableResource):
     lake_data_path: str = ""
     # The config's connector_name, in ops.* rows (a folder has one connector per tenant).
     connector_name: str = ""
+    # The config's connector_server, in ops.sync_runs.
+    connector_server: str = ""
 
     _work_path: Path | None = PrivateAttr(default=None)
     _owner: OwnerLock | None = PrivateAttr(default=None)
@@ -158,7 +160,9 @@ class Warehouse(dg.ConfigurableResource):
                 )
         self._open_work_copy(published)
         make_private(self._work_path)
-        self._outcome = RunOutcome.of_run(run_id, job, self.run_started_at(), self.connector_name)
+        self._outcome = RunOutcome.of_run(
+            run_id, job, self.run_started_at(), self.connector_name, server=self.connector_server
+        )
 
     def _open_work_copy(self, published: Path) -> None:
         """Give the work copy its ops tables; a copy DuckDB cannot read is a damaged file."""
@@ -185,6 +189,7 @@ class Warehouse(dg.ConfigurableResource):
             lake_catalog=settings.warehouse.catalog or "",
             lake_data_path=settings.warehouse.data_path or "",
             connector_name=settings.connector_name,
+            connector_server=settings.connector_server,
         )
 
     @property

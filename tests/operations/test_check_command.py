@@ -66,6 +66,7 @@ def test_every_permission_granted_every_call_is_ok_and_a_sync_can_run(
         ("config", "ok"),
         ("mapping", "ok"),
         ("warehouse", "ok"),
+        ("server", "ok"),
         ("token", "ok"),
     ]
     assert [(f.option, f.call.split(" $")[0], f.permission, f.status) for f in report.calls] == [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from entra_pipeline.actions.job import actions_job
 from entra_pipeline.config_file import config_path as config_file
 from entra_pipeline.config_file import configured_duckdb_path, load_settings
 from entra_pipeline.connector.definitions import connector_definitions
@@ -75,7 +76,8 @@ def build_definitions(
     freshness = freshness_definitions(
         schedule, user_source, Path(duckdb_path), tenant_id, running=configured
     )
-    return dg.Definitions.merge(sources, policy, freshness)
+    actions = dg.Definitions(jobs=[actions_job(tags)] if settings and settings.actions else [])
+    return dg.Definitions.merge(sources, policy, freshness, actions)
 
 
 def load_definitions() -> dg.Definitions:

@@ -325,3 +325,34 @@ def test_check_reports_each_actions_permission_from_the_action_apps_token(
     assert revoke.status == "warning"
     assert "lacks User.RevokeSessions.All: grant it with admin consent" in revoke.detail
     assert report.exit_code == 0
+
+
+def test_a_plan_applied_as_a_dagster_run_names_it_in_the_run_config(tenant: Tenant) -> None:
+    import dagster as dg
+
+    from entra_pipeline.actions.job import ACTIONS_JOB
+    from entra_pipeline.config_file import load_settings
+    from entra_pipeline.definitions import build_definitions
+
+    tenant.act("plan", "stale_devices_disable")
+    plan = tenant.last_plan()
+    job = build_definitions(load_settings(tenant.config), str(tenant.config)).resolve_job_def(
+        ACTIONS_JOB
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            run_config={"ops": {"apply_action_plan": {"config": {"plan_id": plan}}}},
+        )
+    assert result.success
+    planned = tenant.query(
+        "SELECT count(*) FROM ops.action_plan_items WHERE plan_id = ? AND status = 'planned'",
+        [plan],
+    )
+    assert (
+        tenant.query(
+            "SELECT count(*) FROM ops.actions WHERE plan_id = ? AND status = 'done'", [plan]
+        )
+        == planned
+    )
+    assert len(tenant.writes()) == planned[0][0]

@@ -94,8 +94,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     from entra_pipeline.actions.cli import add_arguments as add_act_arguments
+    from entra_pipeline.actions.cli import add_query_arguments
 
     add_act_arguments(commands, config_file)
+    add_query_arguments(commands, config_file)
 
     _add_check(commands)
     return parser
@@ -142,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         from entra_pipeline.actions.cli import run_act
 
         return run_act(args)
+    if args.command == "query":
+        from entra_pipeline.actions.cli import run_query
+
+        return run_query(args)
     if args.command == "sync":
         from entra_pipeline.run_once import run_sync
 

@@ -47,6 +47,44 @@ def add_arguments(commands: Any, config_file: Callable[[str], str]) -> None:
         )
 
 
+def add_query_arguments(commands: Any, config_file: Callable[[str], str]) -> None:
+    query = commands.add_parser(
+        "query", help="read one device or user live from Graph, beside its published row"
+    )
+    query.add_argument("kind", choices=["device", "user"])
+    query.add_argument("key", help="a device's object id or display name; a user's id or UPN")
+    query.add_argument(
+        "--config",
+        type=config_file,
+        default=None,
+        help="connector YAML (default: $ENTRA_CONNECTOR_CONFIG, else ./connector.yaml)",
+    )
+
+
+def run_query(args: argparse.Namespace) -> int:
+    """Exit 0 found, 1 not found or Graph refused, 2 invalid config."""
+    from entra_pipeline.actions.query import live_record, published_record, side_by_side
+    from entra_pipeline.resources import ConnectorResource
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(f"Invalid config {config_path(args.config)}: {error}")
+        return 2
+    try:
+        connector = ConnectorResource(config_path=args.config).with_settings(settings)
+        with connector.graph_client() as graph:
+            live = live_record(graph, args.kind, args.key)
+    except PipelineError as error:
+        print(f"query {args.kind}: {error}")
+        return 1
+    published = published_record(Path(settings.duckdb_path), args.kind, live["id"])
+    name = live.get("userPrincipalName") or live.get("displayName")
+    print(f"{args.kind} {name} ({live['id']}), live from Graph beside {settings.duckdb_path}:")
+    print("\n".join(side_by_side(live, published, args.kind)))
+    return 0
+
+
 def run_act(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)

@@ -356,3 +356,37 @@ def test_a_plan_applied_as_a_dagster_run_names_it_in_the_run_config(tenant: Tena
         == planned
     )
     assert len(tenant.writes()) == planned[0][0]
+
+
+def test_query_shows_a_record_live_beside_its_published_row(
+    tenant: Tenant, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from collections import Counter
+
+    from entra_pipeline.actions.cli import run_query
+
+    devices = list(tenant.emulator.tenant.devices())
+    names = Counter(d["displayName"] for d in devices)
+    device, other = [
+        d for d in devices if d.get("accountEnabled") and names[d["displayName"]] == 1
+    ][:2]
+    tenant.emulator.tenant.update(device["id"], accountEnabled=False)  # since the sync
+    capsys.readouterr()
+    for key in (device["id"], device["displayName"]):
+        assert run_query(argparse.Namespace(config=str(tenant.config), kind="device", key=key)) == 0
+        said = capsys.readouterr().out.splitlines()
+        assert said[0].startswith(f"device {device['displayName']} ({device['id']}), live")
+        [enabled] = [line for line in said if line.split()[0] == "accountEnabled"]
+        assert enabled.split() == ["accountEnabled", "true", "false", "*", "changed"]
+    tenant.emulator.tenant.update(other["id"], displayName=device["displayName"])
+    query = argparse.Namespace(config=str(tenant.config), kind="device", key=device["displayName"])
+    assert run_query(query) == 1
+    said = capsys.readouterr().out
+    assert said.startswith(f"query device: 2 devices are named {device['displayName']!r} (")
+    assert device["id"] in said
+    assert other["id"] in said
+    assert (
+        run_query(argparse.Namespace(config=str(tenant.config), kind="user", key="nobody@x")) == 1
+    )
+    assert capsys.readouterr().out.startswith("query user: no user 'nobody@x' in the tenant")
+    assert tenant.writes() == []

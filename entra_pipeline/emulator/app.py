@@ -116,9 +116,12 @@ class EmulatorApp:
         fault = self._fault(request)
         response = self._faulted(request, graph, fault)
         cost = 0
-        if response is None and graph and self.costs is not None and request.method == "GET":
-            cost = request_cost(request.path, request.query)
-            wait = self.costs.take(cost)
+        # A $batch is charged by its items (each passes through here), not as a request.
+        metered = graph and self.costs is not None and not request.path.endswith("/$batch")
+        if response is None and metered and self.costs is not None:
+            write = request.method != "GET"
+            cost = 1 if write else request_cost(request.path, request.query)
+            wait = self.costs.take_write() if write else self.costs.take(cost)
             if wait is not None:
                 response = _graph_error(too_many_requests(wait), request_id, client_request_id)
         if response is None:

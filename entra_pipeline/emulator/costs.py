@@ -15,6 +15,9 @@ the test suite fast but hides what decides a real run. With one (`EmulatorConfig
   `/subscribedSkus` 3, other reads 1; `$select` -1, `$expand` +1, at least 1. Every answer carries
   `x-ms-resource-unit` (its cost); a request the bucket cannot pay is answered 429 with
   `Retry-After` (seconds until it could).
+- writes (POST, PATCH, DELETE) cost 1 RU and draw on a write quota of their own, 3,000 requests
+  per 2 minutes 30 seconds per app and tenant (the same page: "Write quota"); either empty
+  answers 429.
 - `time_scale` makes Graph time pass faster: 0.01 runs a Graph hour in 36 s. Latency sleeps and
   the bucket's refill follow it, and so does the sign-in limit of 10 requests a minute; a
   `Retry-After` stays in Graph seconds (a client benchmarking at a scale waits it scaled).
@@ -29,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-_LEVEL, _UPDATED, _CHARGED, _REFUSED = range(4)  # CostModel._state
+_LEVEL, _UPDATED, _CHARGED, _REFUSED, _WRITES, _WRITES_UPDATED = range(6)  # CostModel._state
 
 
 def shared_values(values: list[float]) -> tuple[Any, Any]:
@@ -85,9 +88,11 @@ class CostModel:
     per_object_seconds: float = 0.0007
     bucket_ru: int | None = None  # None: by tenant size (bucket_size)
     bucket_seconds: float = 10.0
+    write_quota: int = 3_000
+    write_seconds: float = 150.0
     # The bucket's level and clock, and what was spent (RU charged, requests answered 429), in
     # one array: `share()` moves it to memory that forked emulator workers update together.
-    _state: Any = field(default_factory=lambda: [-1.0, 0.0, 0.0, 0.0], repr=False)
+    _state: Any = field(default_factory=lambda: [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0], repr=False)
     _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -114,20 +119,34 @@ class CostModel:
     def take(self, cost: int) -> int | None:
         """Charge `cost` RU; None when paid, else the Retry-After (Graph seconds) to tell."""
         capacity = float(self.bucket_ru or 8_000)
-        rate = capacity / self.bucket_seconds
-        state = self._state
         with self._lock:
-            now = self.now()
-            if state[_LEVEL] < 0:
-                state[_LEVEL], state[_UPDATED] = capacity, now
-            state[_LEVEL] = min(capacity, state[_LEVEL] + (now - state[_UPDATED]) * rate)
-            state[_UPDATED] = now
-            if state[_LEVEL] >= cost:
-                state[_LEVEL] -= cost
-                state[_CHARGED] += cost
-                return None
-            state[_REFUSED] += 1
-            return max(1, math.ceil((cost - state[_LEVEL]) / rate))
+            wait = self._draw(_LEVEL, _UPDATED, capacity, capacity / self.bucket_seconds, cost)
+            self._state[_CHARGED if wait is None else _REFUSED] += cost if wait is None else 1
+            return wait
+
+    def take_write(self) -> int | None:
+        """Charge one write (1 RU and one of the write quota); None when paid, else the
+        Retry-After (Graph seconds)."""
+        capacity = float(self.write_quota)
+        with self._lock:
+            wait = self._draw(_WRITES, _WRITES_UPDATED, capacity, capacity / self.write_seconds, 1)
+        return wait if wait is not None else self.take(1)
+
+    def _draw(
+        self, level: int, updated: int, capacity: float, rate: float, cost: int
+    ) -> int | None:
+        """Refill bucket `level` (at `rate` a Graph second, up to `capacity`) and take `cost`."""
+        state, now = self._state, self.now()
+        if state[level] < 0:
+            state[level], state[updated] = capacity, now
+        state[level] = min(capacity, state[level] + (now - state[updated]) * rate)
+        state[updated] = now
+        if state[level] >= cost:
+            state[level] -= cost
+            return None
+        if level == _WRITES:
+            self._state[_REFUSED] += 1
+        return max(1, math.ceil((cost - state[level]) / rate))
 
     def latency(self, objects: int) -> float:
         """Real seconds an answer of `objects` objects takes."""

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from entra_pipeline.emulator import EmulatorConfig, running_emulator
+from entra_pipeline.emulator import AppRegistration, EmulatorConfig, running_emulator
 from entra_pipeline.emulator.costs import CostModel, bucket_size, request_cost
 from tests.emulator.helpers import graph
+from tests.graph.graph_fixtures import client_for
 
 
 @pytest.mark.parametrize(
@@ -95,3 +96,35 @@ def test_the_sign_in_limit_follows_the_time_scale() -> None:
         # A Graph minute later (0.6 real seconds) the window has room again.
         time.sleep(0.62)
         assert client.get("/users", params={"$select": "id,signInActivity"}).status_code == 200
+
+
+def test_writes_draw_on_a_write_quota_of_their_own() -> None:
+    """3,000 writes per 150 s per app and tenant on Graph; here 2, a Graph second lasting
+    0.01 s: the third write in a row answers 429 with the Retry-After of the quota's refill,
+    while reads, which the quota does not meter, go on."""
+    costs = CostModel(
+        time_scale=0.01,
+        write_quota=2,
+        write_seconds=150.0,
+        base_seconds=0.0,
+        per_object_seconds=0.0,
+    )
+    app = AppRegistration(
+        "5f0c8c1e-2b7a-4d55-9a63-0d1e2f3a4b5c", "action-secret", frozenset({"Device.ReadWrite.All"})
+    )
+    config = EmulatorConfig(users=20, devices=5, costs=costs, apps=(app,))
+    with running_emulator(config) as emu:
+        devices = [d["id"] for d in emu.tenant.devices() if not d.get("onPremisesSyncEnabled")]
+        with client_for(emu, client_id=app.client_id, client_credential=app.client_secret) as g:
+            answers = [
+                g._http.patch(
+                    f"{emu.graph_url}/v1.0/devices/{d}",
+                    json={"extensionAttributes": {"extensionAttribute1": "x"}},
+                    headers={"Authorization": f"Bearer {g.access_token()}"},
+                )
+                for d in devices[:3]
+            ]
+            assert [a.status_code for a in answers] == [204, 204, 429]
+            assert int(answers[2].headers["Retry-After"]) == 75  # half the quota's 150 s
+            assert g.get_json("/devices", {"$select": "id"})["value"]
+    assert (costs.charged, costs.refused) >= (2, 1)

@@ -64,6 +64,24 @@ def action_client(settings: ConnectorSettings) -> Iterator[GraphClient]:
         tokens.close()
 
 
+def role_holders(settings: ConnectorSettings) -> set[str]:
+    """The users holding a directory role (GET /directoryRoles with their members, as the action
+    app): no plan acts on them."""
+    with action_client(settings) as graph:
+        try:
+            body = graph.get_json(
+                "/directoryRoles", {"$expand": "members($select=id)"}, label="directory roles"
+            )
+        except GraphError as error:
+            if error.status != 403:
+                raise
+            raise ActionError(
+                "the action app needs RoleManagement.Read.Directory to know who holds a "
+                "directory role (those users are never acted on): grant it with admin consent"
+            ) from None
+    return {m["id"] for role in body.get("value", []) for m in role.get("members", [])}
+
+
 def apply_plan(
     settings: ConnectorSettings, plan_id: str, say: Callable[[str], None] = print
 ) -> Applied:

@@ -17,7 +17,9 @@ _BROADER = {
     "User.RevokeSessions.All": ("User.ReadWrite.All", "Directory.ReadWrite.All"),
     "Device.Read.All": ("Device.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
     "User.Read.All": ("User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
+    "RoleManagement.Read.Directory": ("Directory.Read.All", "RoleManagement.ReadWrite.Directory"),
 }
+ROLE_READ = "RoleManagement.Read.Directory"
 
 
 def action_findings(settings: ConnectorSettings) -> list[tuple[str, str, str, str, str]]:
@@ -34,6 +36,8 @@ def action_findings(settings: ConnectorSettings) -> list[tuple[str, str, str, st
     for name in options.allowed:
         action = ACTIONS[name]
         needed = [action.permission, READ_PERMISSION[action.kind]]
+        if action.kind == "user":  # who holds a directory role, never acted on
+            needed.append(ROLE_READ)
         missing = [p for p in needed if p not in roles and not set(_BROADER[p]) & roles]
         call = f"{action.method} /{action.kind}s/{{id}}{action.suffix}"
         detail = (

@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from entra_pipeline.actions.apply import apply_plan
+from entra_pipeline.actions.apply import apply_plan, role_holders
 from entra_pipeline.actions.plans import ActionError, Selection, make_plan
 from entra_pipeline.actions.undo import undo_plan
 from entra_pipeline.config_file import config_path, load_settings
@@ -112,13 +112,16 @@ def _plan(settings: ConnectorSettings, args: argparse.Namespace) -> int:
             raise ActionError(f"--set {item!r}: write NAME=VALUE")
         given[name] = value
     selection = Selection.named(args.selection)
+    values = selection.with_values(given)
     assert settings.actions is not None
+    user = selection.action.kind == "user"
     plan = make_plan(
         Path(settings.duckdb_path),
         settings.tenant_id,
         settings.actions,
         selection,
-        selection.with_values(given),
+        values,
+        frozenset(role_holders(settings)) if user else frozenset(),
     )
     print(
         f"Plan {plan.plan_id}: {plan.action.name} on {plan.planned} {plan.action.kind}(s), "

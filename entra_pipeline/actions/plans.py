@@ -91,8 +91,10 @@ def make_plan(
     options: ActionOptions,
     selection: Selection,
     values: dict[str, int | str],
+    protected: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Run `selection` over the published file and record its plan there (nothing is sent)."""
+    """Run `selection` over the published file and record its plan there (nothing is sent).
+    `protected`: users holding a directory role, skipped."""
     action = selection.action
     if action.name not in options.allowed:
         raise ActionError(f"{action.name} is not in actions.allowed ({', '.join(options.allowed)})")
@@ -100,7 +102,7 @@ def make_plan(
         raise ActionError(f"{published} does not exist: run a sync first")
     chosen, objects = _select(published, selection, values)
     limit = min(options.max_objects, max(1, math.floor(options.max_fraction * objects)))
-    items = [(*row, *_guard(action, row[-1])) for row in chosen]
+    items = [(*row, *_guard(action, row[-1], row[0] in protected)) for row in chosen]
     planned = sum(1 for item in items if item[-2] == "planned")
     reason = None
     if planned > limit:
@@ -169,9 +171,14 @@ _FACTS = {
 }
 
 
-def _guard(action: Action, matched: dict[str, Any]) -> tuple[str, str | None]:
+def _guard(action: Action, matched: dict[str, Any], role: bool) -> tuple[str, str | None]:
     """(planned | skipped, why skipped) by the guard rails; removes the facts from `matched`."""
     facts = matched.pop("_facts")
+    if role:
+        return "skipped", (
+            "holds a directory role: never acted on (Graph lets only a privileged "
+            "administrator change it)"
+        )
     if facts.get("synced"):
         return "skipped", (
             "synchronized from on-premises: Graph refuses to change it (change it in Active "

@@ -71,6 +71,11 @@ READ_SKUS = (
     "Organization.ReadWrite.All",
 )
 READ_AUDIT = ("AuditLog.Read.All",)
+READ_ROLES = (
+    "RoleManagement.Read.Directory",
+    "Directory.Read.All",
+    "RoleManagement.ReadWrite.Directory",
+)
 READ_FOR_KIND = {"user": READ_USERS, "device": READ_DEVICES, "group": READ_GROUPS}
 # What the main app registration is granted by default: every read permission, no write (the
 # sync app reads; writes need an app of their own, writes.py).
@@ -144,6 +149,8 @@ class GraphResources:
         head, rest = segments[0], segments[1:]
         if head == "subscribedSkus":
             return self._subscribed_skus(rest, ctx)
+        if head == "directoryRoles" and not rest:
+            return self._directory_roles(ctx)
         kind = COLLECTIONS.get(head)
         if kind is None:
             raise GraphError(400, "BadRequest", f"Resource not found for the segment '{head}'.")
@@ -165,6 +172,26 @@ class GraphResources:
         if kind == "group" and relation in ("members", "transitiveMembers"):
             return self._members(found, relation, cast, ctx)
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{relation}'.")
+
+    def _directory_roles(self, ctx: GraphContext) -> dict[str, Any]:
+        """GET /directoryRoles (the activated roles) with `$expand=members`: RoleManagement.Read.
+        Directory, or Directory.Read.All (learn.microsoft.com/graph/api/directoryrole-list). The
+        tenant's role holders hold Global Administrator (its roleTemplateId is Entra's)."""
+        self.require(READ_ROLES)
+        role: dict[str, Any] = {
+            "id": "b9e5a3c8-7a0c-4f1e-8d2b-6c1a0e9f7d31",
+            "displayName": "Global Administrator",
+            "roleTemplateId": "62e90394-69f5-4237-9190-012177145e10",
+        }
+        if "members" in (ctx.options.get("expand") or ""):
+            role["members"] = [
+                {"@odata.type": "#microsoft.graph.user", "id": object_id}
+                for object_id in sorted(self.tenant.role_holders)
+            ]
+        return {
+            "@odata.context": f"{self.graph_url}/v1.0/$metadata#directoryRoles",
+            "value": [role],
+        }
 
     def _find(self, kind: str, key: str) -> int:
         found = self.tenant.locate(key)

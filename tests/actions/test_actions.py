@@ -422,3 +422,29 @@ def test_query_shows_a_record_live_beside_its_published_row(
     )
     assert capsys.readouterr().out.startswith("query user: no user 'nobody@x' in the tenant")
     assert tenant.writes() == []
+
+
+@pytest.mark.parametrize(
+    ("actions", "said"),
+    [
+        ({"allowed": ["device.wipe"]}, "unknown action(s) 'device.wipe': the actions are "
+         "device.disable, device.enable, device.delete, user.disable, user.enable, "
+         "user.revoke_sessions"),
+        ({"client_id": "SYNC"}, "actions.client_id is the sync's: actions need an app of their own"),
+        ({"max_fraction": 2}, "max_fraction"),
+    ],
+)  # fmt: skip
+def test_a_bad_actions_section_is_refused_naming_the_key(
+    actions: dict[str, Any], said: str, tenant: Tenant, tmp_path: Path
+) -> None:
+    from entra_pipeline.config_file import load_settings
+    from entra_pipeline.settings import ConfigError
+
+    if actions.get("client_id") == "SYNC":
+        actions = {"client_id": tenant.emulator.client_id}
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    bad = Tenant(tenant.emulator, folder, **actions)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(bad.config)
+    assert said in str(refused.value)

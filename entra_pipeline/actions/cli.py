@@ -66,10 +66,8 @@ def run_query(args: argparse.Namespace) -> int:
     from entra_pipeline.actions.query import live_record, published_record, side_by_side
     from entra_pipeline.resources import ConnectorResource
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as error:
-        print(f"Invalid config {config_path(args.config)}: {error}")
+    settings = _settings(args)
+    if settings is None:
         return 2
     try:
         connector = ConnectorResource(config_path=args.config).with_settings(settings)
@@ -85,11 +83,18 @@ def run_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_act(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> ConnectorSettings | None:
+    """The config's settings, or None after saying why it is invalid."""
     try:
-        settings = load_settings(args.config)
+        return load_settings(args.config)
     except ConfigError as error:
         print(f"Invalid config {config_path(args.config)}: {error}")
+        return None
+
+
+def run_act(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
         return 2
     if settings.actions is None and args.verb in ("plan", "apply", "undo"):
         print(

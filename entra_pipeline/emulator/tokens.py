@@ -230,30 +230,7 @@ class TokenService:
             raise sts_bad_secret(self.client_id)
         self._check_scope(form.get("scope", ""))
         self.credentials_used.append("client_assertion" if assertion else "client_secret")
-        now = int(time.time())
-        expires_in = self.faults.token_expires_in
-        claims = {
-            "aud": self.graph_url,
-            "iss": f"https://sts.windows.net/{self.tenant.tenant_id}/",
-            "iat": now,
-            "nbf": now,
-            "exp": now + int(self.faults.token_lifetime()),
-            "app_displayname": self.app_display_name,
-            "appid": self.client_id,
-            "appidacr": "1",
-            "idtyp": "app",
-            "oid": str(uuid.uuid5(uuid.NAMESPACE_OID, self.client_id)),
-            "sub": str(uuid.uuid5(uuid.NAMESPACE_OID, self.client_id)),
-            "tid": self.tenant.tenant_id,
-            "uti": _b64(secrets.token_bytes(16)),
-            "ver": "1.0",
-        }
-        return {
-            "token_type": "Bearer",
-            "expires_in": expires_in,
-            "ext_expires_in": expires_in,
-            "access_token": self._sign(claims),
-        }
+        return self._token(self.client_id, self.app_display_name)
 
     def _issue_for(self, app: AppRegistration, secret: str | None, scope: str) -> dict:
         """A token for another app registration (client secret only), its permissions in
@@ -263,21 +240,28 @@ class TokenService:
         if not hmac.compare_digest(secret.encode(), app.client_secret.encode()):
             raise sts_bad_secret(app.client_id)
         self._check_scope(scope)
+        return self._token(app.client_id, app.display_name, sorted(app.permissions))
+
+    def _token(
+        self, client_id: str, display_name: str, roles: list[str] | None = None
+    ) -> dict[str, Any]:
+        """The token endpoint's answer: an app-only access token for `client_id`, with the
+        application permissions it was granted in `roles` when given."""
         now = int(time.time())
-        subject = str(uuid.uuid5(uuid.NAMESPACE_OID, app.client_id))
-        claims = {
+        subject = str(uuid.uuid5(uuid.NAMESPACE_OID, client_id))
+        claims: dict[str, Any] = {
             "aud": self.graph_url,
             "iss": f"https://sts.windows.net/{self.tenant.tenant_id}/",
             "iat": now,
             "nbf": now,
             "exp": now + int(self.faults.token_lifetime()),
-            "app_displayname": app.display_name,
-            "appid": app.client_id,
+            "app_displayname": display_name,
+            "appid": client_id,
             "appidacr": "1",
             "idtyp": "app",
             "oid": subject,
             "sub": subject,
-            "roles": sorted(app.permissions),
+            **({"roles": roles} if roles is not None else {}),
             "tid": self.tenant.tenant_id,
             "uti": _b64(secrets.token_bytes(16)),
             "ver": "1.0",

@@ -19,14 +19,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     SecretStr,
     field_validator,
     model_validator,
 )
 
-from entra_pipeline.action_options import ActionOptions
-from entra_pipeline.credentials import CertificateCredential, load_certificate_credential
+from entra_pipeline.credential_options import ActionOptions, ClientCertificate
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.secrets import URI_PASSWORD, register_secret
 from entra_pipeline.vocabulary import JOIN_TYPE_OPTIONS, is_guid
@@ -215,35 +213,6 @@ class UserSourceOptions(_Strict):
                         f"variables are the custom attributes and {', '.join(sorted(known))}"
                     )
         return self
-
-
-class ClientCertificate(_Strict):
-    """The app registration's certificate credential: a PEM private key with its PEM certificate,
-    or one PKCS#12 (.pfx) file holding both; `passphrase` when the key is encrypted."""
-
-    private_key_path: str | None = None
-    certificate_path: str | None = None
-    pfx_path: str | None = None
-    passphrase: SecretStr | None = None
-    _credential: CertificateCredential | None = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _loads(self) -> ClientCertificate:
-        passphrase = self.passphrase.get_secret_value() if self.passphrase else None
-        credential = load_certificate_credential(
-            private_key_path=self.private_key_path,
-            certificate_path=self.certificate_path,
-            pfx_path=self.pfx_path,
-            passphrase=passphrase,
-        )
-        register_secret(credential.private_key_pem)
-        self._credential = credential
-        return self
-
-    @property
-    def credential(self) -> CertificateCredential:
-        assert self._credential is not None  # set by validation
-        return self._credential
 
 
 class SyncOptions(_Strict):

@@ -20,7 +20,7 @@ LAYERS = {
     "secrets": 0,
     "credentials": 0,
     "settings": 1,
-    "action_options": 0,
+    "credential_options": 0,
     "actions": 5,
     "connector_folder": 1,
     "config_file": 1,

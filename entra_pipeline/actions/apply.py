@@ -51,8 +51,8 @@ def action_client(settings: ConnectorSettings) -> Iterator[GraphClient]:
     tokens = TokenProvider(
         tenant_id=settings.tenant_id,
         client_id=options.client_id,
-        client_credential=options.client_secret.get_secret_value(),
-        credential_description="the action app's client secret (actions.client_secret)",
+        client_credential=options.client_credential(),
+        credential_description=options.credential_description(),
         authority_host=settings.authority_host,
         graph_url=settings.graph_url,
         ca_bundle=settings.ca_bundle,

@@ -18,8 +18,8 @@ from typing import Any
 
 import duckdb
 
-from entra_pipeline.action_options import ActionOptions
 from entra_pipeline.actions.catalog import ACTIONS, Action
+from entra_pipeline.credential_options import ActionOptions
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.warehouse.publish import publish_file
 

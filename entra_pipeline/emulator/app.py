@@ -172,6 +172,7 @@ class EmulatorApp:
             page_follow="$skiptoken" in lowered,
             delta_follow="$deltatoken" in lowered,
             in_batch=request.in_batch,
+            method=request.method,
         )
 
     def _faulted(self, request: Request, graph: bool, fault: Fault | None) -> Response | None:

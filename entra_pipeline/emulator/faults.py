@@ -67,6 +67,7 @@ class FaultRule:
     retry_after: int = 1
     seconds: float = 0.0
     variant: str = ""  # HOSTILE only: one of HOSTILE_VARIANTS
+    method: str = ""  # "" any, else only requests of this method (PATCH: a write alone)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -178,8 +179,10 @@ class Faults:
     def drop_next(self, path: str = "", count: int = 1) -> Faults:
         return self.add(FaultRule(DROP, path, count))
 
-    def slow_next(self, path: str = "", count: int = 1, seconds: float = 1.0) -> Faults:
-        return self.add(FaultRule(SLOW, path, count, seconds=seconds))
+    def slow_next(
+        self, path: str = "", count: int = 1, seconds: float = 1.0, method: str = ""
+    ) -> Faults:
+        return self.add(FaultRule(SLOW, path, count, seconds=seconds, method=method))
 
     def expire_page_token_next(self, path: str = "", count: int = 1) -> Faults:
         return self.add(FaultRule(EXPIRE_PAGE_TOKEN, path, count))
@@ -219,6 +222,7 @@ class Faults:
         page_follow: bool = False,
         delta_follow: bool = False,
         in_batch: bool = False,
+        method: str = "GET",
     ) -> Fault | None:
         """The fault for this request, if any (each call consumes scripted counts)."""
         with self._lock:
@@ -226,6 +230,8 @@ class Faults:
                 self._page_follows += 1
             for rule in self._rules:
                 if rule.count <= 0 or not rule.matches(path):
+                    continue
+                if rule.method and rule.method != method:
                     continue
                 if rule.kind == EXPIRE_PAGE_TOKEN and not page_follow:
                     continue

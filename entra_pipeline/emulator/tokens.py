@@ -77,6 +77,18 @@ class AppRegistration:
     client_secret: str
     permissions: frozenset[str]
     display_name: str = "entra-pipeline actions"
+    certificates: tuple[str, ...] = ()  # PEM certificates registered on it (keyCredentials)
+
+
+def _thumbprints(pems: Sequence[str]) -> dict[str, x509.Certificate]:
+    """Registered certificates by the thumbprints a client assertion names them with: x5t
+    (SHA-1) and x5t#S256 (SHA-256), base64url of the certificate's digest."""
+    found: dict[str, x509.Certificate] = {}
+    for pem in pems:
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+        for digest in (hashes.SHA1(), hashes.SHA256()):
+            found[_b64(certificate.fingerprint(digest))] = certificate
+    return found
 
 
 class TokenService:
@@ -108,11 +120,10 @@ class TokenService:
         self.credentials_used: list[str] = []
         # The app registration's keyCredentials, by the thumbprints a client assertion names
         # them with: x5t (SHA-1) and x5t#S256 (SHA-256), base64url of the certificate's digest.
-        self._certificates: dict[str, x509.Certificate] = {}
-        for pem in certificates:
-            certificate = x509.load_pem_x509_certificate(pem.encode())
-            for digest in (hashes.SHA1(), hashes.SHA256()):
-                self._certificates[_b64(certificate.fingerprint(digest))] = certificate
+        self._certificates = _thumbprints(certificates)
+        self._app_certificates = {
+            app.client_id.lower(): _thumbprints(app.certificates) for app in apps
+        }
 
     # ---- tenants ----------------------------------------------------------------------------
 
@@ -218,12 +229,12 @@ class TokenService:
         secret = form.get("client_secret") or (basic_auth[1] if basic_auth else None)
         other = self.apps.get(client_id.lower())
         if other is not None:
-            return self._issue_for(other, secret, form.get("scope", ""))
+            return self._issue_for(other, tenant, form, secret)
         if client_id.lower() != self.client_id.lower():
             raise sts_unknown_client(client_id, self.tenant.display_name)
         assertion = form.get("client_assertion")
         if assertion and form.get("client_assertion_type") == JWT_BEARER:
-            self._check_assertion(tenant, assertion)
+            self._check_assertion(assertion, self.client_id, self._certificates)
         elif secret is None:
             raise sts_missing_secret()
         elif not hmac.compare_digest(secret.encode(), self.client_secret.encode()):
@@ -232,14 +243,20 @@ class TokenService:
         self.credentials_used.append("client_assertion" if assertion else "client_secret")
         return self._token(self.client_id, self.app_display_name)
 
-    def _issue_for(self, app: AppRegistration, secret: str | None, scope: str) -> dict:
-        """A token for another app registration (client secret only), its permissions in
-        `roles`."""
-        if secret is None:
+    def _issue_for(
+        self, app: AppRegistration, tenant: str, form: dict[str, str], secret: str | None
+    ) -> dict:
+        """A token for another app registration (a client secret or a client assertion signed
+        by one of its certificates), its permissions in `roles`."""
+        assertion = form.get("client_assertion")
+        if assertion and form.get("client_assertion_type") == JWT_BEARER:
+            certificates = self._app_certificates.get(app.client_id.lower(), {})
+            self._check_assertion(assertion, app.client_id, certificates)
+        elif secret is None:
             raise sts_missing_secret()
-        if not hmac.compare_digest(secret.encode(), app.client_secret.encode()):
+        elif not hmac.compare_digest(secret.encode(), app.client_secret.encode()):
             raise sts_bad_secret(app.client_id)
-        self._check_scope(scope)
+        self._check_scope(form.get("scope", ""))
         return self._token(app.client_id, app.display_name, sorted(app.permissions))
 
     def _token(
@@ -274,8 +291,11 @@ class TokenService:
             "access_token": self._sign(claims),
         }
 
-    def _check_assertion(self, tenant: str, assertion: str) -> None:
-        """A client assertion: signed by a registered certificate, and valid now."""
+    def _check_assertion(
+        self, assertion: str, client_id: str, registered: dict[str, x509.Certificate]
+    ) -> None:
+        """A client assertion of `client_id`: signed by one of its `registered` certificates
+        (by thumbprint), and valid now."""
         try:
             header = jwt.get_unverified_header(assertion)
         except jwt.DecodeError:
@@ -284,9 +304,9 @@ class TokenService:
         if not isinstance(thumbprint, str):
             raise sts_no_thumbprint()
         shown = _unb64(thumbprint.rstrip("=")).hex().upper()
-        certificate = self._certificates.get(thumbprint.rstrip("="))  # MSAL pads base64url
+        certificate = registered.get(thumbprint.rstrip("="))  # MSAL pads base64url
         if certificate is None:
-            raise sts_key_not_found(shown, self.client_id)
+            raise sts_key_not_found(shown, client_id)
         try:
             claims = jwt.decode(
                 assertion,
@@ -313,7 +333,7 @@ class TokenService:
             ) from None
         except jwt.InvalidTokenError as error:
             raise sts_invalid_jwt(str(error)) from None
-        if str(claims.get("iss", "")).lower() != self.client_id.lower():
+        if str(claims.get("iss", "")).lower() != client_id.lower():
             raise sts_unknown_client(str(claims.get("iss")), self.tenant.display_name)
 
     def _check_scope(self, scope: str) -> None:

@@ -448,3 +448,89 @@ def test_a_bad_actions_section_is_refused_naming_the_key(
     with pytest.raises(ConfigError) as refused:
         load_settings(bad.config)
     assert said in str(refused.value)
+
+
+def test_the_action_app_may_use_a_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """actions.client_certificate instead of a secret: its client assertion, signed by the key
+    of a certificate registered on the action app, gets the action app's token."""
+    from tests.graph.test_certificate_credentials import make_certificate
+
+    certificate = make_certificate(tmp_path, "action-app")
+    app = AppRegistration(
+        ACTION_APP.client_id,
+        "unused-secret",
+        ACTION_APP.permissions,
+        certificates=(certificate.pem,),
+    )
+    config = EmulatorConfig(users=60, devices=60, seed=9, apps=(app,))
+    with running_emulator(config) as emulator:
+        monkeypatch.setenv(SECRET_VARIABLE, emulator.client_secret)
+        found = Tenant.__new__(Tenant)
+        found.emulator, found.db = emulator, tmp_path / "entra.duckdb"
+        found.config = write_config(
+            tmp_path / "connector.yaml",
+            emulator,
+            actions={
+                "client_id": app.client_id,
+                "client_certificate": {
+                    "private_key_path": str(certificate.key_path),
+                    "certificate_path": str(certificate.cert_path),
+                },
+                "max_fraction": 1.0,
+            },
+        )
+        found.sync()
+        assert found.act("plan", "stale_devices_disable") == 0
+        assert found.act("apply", found.last_plan()) == 0
+        assert found.query("SELECT count(*) FROM ops.actions WHERE status = 'done'")[0][0] > 0
+
+
+def test_an_apply_killed_mid_request_leaves_its_audit_and_resumes(tenant: Tenant) -> None:
+    """`act apply` killed (SIGKILL) while Graph is still answering one of its PATCHes: the
+    journal holds a row for every request it sent; the next apply records them, acts on the
+    rest, and sends none of them twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tenant.act("plan", "stale_devices_disable")
+    plan = tenant.last_plan()
+    planned = [o for (o,) in tenant.query(
+        "SELECT object_id FROM ops.action_plan_items WHERE plan_id = ? AND status = 'planned' "
+        "ORDER BY object_name, object_id", [plan])]  # fmt: skip
+    assert len(planned) >= 3
+    slow = planned[1]  # the second device's PATCH takes 5 s to answer: killed meanwhile
+    tenant.emulator.faults.slow_next(f"/v1.0/devices/{slow}", seconds=5, method="PATCH")
+    apply = subprocess.Popen(
+        [sys.executable, "-m", "entra_pipeline.cli", "act", "apply", plan, "--config",
+         str(tenant.config)],
+        env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    journal = Journal(tenant.db, plan)
+    deadline = time.monotonic() + 60
+    while not (journal.path.exists() and f'"{slow}"' in journal.path.read_text()):
+        assert time.monotonic() < deadline, "the apply never sent the slow request"
+        time.sleep(0.1)
+    time.sleep(0.5)  # the PATCH is on the wire
+    apply.send_signal(signal.SIGKILL)
+    apply.wait(timeout=30)
+    sent = [json.loads(line) for line in journal.path.read_text().splitlines()]
+    assert [e["status"] for e in sent if e["object_id"] == slow] == ["sent"]
+    assert tenant.query("SELECT count(*) FROM ops.actions") == [(0,)]  # not folded yet
+    patches = [p for _, p in tenant.writes()]
+    assert patches == [f"/v1.0/devices/{planned[0]}"]  # the slow one is not answered yet
+    while tenant.enabled(slow):  # Graph finishes the slow PATCH, whose answer nobody reads
+        assert time.monotonic() < deadline, "the slow PATCH never took effect"
+        time.sleep(0.2)
+    assert tenant.act("apply", plan) == 0
+    audit = dict(
+        tenant.query("SELECT object_id, status FROM ops.actions WHERE plan_id = ?", [plan])
+    )
+    assert audit == dict.fromkeys(planned, "done")
+    all_patches = [p for _, p in tenant.writes()]
+    assert sorted(all_patches) == sorted(f"/v1.0/devices/{o}" for o in planned)  # once each
+    assert not journal.path.exists()

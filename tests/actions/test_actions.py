@@ -534,3 +534,35 @@ def test_an_apply_killed_mid_request_leaves_its_audit_and_resumes(tenant: Tenant
     all_patches = [p for _, p in tenant.writes()]
     assert sorted(all_patches) == sorted(f"/v1.0/devices/{o}" for o in planned)  # once each
     assert not journal.path.exists()
+
+
+def test_a_failed_action_is_audited_and_notified(
+    tenant: Tenant, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The action app lost Device.ReadWrite.All after the plan: each PATCH is refused, recorded
+    failed with what to do, one action_failed notification, exit code 1."""
+    tenant.act("plan", "stale_devices_disable")
+    plan = tenant.last_plan()
+    tenant.emulator.tokens.apps[ACTION_APP.client_id] = AppRegistration(
+        ACTION_APP.client_id,
+        ACTION_APP.client_secret,
+        (ACTION_APP.permissions - {"Device.ReadWrite.All"}) | {"Device.Read.All"},
+    )
+    capsys.readouterr()
+    assert tenant.act("apply", plan) == 1
+    errors = {e for (e,) in tenant.query(
+        "SELECT error FROM ops.actions WHERE plan_id = ? AND status = 'failed'", [plan])}  # fmt: skip
+    assert len(errors) == len(tenant.query(
+        "SELECT object_id FROM ops.action_plan_items WHERE plan_id = ? AND status = 'planned'",
+        [plan]))  # fmt: skip
+    assert all(
+        e.startswith("the action app lacks Device.ReadWrite.All (Authorization_RequestDenied; ")
+        and e.endswith("): grant it with admin consent")
+        for e in errors
+    )
+    [(code, severity, message)] = tenant.query(
+        "SELECT code, severity, message FROM ops.notifications WHERE run_id = ?", [plan]
+    )
+    assert (code, severity) == ("action_failed", "error")
+    assert message.startswith(f"plan {plan}: ")
+    assert "failed" in capsys.readouterr().out

@@ -37,7 +37,7 @@ def record_runs(db: Path, *runs: tuple[str, str, datetime], tenant_id: str = TEN
         create_ops_tables(con)
         for number, (job, status, finished) in enumerate(runs):
             con.execute(
-                "INSERT INTO ops.sync_runs VALUES (?, ?, ?, 'connector', ?, ?, ?, '{}', 0, 0, NULL, NULL)",
+                "INSERT INTO ops.sync_runs VALUES (?, ?, ?, 'connector', ?, ?, ?, '{}', 0, 0, NULL, NULL, NULL)",
                 [
                     tenant_id,
                     f"run-{number}",

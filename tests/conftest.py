@@ -33,3 +33,27 @@ def emulator_factory() -> Iterator[Callable[..., Emulator]]:
     yield start
     for emu in started:
         emu.stop()
+
+
+# The longest modules first. The suite runs in two processes (pytest-xdist, --dist loadscope: a
+# module's tests stay in one process, in the order modules are collected); a long module handed
+# out last keeps one process busy while the other has nothing left to do.
+LONGEST_FIRST = (
+    "tests/test_celery.py",
+    "tests/test_incremental_sync.py",
+    "tests/test_ducklake.py",
+    "tests/actions/test_actions.py",
+    "tests/test_app_budget.py",
+    "tests/test_docs_commands.py",
+    "tests/test_connector_job.py",
+    "tests/operations/test_killed_run.py",
+    "tests/test_demo.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module's tests keep their order

@@ -5,6 +5,7 @@ what still matches, audits every request in ops.actions, and the next sync sees 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,14 +81,36 @@ class Tenant:
         return bool(tenant.object_at(*tenant.locate(device_id))["accountEnabled"])
 
 
+# One clock for every emulator of the module: each serves the very tenant the published file
+# was synced from (the synthetic tenant's dates are relative to its clock).
+TENANT = EmulatorConfig(
+    users=60, devices=60, seed=9, apps=(ACTION_APP,), now=dt.datetime.now(dt.UTC)
+)
+
+
+@pytest.fixture(scope="module")
+def published_once(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The published file of one sync of the tenant (each test starts from a copy of it, with an
+    emulator of its own serving the same seeded tenant: a sync is the slow part)."""
+    folder = tmp_path_factory.mktemp("published")
+    with running_emulator(TENANT) as emulator, pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SECRET_VARIABLE, emulator.client_secret)
+        patch.setenv(ACTION_SECRET_VARIABLE, ACTION_APP.client_secret)
+        first = Tenant(emulator, folder)
+        first.sync()
+        return first.db.read_bytes()
+
+
 @pytest.fixture
-def tenant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tenant]:
-    config = EmulatorConfig(users=60, devices=60, seed=9, apps=(ACTION_APP,))
-    with running_emulator(config) as emulator:
+def tenant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published_once: bytes
+) -> Iterator[Tenant]:
+    with running_emulator(TENANT) as emulator:
         monkeypatch.setenv(SECRET_VARIABLE, emulator.client_secret)
         monkeypatch.setenv(ACTION_SECRET_VARIABLE, ACTION_APP.client_secret)
         found = Tenant(emulator, tmp_path, max_fraction=1.0)
-        found.sync()
+        found.db.write_bytes(published_once)
+        found.db.chmod(0o600)
         yield found
 
 

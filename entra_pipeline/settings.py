@@ -233,6 +233,13 @@ class HistoryOptions(_Strict):
     retention_days: int = Field(default=400, ge=1, le=36_500)
 
 
+class ReportOptions(_Strict):
+    """The thresholds of the `reports.*` tables (docs/tables.md, "Reports")."""
+
+    licence_idle_days: int = Field(default=90, ge=1, le=3650)
+    device_hygiene_days: int = Field(default=90, ge=1, le=3650)
+
+
 class WarehouseOptions(_Strict):
     """Where the published tables go (docs/scaling-out.md). `duckdb` (the default): the DuckDB file
     at `duckdb_path`, no server. `ducklake`: also a DuckLake catalog on PostgreSQL that many
@@ -297,6 +304,7 @@ class ConnectorSettings(_Strict):
     user_source: UserSourceOptions = Field(default_factory=UserSourceOptions)
     sync: SyncOptions = Field(default_factory=SyncOptions)
     history: HistoryOptions = Field(default_factory=HistoryOptions)
+    reports: ReportOptions = Field(default_factory=ReportOptions)
     warehouse: WarehouseOptions = Field(default_factory=WarehouseOptions)
     # Where its runs run: cloud, or a connector server's name, the Celery queue its workers
     # consume (docs/scaling-out.md).

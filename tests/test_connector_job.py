@@ -641,7 +641,7 @@ def test_the_run_log_shows_progress_per_collection_and_what_was_published(
     # The first request for devices takes the latest delta link: the 429 is its answer.
     assert any("GET /v1.0/devices/delta failed (429 TooManyRequests" in m for m in messages)
     [published] = [m for m in messages if m.startswith("Published ")]
-    assert published.startswith(f"Published 17 tables to {sync.db}: history.changes=0, ")
+    assert published.startswith(f"Published 20 tables to {sync.db}: history.changes=0, ")
 
 
 def test_a_failed_run_ends_saying_nothing_was_published(sync_factory: Any) -> None:

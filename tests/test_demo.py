@@ -52,9 +52,9 @@ def test_the_demo_publishes_both_jobs_and_says_what_it_does_as_it_goes(tmp_path:
     ):
         assert line in output.splitlines(), line
     assert re.search(r"^  users: 3 pages, 300 rows in \d+s .*\(done\)$", output, re.M)
-    # The connector publishes 15 tables, ops.delta_state and history.changes; the user source 6
-    # and ops.delta_state.
-    assert len(re.findall(rf"^  Published 17 tables to {re.escape(str(db))}: ", output, re.M)) == 2
+    # The connector publishes 18 tables (3 of them reports), ops.delta_state and history.changes;
+    # the user source 6 and ops.delta_state.
+    assert len(re.findall(rf"^  Published 20 tables to {re.escape(str(db))}: ", output, re.M)) == 2
     assert re.search(rf"^  Published 7 tables to {re.escape(str(db))}: ", output, re.M)
     # Then a night of changes, and the connector again, by delta query: it says what changed.
     assert re.search(r"^A night later: \d+ changes in the tenant \(.*users deleted", output, re.M)

@@ -83,7 +83,8 @@ def test_every_published_table_view_and_column_has_a_comment(published: Publishe
     assert {"mdm.invitations", "raw.sign_in_activity", "ops.attribute_mapping"} <= set(names)
     assert {"ops.delta_state", "history.changes", "mdm_extract.group_members"} <= set(names)
     assert {"ops.action_plans", "ops.action_plan_items", "ops.actions"} <= set(names)
-    assert len(names) == 33
+    assert {"reports.licence_waste", "reports.device_hygiene"} <= set(names)
+    assert len(names) == 36
     assert [name for name, comment in objects if not comment.strip()] == []
     columns = published.query(
         "SELECT schema_name || '.' || table_name || '.' || column_name, coalesce(comment, '') "
@@ -114,10 +115,11 @@ def test_dagster_column_descriptions_are_the_published_comments(published: Publi
             for column in metadata["dagster/column_schema"].value.columns:
                 assert column.description == comments[(table, column.name)], (table, column)
             checked.add(table)
-    # Every layer's assets: raw, staging, the mapping, neurons, history and mdm.
+    # Every layer's assets: raw, staging, the mapping, neurons, history, reports and mdm.
     assert {"raw.users", "raw.group_filters", "staging.filtered_users", "neurons.users"} <= checked
     assert {"ops.attribute_mapping", "mdm.users", "mdm.invitations", "history.changes"} <= checked
-    assert len(checked) == 22
+    assert {"reports.licence_waste", "reports.device_hygiene"} <= checked
+    assert len(checked) == 25
 
 
 def test_columns_are_documented_from_the_mapping_the_registry_and_the_model_docs(

@@ -14,7 +14,7 @@ import dagster as dg
 from entra_pipeline.connector.checks import transform_checks
 from entra_pipeline.connector.history import HISTORY_GROUP, history_changes
 from entra_pipeline.connector.mapping import mapping_assets
-from entra_pipeline.connector.models import model_assets
+from entra_pipeline.connector.models import model_assets, report_checks
 from entra_pipeline.connector.raw import RAW_GROUP, raw_entra
 from entra_pipeline.connector.schedule import connector_schedule
 from entra_pipeline.dagster_private import AssetJob
@@ -22,13 +22,22 @@ from entra_pipeline.names import CONNECTOR_JOB, SYNC_JOB_TAGS
 from entra_pipeline.publication import publication_asset, publication_key
 from entra_pipeline.settings import ScheduleOptions
 
-CONNECTOR_GROUPS = (RAW_GROUP, "staging", "filtered", "mapping", "neurons", HISTORY_GROUP)
+CONNECTOR_GROUPS = (
+    RAW_GROUP,
+    "staging",
+    "filtered",
+    "mapping",
+    "neurons",
+    HISTORY_GROUP,
+    "reports",
+)
 
 
 def transform_definitions() -> dg.Definitions:
     """Every staging, filtered, mapping and `neurons.*` asset, with the blocking checks."""
     return dg.Definitions(
-        assets=[*model_assets(), *mapping_assets()], asset_checks=transform_checks()
+        assets=[*model_assets(), *mapping_assets()],
+        asset_checks=[*transform_checks(), *report_checks()],
     )
 
 

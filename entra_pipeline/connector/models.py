@@ -36,6 +36,8 @@ def connector_parameters(
         "join_types": list(settings.devices.join_types),
         "join_type_vocabulary": [asdict(join_type) for join_type in JOIN_TYPES],
         "sign_in_imported": sign_in_imported(con),
+        "licence_idle_days": settings.reports.licence_idle_days,
+        "device_hygiene_days": settings.reports.device_hygiene_days,
     }
 
 
@@ -68,6 +70,40 @@ def model_asset(model: Model) -> dg.AssetsDefinition:
     return _build
 
 
+REPORTS_SCHEMA = "reports"
+
+
+def report_models() -> list[Model]:
+    """The `reports.*` models (over the staging models), in build order."""
+    return discover_models(REPORTS_SCHEMA)
+
+
 def model_assets() -> list[dg.AssetsDefinition]:
-    """One asset per connector model."""
-    return [model_asset(model) for model in connector_models()]
+    """One asset per connector model and per report."""
+    return [model_asset(model) for model in (*connector_models(), *report_models())]
+
+
+def report_checks() -> list[dg.AssetChecksDefinition]:
+    """Per report a warning-severity check: its row count, failing (a warning, never blocking
+    the publication) while the report has rows."""
+    return [_report_check(model) for model in report_models()]
+
+
+def _report_check(model: Model) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=model.key,
+        name=f"{model.table.split('.')[1]}_empty",
+        description=f"{model.table} has no rows (a warning while it has some).",
+        blocking=False,
+    )
+    def _check(warehouse: Warehouse) -> dg.AssetCheckResult:
+        with warehouse.reader() as con:
+            [(rows,)] = con.execute(f"SELECT count(*) FROM {model.table}").fetchall()
+        return dg.AssetCheckResult(
+            passed=rows == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{rows} rows in {model.table}",
+            metadata={"rows": int(rows)},
+        )
+
+    return _check

@@ -35,7 +35,7 @@ def test_checks_pass_on_the_boundary_tenant(transform: Transform) -> None:
     write_raw(transform.db, contoso())
     result = transform.run(connector(transform.tmp_path))
     evaluations = _evaluations(result)
-    assert {name: e.passed for name, e in evaluations.items()} == {
+    assert {name: e.passed for name, e in evaluations.items() if name.startswith("neurons")} == {
         NEURONS_USERS_CHECK: True,
         NEURONS_DEVICES_CHECK: True,
     }

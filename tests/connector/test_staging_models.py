@@ -240,6 +240,9 @@ def test_transform_definitions_expose_every_table_and_blocking_check() -> None:
         "ops/attribute_mapping": "mapping",
         "neurons/users": "neurons",
         "neurons/devices": "neurons",
+        "reports/licence_waste": "reports",
+        "reports/licence_waste_by_sku": "reports",
+        "reports/device_hygiene": "reports",
     }
     checks = {
         (key.asset_key.to_user_string(), key.name, spec.blocking)
@@ -249,6 +252,10 @@ def test_transform_definitions_expose_every_table_and_blocking_check() -> None:
     assert checks == {
         ("neurons/users", "neurons_users_valid", True),
         ("neurons/devices", "neurons_devices_valid", True),
+        # The reports' checks warn, never block the publication.
+        ("reports/licence_waste", "licence_waste_empty", False),
+        ("reports/licence_waste_by_sku", "licence_waste_by_sku_empty", False),
+        ("reports/device_hygiene", "device_hygiene_empty", False),
     }
 
 

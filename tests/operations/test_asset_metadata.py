@@ -19,7 +19,9 @@ from entra_pipeline.names import USER_SOURCE_JOB as MDM_JOB
 from entra_pipeline.operations.freshness import FRESHNESS_JOB, FRESHNESS_SCHEDULE
 from entra_pipeline.user_source.directory import DIRECTORY_TABLES
 
-LAYERS = {"raw", "staging", "filtered", "mapping", "neurons", "history", "mdm", "publication"}
+LAYERS = {
+    "raw", "staging", "filtered", "mapping", "neurons", "history", "reports", "mdm", "publication"
+}  # fmt: skip
 EVERY_MATERIALIZATION = {
     "dagster/row_count",
     "dagster/column_schema",

@@ -53,6 +53,17 @@ class ClientCertificate(_Strict):
         return self._credential
 
 
+def msal_credential(
+    secret: SecretStr | None, certificate: ClientCertificate | None
+) -> str | dict[str, str]:
+    """What MSAL authenticates an app registration with: its client secret, or its certificate's
+    key and certificate (exactly one is set: the models' validators see to it)."""
+    if certificate is not None:
+        return certificate.credential.msal_credential()
+    assert secret is not None
+    return secret.get_secret_value()
+
+
 class ActionOptions(_Strict):
     # The action app registration: its client id and its credential, a client secret (from the
     # environment, like the sync's: client_secret: ${ENTRA_ACTION_CLIENT_SECRET}) or a
@@ -108,10 +119,7 @@ class ActionOptions(_Strict):
 
     def client_credential(self) -> str | dict[str, str]:
         """What MSAL authenticates the action app with: its secret, or its certificate."""
-        if self.client_certificate is not None:
-            return self.client_certificate.credential.msal_credential()
-        assert self.client_secret is not None  # _one_credential
-        return self.client_secret.get_secret_value()
+        return msal_credential(self.client_secret, self.client_certificate)
 
     def credential_description(self) -> str:
         if self.client_certificate is not None:

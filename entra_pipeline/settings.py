@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from entra_pipeline.credential_options import ActionOptions, ClientCertificate
+from entra_pipeline.credential_options import ActionOptions, ClientCertificate, msal_credential
 from entra_pipeline.errors import PipelineError
 from entra_pipeline.secrets import URI_PASSWORD, register_secret
 from entra_pipeline.vocabulary import JOIN_TYPE_OPTIONS, is_guid
@@ -389,10 +389,7 @@ class ConnectorSettings(_Strict):
     def client_credential(self) -> str | dict[str, str]:
         """What MSAL authenticates the app with: the secret, or the certificate's key and
         certificate."""
-        if self.client_certificate is not None:
-            return self.client_certificate.credential.msal_credential()
-        assert self.client_secret is not None  # _one_credential
-        return self.client_secret.get_secret_value()
+        return msal_credential(self.client_secret, self.client_certificate)
 
     def credential_description(self) -> str:
         """The credential, named without a secret: for messages that say what to fix."""
